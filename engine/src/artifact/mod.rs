@@ -1,0 +1,10 @@
+//! The blocked-gzip artifact format (DESIGN.md): a stream cut into blocks of B bytes, each an
+//! independent gzip member whose FEXTRA subfield records the member's length, the block's length
+//! and its SHA-256. Any gzip tool reads the file; tierback seeks in O(1) and verifies per block.
+
+pub mod format;
+pub mod index;
+pub mod reader;
+pub mod writer;
+
+pub use index::{BlockEntry, BlockIndex};

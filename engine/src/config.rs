@@ -1,0 +1,638 @@
+//! The TOML configuration (keys in DESIGN.md). Unknown keys are errors that name the key and its
+//! line; values are checked here, once, so the rest of the engine works with typed settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::id::{ServiceName, TierName};
+use crate::secret::SecretRef;
+use crate::units::{parse_age, parse_size};
+use crate::{Error, Result};
+
+/// Where `--config` / `TIERBACK_CONFIG` point when neither is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tierback/tierback.toml";
+
+/// The commented example that `tierback init` writes: the seed's services, tiers and schedules.
+pub const EXAMPLE_CONFIG: &str = include_str!("../../docs/tierback.example.toml");
+
+const MAX_BLOCK_SIZE: u64 = 64 << 20;
+const MIN_BLOCK_SIZE: u64 = 4 << 10;
+
+/// The loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub catalog_path: PathBuf,
+    pub defaults: Defaults,
+    /// In the order written: the first is where backups are written.
+    pub tiers: Vec<TierConfig>,
+    pub mount: MountConfig,
+    pub services: BTreeMap<ServiceName, ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub compression_level: i32,
+    pub block_size: usize,
+    /// Compression and decompression threads; default: every core.
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TierConfig {
+    pub name: TierName,
+    pub kind: TierKind,
+    /// Which backups this tier receives (`all`, `daily`, `weekly`).
+    pub copy: Vec<String>,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone)]
+pub enum TierKind {
+    Local {
+        path: PathBuf,
+    },
+    S3 {
+        endpoint: String,
+        bucket: String,
+        region: String,
+        prefix: String,
+        access_key: Option<SecretRef>,
+        secret_key: Option<SecretRef>,
+    },
+    Rclone {
+        remote: String,
+    },
+}
+
+impl TierKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TierKind::Local { .. } => "local",
+            TierKind::S3 { .. } => "s3",
+            TierKind::Rclone { .. } => "rclone",
+        }
+    }
+}
+
+/// restic-style retention; `None` means the rule is not used, `u32::MAX` means "all".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Retention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_yearly: Option<u32>,
+    /// Keep everything younger than this many seconds.
+    pub keep_within: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    pub cache_size: u64,
+    pub allow_other: bool,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub file_mode: u32,
+    pub dir_mode: u32,
+    pub audit_log: Option<PathBuf>,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig {
+            cache_size: 256 << 20,
+            allow_other: false,
+            owner: None,
+            group: None,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            audit_log: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: ServiceName,
+    pub schedule: Vec<String>,
+    pub compression_level: i32,
+    pub block_size: usize,
+    pub driver: Driver,
+}
+
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// stdout of `argv` is the backup.
+    Command {
+        argv: Vec<String>,
+        artifact: String,
+        extension: String,
+        env: BTreeMap<String, SecretRef>,
+    },
+    /// A tar of `paths`.
+    Files { paths: Vec<PathBuf> },
+}
+
+impl Driver {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Driver::Command { .. } => "command",
+            Driver::Files { .. } => "files",
+        }
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    catalog: Option<RawCatalog>,
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    tiers: IndexMap<String, Spanned<RawTier>>,
+    mount: Option<RawMount>,
+    #[serde(default)]
+    services: IndexMap<String, Spanned<RawService>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCatalog {
+    path: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    compression_level: Option<Spanned<i64>>,
+    block_size: Option<Spanned<String>>,
+    threads: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTier {
+    #[serde(rename = "type")]
+    kind: Spanned<String>,
+    path: Option<PathBuf>,
+    endpoint: Option<String>,
+    bucket: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    access_key: Option<Spanned<String>>,
+    secret_key: Option<Spanned<String>>,
+    remote: Option<String>,
+    copy: Option<Spanned<Vec<String>>>,
+    retention: Option<Spanned<RawRetention>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    keep_last: Option<Count>,
+    keep_hourly: Option<Count>,
+    keep_daily: Option<Count>,
+    keep_weekly: Option<Count>,
+    keep_monthly: Option<Count>,
+    keep_yearly: Option<Count>,
+    keep_within: Option<String>,
+}
+
+/// A retention count: a number or the string "all".
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Count {
+    N(u32),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    cache_size: Option<Spanned<String>>,
+    allow_other: Option<bool>,
+    owner: Option<String>,
+    group: Option<String>,
+    file_mode: Option<Spanned<String>>,
+    dir_mode: Option<Spanned<String>>,
+    audit_log: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    driver: Spanned<String>,
+    #[serde(default)]
+    schedule: Vec<String>,
+    compression_level: Option<Spanned<i64>>,
+    block_size: Option<Spanned<String>>,
+    // command
+    command: Option<Spanned<Vec<String>>>,
+    artifact: Option<Spanned<String>>,
+    extension: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    // files
+    paths: Option<Spanned<Vec<PathBuf>>>,
+}
+
+// ---- loading -------------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates `path`. Errors name the file, the key and its line.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_owned(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages and for relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let err = |message: String| Error::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
+        let at = |span: std::ops::Range<usize>, message: String| {
+            err(format!("line {}: {message}", line_of(text, span.start)))
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+
+        let catalog_path = resolve(
+            raw.catalog
+                .and_then(|c| c.path)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/tierback/catalog.db")),
+        );
+
+        let rd = raw.defaults.unwrap_or(RawDefaults {
+            compression_level: None,
+            block_size: None,
+            threads: None,
+        });
+        let compression_level = match &rd.compression_level {
+            Some(l) => check_level(l).map_err(|m| at(l.span(), m))?,
+            None => 9,
+        };
+        let block_size = match &rd.block_size {
+            Some(b) => check_block_size(b).map_err(|m| at(b.span(), m))?,
+            None => 1 << 20,
+        };
+        let threads = match &rd.threads {
+            Some(t) if (1..=256).contains(t.get_ref()) => *t.get_ref() as usize,
+            Some(t) => return Err(at(t.span(), "defaults.threads must be between 1 and 256".into())),
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        };
+        let defaults = Defaults {
+            compression_level,
+            block_size,
+            threads,
+        };
+
+        let mut tiers = Vec::new();
+        for (name, raw_tier) in raw.tiers {
+            let span = raw_tier.span();
+            let t = raw_tier.into_inner();
+            let name = TierName::new(&name).map_err(|e| at(span.clone(), format!("[tiers.{name}]: {e}")))?;
+            let need = |v: Option<String>, key: &str| {
+                v.ok_or_else(|| at(span.clone(), format!("[tiers.{name}] needs `{key}`")))
+            };
+            let secret = |v: Option<Spanned<String>>| -> Result<Option<SecretRef>> {
+                v.map(|s| SecretRef::parse(s.get_ref()).map_err(|m| at(s.span(), m)))
+                    .transpose()
+            };
+            let kind = match t.kind.get_ref().as_str() {
+                "local" => TierKind::Local {
+                    path: resolve(
+                        t.path
+                            .ok_or_else(|| at(span.clone(), format!("[tiers.{name}] needs `path`")))?,
+                    ),
+                },
+                "s3" => TierKind::S3 {
+                    endpoint: need(t.endpoint, "endpoint")?,
+                    bucket: need(t.bucket, "bucket")?,
+                    region: t.region.unwrap_or_else(|| "us-east-1".into()),
+                    prefix: t.prefix.unwrap_or_default(),
+                    access_key: secret(t.access_key)?,
+                    secret_key: secret(t.secret_key)?,
+                },
+                "rclone" => TierKind::Rclone {
+                    remote: need(t.remote, "remote")?,
+                },
+                other => {
+                    return Err(at(
+                        t.kind.span(),
+                        format!("[tiers.{name}] type {other:?} is not one of \"local\", \"s3\", \"rclone\""),
+                    ));
+                }
+            };
+            let copy = match t.copy {
+                Some(c) => {
+                    for v in c.get_ref() {
+                        if !matches!(v.as_str(), "all" | "hourly" | "daily" | "weekly" | "monthly") {
+                            return Err(at(
+                                c.span(),
+                                format!("[tiers.{name}] copy: {v:?} is not one of all, hourly, daily, weekly, monthly"),
+                            ));
+                        }
+                    }
+                    c.into_inner()
+                }
+                None => vec!["all".into()],
+            };
+            let retention = match t.retention {
+                Some(r) => {
+                    let span = r.span();
+                    retention(r.into_inner()).map_err(|m| at(span, format!("[tiers.{name}] retention: {m}")))?
+                }
+                None => Retention::default(),
+            };
+            tiers.push(TierConfig {
+                name,
+                kind,
+                copy,
+                retention,
+            });
+        }
+        if let Some(first) = tiers.first()
+            && !matches!(first.kind, TierKind::Local { .. })
+        {
+            return Err(err(format!(
+                "the first tier listed ([tiers.{}]) is where backups are written and must be type = \"local\"",
+                first.name
+            )));
+        }
+
+        let mount = match raw.mount {
+            None => MountConfig::default(),
+            Some(m) => {
+                let d = MountConfig::default();
+                MountConfig {
+                    cache_size: match m.cache_size {
+                        Some(s) => parse_size(s.get_ref()).map_err(|e| at(s.span(), format!("mount.cache_size: {e}")))?,
+                        None => d.cache_size,
+                    },
+                    allow_other: m.allow_other.unwrap_or(false),
+                    owner: m.owner,
+                    group: m.group,
+                    file_mode: mode(m.file_mode, d.file_mode).map_err(|(s, e)| at(s, e))?,
+                    dir_mode: mode(m.dir_mode, d.dir_mode).map_err(|(s, e)| at(s, e))?,
+                    audit_log: m.audit_log.map(&resolve),
+                }
+            }
+        };
+
+        let mut services = BTreeMap::new();
+        for (name, raw_service) in raw.services {
+            let span = raw_service.span();
+            let s = raw_service.into_inner();
+            let sname = ServiceName::new(&name).map_err(|e| at(span.clone(), format!("[services.{name}]: {e}")))?;
+            let compression_level = match &s.compression_level {
+                Some(l) => check_level(l).map_err(|m| at(l.span(), m))?,
+                None => defaults.compression_level,
+            };
+            let block_size = match &s.block_size {
+                Some(b) => check_block_size(b).map_err(|m| at(b.span(), m))?,
+                None => defaults.block_size,
+            };
+            let driver = match s.driver.get_ref().as_str() {
+                "command" => {
+                    let argv = s
+                        .command
+                        .ok_or_else(|| at(span.clone(), format!("[services.{name}] driver \"command\" needs `command`")))?;
+                    if argv.get_ref().is_empty() {
+                        return Err(at(argv.span(), format!("[services.{name}] command is empty")));
+                    }
+                    let part = |v: Option<Spanned<String>>, default: &str, what: &str| -> Result<String> {
+                        match v {
+                            Some(v) => {
+                                crate::id::validate_file_part(v.get_ref(), what).map_err(|e| at(v.span(), e.to_string()))?;
+                                Ok(v.into_inner())
+                            }
+                            None => Ok(default.to_owned()),
+                        }
+                    };
+                    let mut env = BTreeMap::new();
+                    for (k, v) in s.env {
+                        env.insert(k, SecretRef::parse(v.get_ref()).map_err(|m| at(v.span(), m))?);
+                    }
+                    Driver::Command {
+                        argv: argv.into_inner(),
+                        artifact: part(s.artifact, &name, "artifact")?,
+                        extension: part(s.extension, "bin", "extension")?,
+                        env,
+                    }
+                }
+                "files" => {
+                    let paths = s
+                        .paths
+                        .ok_or_else(|| at(span.clone(), format!("[services.{name}] driver \"files\" needs `paths`")))?;
+                    if paths.get_ref().is_empty() {
+                        return Err(at(paths.span(), format!("[services.{name}] paths is empty")));
+                    }
+                    Driver::Files {
+                        paths: paths.into_inner().into_iter().map(&resolve).collect(),
+                    }
+                }
+                other => {
+                    return Err(at(
+                        s.driver.span(),
+                        format!("[services.{name}] driver {other:?} is not known (known: command, files)"),
+                    ));
+                }
+            };
+            services.insert(
+                sname.clone(),
+                ServiceConfig {
+                    name: sname,
+                    schedule: s.schedule,
+                    compression_level,
+                    block_size,
+                    driver,
+                },
+            );
+        }
+
+        Ok(Config {
+            path: path.to_owned(),
+            catalog_path,
+            defaults,
+            tiers,
+            mount,
+            services,
+        })
+    }
+
+    /// The tier backups are written to.
+    pub fn primary_tier(&self) -> Result<&TierConfig> {
+        self.tiers.first().ok_or_else(|| Error::Config {
+            path: self.path.clone(),
+            message: "no [tiers.*] configured: add a local tier (see `tierback init`)".into(),
+        })
+    }
+
+    pub fn tier(&self, name: &str) -> Result<&TierConfig> {
+        self.tiers.iter().find(|t| t.name.as_str() == name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "no tier named {name:?} in {} (tiers: {})",
+                self.path.display(),
+                self.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })
+    }
+
+    pub fn service(&self, name: &str) -> Result<&ServiceConfig> {
+        self.services
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no service named {name:?} in {} (services: {})",
+                    self.path.display(),
+                    self.services.keys().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                ))
+            })
+    }
+}
+
+fn line_of(text: &str, byte: usize) -> usize {
+    text[..byte.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+fn check_level(l: &Spanned<i64>) -> Result<i32, String> {
+    match *l.get_ref() {
+        v @ 1..=12 => Ok(v as i32),
+        v => Err(format!("compression_level {v} is out of range 1..=12 (gzip levels 1-9; 10-12 are slower, smaller)")),
+    }
+}
+
+fn check_block_size(b: &Spanned<String>) -> Result<usize, String> {
+    let v = parse_size(b.get_ref()).map_err(|e| format!("block_size: {e}"))?;
+    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&v) {
+        return Err(format!("block_size {} must be between 4KiB and 64MiB", b.get_ref()));
+    }
+    Ok(v as usize)
+}
+
+fn mode(v: Option<Spanned<String>>, default: u32) -> Result<u32, (std::ops::Range<usize>, String)> {
+    match v {
+        None => Ok(default),
+        Some(s) => match u32::from_str_radix(s.get_ref().trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o777 => Ok(m),
+            _ => Err((s.span(), format!("mode {:?} is not an octal permission like \"0440\"", s.get_ref()))),
+        },
+    }
+}
+
+fn retention(r: RawRetention) -> Result<Retention, String> {
+    fn count(c: Option<Count>, key: &str) -> Result<Option<u32>, String> {
+        match c {
+            None => Ok(None),
+            Some(Count::N(n)) => Ok(Some(n)),
+            Some(Count::Word(w)) if w == "all" => Ok(Some(u32::MAX)),
+            Some(Count::Word(w)) => Err(format!("{key} = {w:?}: use a number or \"all\"")),
+        }
+    }
+    Ok(Retention {
+        keep_last: count(r.keep_last, "keep_last")?,
+        keep_hourly: count(r.keep_hourly, "keep_hourly")?,
+        keep_daily: count(r.keep_daily, "keep_daily")?,
+        keep_weekly: count(r.keep_weekly, "keep_weekly")?,
+        keep_monthly: count(r.keep_monthly, "keep_monthly")?,
+        keep_yearly: count(r.keep_yearly, "keep_yearly")?,
+        keep_within: r
+            .keep_within
+            .map(|w| parse_age(&w).map_err(|e| format!("keep_within: {e}")))
+            .transpose()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(text, Path::new("/etc/tierback/test.toml"))
+    }
+
+    const MINIMAL: &str = r#"
+[catalog]
+path = "/tmp/c.db"
+
+[tiers.local]
+type = "local"
+path = "/tmp/local"
+retention = { keep_hourly = 168, keep_daily = 30, keep_weekly = 12 }
+
+[services.custom]
+driver = "command"
+command = ["sh", "-c", "echo hi"]
+extension = "txt"
+"#;
+
+    #[test]
+    fn minimal_config_loads() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.tiers[0].name.as_str(), "local");
+        assert_eq!(c.tiers[0].retention.keep_hourly, Some(168));
+        let s = c.service("custom").unwrap();
+        assert_eq!(s.block_size, 1 << 20);
+        assert_eq!(s.compression_level, 9);
+        match &s.driver {
+            Driver::Command { artifact, extension, .. } => {
+                assert_eq!(artifact, "custom");
+                assert_eq!(extension, "txt");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = MINIMAL.replace("extension = \"txt\"", "extension = \"txt\"\ncolour = \"blue\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("colour"), "{e}");
+        assert!(e.contains("line 14"), "{e}");
+        assert!(e.contains("/etc/tierback/test.toml"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_line() {
+        let text = MINIMAL.replace("driver = \"command\"", "driver = \"comand\"");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 11") && e.contains("comand"), "{e}");
+        let text = format!("[defaults]\nblock_size = \"1 parsec\"\n{MINIMAL}");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 2") && e.contains("block_size"), "{e}");
+    }
+
+    #[test]
+    fn tier_order_is_kept_and_first_must_be_local() {
+        let text = MINIMAL.replace(
+            "[services.custom]",
+            "[tiers.offsite]\ntype = \"rclone\"\nremote = \"x:y\"\ncopy = [\"daily\"]\n\n[services.custom]",
+        );
+        let c = parse(&text).unwrap();
+        let names: Vec<_> = c.tiers.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["local", "offsite"]);
+        let text = "[tiers.offsite]\ntype = \"rclone\"\nremote = \"x:y\"\n";
+        assert!(parse(text).unwrap_err().to_string().contains("must be type = \"local\""));
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let c = parse(EXAMPLE_CONFIG).unwrap();
+        assert!(c.services.len() >= 2);
+        assert_eq!(c.tiers.len(), 3);
+    }
+}

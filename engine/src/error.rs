@@ -1,0 +1,102 @@
+//! Typed errors with the context an operator needs: which file, which line, which block, which
+//! service. Secrets never appear here: [`crate::secret::Secret`] has no `Display`.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad or missing configuration; `message` names the key and line where known.
+    #[error("config {path}: {message}")]
+    Config { path: PathBuf, message: String },
+
+    /// A secret reference that could not be resolved (the reference, never the value).
+    #[error("secret {reference}: {message}")]
+    Secret { reference: String, message: String },
+
+    /// An object is absent from a tier.
+    #[error("tier {tier}: {key}: not found")]
+    NotFound { tier: String, key: String },
+
+    /// Stored bytes do not match what the catalog recorded: never hand them out.
+    #[error("integrity check failed: {file}{}: {reason}", block.map(|b| format!(": block {b}")).unwrap_or_default())]
+    Integrity {
+        file: String,
+        block: Option<u64>,
+        reason: String,
+    },
+
+    /// A source (dump command, tar of paths, …) failed; `stderr_tail` is its last output.
+    #[error("service {service}: {message}{}", tail_suffix(stderr_tail))]
+    Source {
+        service: String,
+        message: String,
+        stderr_tail: String,
+    },
+
+    /// Another process holds the service's lock.
+    #[error("service {service} is being backed up by another process (lock {path})")]
+    Locked { service: String, path: PathBuf },
+
+    #[error("catalog {path}: {source}")]
+    Catalog {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A request that names something that does not exist or makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn tail_suffix(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- stderr (last lines) ---\n{}", tail.trim_end())
+    }
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn integrity(file: impl Into<String>, block: Option<u64>, reason: impl Into<String>) -> Self {
+        Error::Integrity {
+            file: file.into(),
+            block,
+            reason: reason.into(),
+        }
+    }
+
+    /// True when retrying later may succeed (used by sync and remote reads).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if matches!(source.kind(),
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionRefused |
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::Interrupted))
+    }
+}
+
+/// Adds a context string to `std::io::Result`s.
+pub trait IoContext<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| Error::io(context(), source))
+    }
+}

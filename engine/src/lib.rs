@@ -1,0 +1,26 @@
+//! The tierback engine: everything except the command line and the FUSE adapter.
+//!
+//! Data flows one way: a [`source::Source`] yields dump streams → [`artifact::writer`] cuts them
+//! into independently compressed, hashed gzip members → the first tier's [`store::Store`] →
+//! the [`catalog::Catalog`] records what exists. Reading goes catalog → store → block reader
+//! ([`artifact::reader`]), which hands out only [`artifact::reader::VerifiedBlock`]s.
+
+pub mod artifact;
+pub mod backup;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod layout;
+pub mod lock;
+pub mod parallel;
+pub mod secret;
+pub mod source;
+pub mod store;
+pub mod units;
+pub mod verify;
+
+pub use error::{Error, Result};
+
+/// Version string written into every artifact's metadata.
+pub const TOOL_VERSION: &str = concat!("tierback ", env!("CARGO_PKG_VERSION"));

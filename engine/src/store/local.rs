@@ -1,0 +1,242 @@
+//! The local-disk tier: one file per object under `root`, written under a temporary name in
+//! `root/.partial/`, fsynced, then renamed, so a crash never leaves a partial object visible.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{ObjectMeta, Store, check_key};
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+/// Staging directory inside the tier root (same filesystem, so `rename` is atomic).
+pub const PARTIAL_DIR: &str = ".partial";
+
+pub struct LocalStore {
+    name: String,
+    root: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl LocalStore {
+    /// Opens (and creates) the tier directory.
+    pub fn open(name: &str, root: &Path) -> Result<LocalStore> {
+        fs::create_dir_all(root.join(PARTIAL_DIR))
+            .ctx(|| format!("tier {name}: creating {}", root.display()))?;
+        Ok(LocalStore {
+            name: name.to_owned(),
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The file an object lives in.
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// A fresh temporary path in the staging directory; the caller writes there and hands it to
+    /// [`Store::put_file`], which then renames instead of copying. The name carries the pid so
+    /// [`LocalStore::remove_stale_partials`] can tell abandoned files from live ones.
+    pub fn temp_path(&self, hint: &str) -> PathBuf {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let hint: String = hint.chars().map(|c| if c == '/' { '_' } else { c }).collect();
+        self.root
+            .join(PARTIAL_DIR)
+            .join(format!("{}.{n}.{hint}", std::process::id()))
+    }
+
+    /// Removes staging files left by processes that no longer exist (a `kill -9` mid-backup).
+    pub fn remove_stale_partials(&self) -> Result<usize> {
+        let dir = self.root.join(PARTIAL_DIR);
+        let mut removed = 0;
+        let entries = match fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::io(format!("reading {}", dir.display()), e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid: Option<i32> = name.split('.').next().and_then(|p| p.parse().ok());
+            let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+            if !alive && fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    fn staging(&self) -> PathBuf {
+        self.root.join(PARTIAL_DIR)
+    }
+
+    /// Renames a complete, fsynced staging file into place and makes the rename durable.
+    fn publish(&self, tmp: &Path, key: &str) -> Result<()> {
+        let dest = self.path_of(key);
+        let parent = dest.parent().expect("keys are relative paths");
+        fs::create_dir_all(parent).ctx(|| format!("tier {}: creating {}", self.name, parent.display()))?;
+        fs::rename(tmp, &dest).ctx(|| format!("tier {}: renaming into {}", self.name, dest.display()))?;
+        sync_dir(parent)
+    }
+}
+
+/// fsync a directory so a rename in it survives a crash.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .ctx(|| format!("fsync {}", dir.display()))
+}
+
+impl Store for LocalStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+        check_key(key)?;
+        if src.parent() == Some(self.staging().as_path()) {
+            // Already staged by the caller (and fsynced by it): just publish.
+            return self.publish(src, key);
+        }
+        let tmp = self.temp_path(key);
+        let result = (|| {
+            fs::copy(src, &tmp).ctx(|| format!("tier {}: copying {} for {key}", self.name, src.display()))?;
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .ctx(|| format!("tier {}: fsync {}", self.name, tmp.display()))?;
+            self.publish(&tmp, key)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        check_key(key)?;
+        let tmp = self.temp_path(key);
+        let result = (|| {
+            let mut f = File::create(&tmp).ctx(|| format!("tier {}: creating {}", self.name, tmp.display()))?;
+            f.write_all(bytes)
+                .and_then(|_| f.sync_all())
+                .ctx(|| format!("tier {}: writing {}", self.name, tmp.display()))?;
+            self.publish(&tmp, key)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        check_key(key)?;
+        let path = self.path_of(key);
+        let file = File::open(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound {
+                tier: self.name.clone(),
+                key: key.to_owned(),
+            },
+            _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
+        })?;
+        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
+        file.read_exact_at(&mut buf, offset).ctx(|| {
+            format!("tier {}: reading {len} bytes at {offset} of {}", self.name, path.display())
+        })?;
+        Ok(buf)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        check_key(key)?;
+        match fs::metadata(self.path_of(key)) {
+            Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
+                key: key.to_owned(),
+                size: m.len(),
+            })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("tier {}: stat {key}", self.name), e)),
+        }
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        walk(&self.root, "", &mut out).ctx(|| format!("tier {}: listing {}", self.name, self.root.display()))?;
+        out.retain(|m| m.key.starts_with(prefix));
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        check_key(key)?;
+        let path = self.path_of(key);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                // Drop the now-empty date directory, best effort; the service directory stays.
+                if let Some(parent) = path.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("tier {}: deleting {key}", self.name), e)),
+        }
+    }
+}
+
+fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue; // staging area and other hidden files are not objects
+        }
+        let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            walk(&entry.path(), &key, out)?;
+        } else if ft.is_file() {
+            out.push(ObjectMeta {
+                key,
+                size: entry.metadata()?.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open("local", dir.path()).unwrap();
+        super::super::conformance::run(&store);
+    }
+
+    #[test]
+    fn stale_partials_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open("local", dir.path()).unwrap();
+        let live = store.temp_path("a.gz");
+        fs::write(&live, b"live").unwrap();
+        // pid 0x7ffffff0 does not exist
+        let dead = dir.path().join(PARTIAL_DIR).join("2147483632.0.b.gz");
+        fs::write(&dead, b"dead").unwrap();
+        assert_eq!(store.remove_stale_partials().unwrap(), 1);
+        assert!(live.exists() && !dead.exists());
+        assert!(store.list("").unwrap().is_empty(), "staging files must not list as objects");
+    }
+}

@@ -1,0 +1,69 @@
+//! Tiers as object stores: put a complete file, get a byte range, head, list, delete.
+//!
+//! Keys are relative paths with the same layout on every tier
+//! (`<service>/<YYYY-MM-DD>/<name>_<HHMMSS>.<ext>.gz` and its sidecars). Every implementation
+//! passes [`conformance::run`]. Cross-cutting behaviour (fault injection, later retry) wraps the
+//! trait instead of living in each backend.
+
+pub mod conformance;
+pub mod faulty;
+pub mod local;
+pub mod memory;
+
+use std::path::Path;
+
+use crate::Result;
+
+/// What a listing or `head` knows about an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+}
+
+pub trait Store: Send + Sync {
+    /// The tier's name, for messages.
+    fn name(&self) -> &str;
+
+    /// Stores the complete file at `src` under `key`, atomically: readers see either no object
+    /// or the whole new one, never a prefix. Replaces an existing object.
+    fn put_file(&self, key: &str, src: &Path) -> Result<()>;
+
+    /// Stores `bytes` under `key`, atomically like [`Store::put_file`].
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Reads `len` bytes at `offset`. A missing object is [`crate::Error::NotFound`]; a range
+    /// past the end is an error, not a short read.
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>>;
+
+    /// The object's size, or `None` if absent.
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Every object whose key starts with `prefix`, sorted by key.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
+
+    /// Removes the object; removing an absent object succeeds.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Reads a whole object.
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let meta = self.head(key)?.ok_or_else(|| crate::Error::NotFound {
+            tier: self.name().to_owned(),
+            key: key.to_owned(),
+        })?;
+        self.get_range(key, 0, meta.size)
+    }
+}
+
+/// Rejects keys that could escape a tier's root.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key.contains('\0')
+        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    if bad {
+        Err(crate::Error::Invalid(format!("invalid object key {key:?}")))
+    } else {
+        Ok(())
+    }
+}

@@ -1,0 +1,1 @@
+//! The read-only FUSE view (issue 3).
