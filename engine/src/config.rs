@@ -261,7 +261,8 @@ impl Config {
             path: path.to_owned(),
             message,
         };
-        let raw: RawConfig = toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| err(e.to_string().trim_end().to_owned()))?;
         let at = |span: std::ops::Range<usize>, message: String| {
             err(format!("line {}: {message}", line_of(text, span.start)))
         };
@@ -289,7 +290,12 @@ impl Config {
         };
         let threads = match &rd.threads {
             Some(t) if (1..=256).contains(t.get_ref()) => *t.get_ref() as usize,
-            Some(t) => return Err(at(t.span(), "defaults.threads must be between 1 and 256".into())),
+            Some(t) => {
+                return Err(at(
+                    t.span(),
+                    "defaults.threads must be between 1 and 256".into(),
+                ));
+            }
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         };
         let defaults = Defaults {
@@ -302,7 +308,8 @@ impl Config {
         for (name, raw_tier) in raw.tiers {
             let span = raw_tier.span();
             let t = raw_tier.into_inner();
-            let name = TierName::new(&name).map_err(|e| at(span.clone(), format!("[tiers.{name}]: {e}")))?;
+            let name = TierName::new(&name)
+                .map_err(|e| at(span.clone(), format!("[tiers.{name}]: {e}")))?;
             let need = |v: Option<String>, key: &str| {
                 v.ok_or_else(|| at(span.clone(), format!("[tiers.{name}] needs `{key}`")))
             };
@@ -311,12 +318,13 @@ impl Config {
                     .transpose()
             };
             let kind = match t.kind.get_ref().as_str() {
-                "local" => TierKind::Local {
-                    path: resolve(
-                        t.path
-                            .ok_or_else(|| at(span.clone(), format!("[tiers.{name}] needs `path`")))?,
-                    ),
-                },
+                "local" => {
+                    TierKind::Local {
+                        path: resolve(t.path.ok_or_else(|| {
+                            at(span.clone(), format!("[tiers.{name}] needs `path`"))
+                        })?),
+                    }
+                }
                 "s3" => TierKind::S3 {
                     endpoint: need(t.endpoint, "endpoint")?,
                     bucket: need(t.bucket, "bucket")?,
@@ -331,17 +339,24 @@ impl Config {
                 other => {
                     return Err(at(
                         t.kind.span(),
-                        format!("[tiers.{name}] type {other:?} is not one of \"local\", \"s3\", \"rclone\""),
+                        format!(
+                            "[tiers.{name}] type {other:?} is not one of \"local\", \"s3\", \"rclone\""
+                        ),
                     ));
                 }
             };
             let copy = match t.copy {
                 Some(c) => {
                     for v in c.get_ref() {
-                        if !matches!(v.as_str(), "all" | "hourly" | "daily" | "weekly" | "monthly") {
+                        if !matches!(
+                            v.as_str(),
+                            "all" | "hourly" | "daily" | "weekly" | "monthly"
+                        ) {
                             return Err(at(
                                 c.span(),
-                                format!("[tiers.{name}] copy: {v:?} is not one of all, hourly, daily, weekly, monthly"),
+                                format!(
+                                    "[tiers.{name}] copy: {v:?} is not one of all, hourly, daily, weekly, monthly"
+                                ),
                             ));
                         }
                     }
@@ -352,7 +367,8 @@ impl Config {
             let retention = match t.retention {
                 Some(r) => {
                     let span = r.span();
-                    retention(r.into_inner()).map_err(|m| at(span, format!("[tiers.{name}] retention: {m}")))?
+                    retention(r.into_inner())
+                        .map_err(|m| at(span, format!("[tiers.{name}] retention: {m}")))?
                 }
                 None => Retention::default(),
             };
@@ -378,7 +394,8 @@ impl Config {
                 let d = MountConfig::default();
                 MountConfig {
                     cache_size: match m.cache_size {
-                        Some(s) => parse_size(s.get_ref()).map_err(|e| at(s.span(), format!("mount.cache_size: {e}")))?,
+                        Some(s) => parse_size(s.get_ref())
+                            .map_err(|e| at(s.span(), format!("mount.cache_size: {e}")))?,
                         None => d.cache_size,
                     },
                     allow_other: m.allow_other.unwrap_or(false),
@@ -395,7 +412,8 @@ impl Config {
         for (name, raw_service) in raw.services {
             let span = raw_service.span();
             let s = raw_service.into_inner();
-            let sname = ServiceName::new(&name).map_err(|e| at(span.clone(), format!("[services.{name}]: {e}")))?;
+            let sname = ServiceName::new(&name)
+                .map_err(|e| at(span.clone(), format!("[services.{name}]: {e}")))?;
             let compression_level = match &s.compression_level {
                 Some(l) => check_level(l).map_err(|m| at(l.span(), m))?,
                 None => defaults.compression_level,
@@ -406,24 +424,35 @@ impl Config {
             };
             let driver = match s.driver.get_ref().as_str() {
                 "command" => {
-                    let argv = s
-                        .command
-                        .ok_or_else(|| at(span.clone(), format!("[services.{name}] driver \"command\" needs `command`")))?;
+                    let argv = s.command.ok_or_else(|| {
+                        at(
+                            span.clone(),
+                            format!("[services.{name}] driver \"command\" needs `command`"),
+                        )
+                    })?;
                     if argv.get_ref().is_empty() {
-                        return Err(at(argv.span(), format!("[services.{name}] command is empty")));
+                        return Err(at(
+                            argv.span(),
+                            format!("[services.{name}] command is empty"),
+                        ));
                     }
-                    let part = |v: Option<Spanned<String>>, default: &str, what: &str| -> Result<String> {
-                        match v {
-                            Some(v) => {
-                                crate::id::validate_file_part(v.get_ref(), what).map_err(|e| at(v.span(), e.to_string()))?;
-                                Ok(v.into_inner())
+                    let part =
+                        |v: Option<Spanned<String>>, default: &str, what: &str| -> Result<String> {
+                            match v {
+                                Some(v) => {
+                                    crate::id::validate_file_part(v.get_ref(), what)
+                                        .map_err(|e| at(v.span(), e.to_string()))?;
+                                    Ok(v.into_inner())
+                                }
+                                None => Ok(default.to_owned()),
                             }
-                            None => Ok(default.to_owned()),
-                        }
-                    };
+                        };
                     let mut env = BTreeMap::new();
                     for (k, v) in s.env {
-                        env.insert(k, SecretRef::parse(v.get_ref()).map_err(|m| at(v.span(), m))?);
+                        env.insert(
+                            k,
+                            SecretRef::parse(v.get_ref()).map_err(|m| at(v.span(), m))?,
+                        );
                     }
                     Driver::Command {
                         argv: argv.into_inner(),
@@ -433,11 +462,17 @@ impl Config {
                     }
                 }
                 "files" => {
-                    let paths = s
-                        .paths
-                        .ok_or_else(|| at(span.clone(), format!("[services.{name}] driver \"files\" needs `paths`")))?;
+                    let paths = s.paths.ok_or_else(|| {
+                        at(
+                            span.clone(),
+                            format!("[services.{name}] driver \"files\" needs `paths`"),
+                        )
+                    })?;
                     if paths.get_ref().is_empty() {
-                        return Err(at(paths.span(), format!("[services.{name}] paths is empty")));
+                        return Err(at(
+                            paths.span(),
+                            format!("[services.{name}] paths is empty"),
+                        ));
                     }
                     Driver::Files {
                         paths: paths.into_inner().into_iter().map(&resolve).collect(),
@@ -446,7 +481,9 @@ impl Config {
                 other => {
                     return Err(at(
                         s.driver.span(),
-                        format!("[services.{name}] driver {other:?} is not known (known: command, files)"),
+                        format!(
+                            "[services.{name}] driver {other:?} is not known (known: command, files)"
+                        ),
                     ));
                 }
             };
@@ -481,13 +518,20 @@ impl Config {
     }
 
     pub fn tier(&self, name: &str) -> Result<&TierConfig> {
-        self.tiers.iter().find(|t| t.name.as_str() == name).ok_or_else(|| {
-            Error::Invalid(format!(
-                "no tier named {name:?} in {} (tiers: {})",
-                self.path.display(),
-                self.tiers.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
-            ))
-        })
+        self.tiers
+            .iter()
+            .find(|t| t.name.as_str() == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "no tier named {name:?} in {} (tiers: {})",
+                    self.path.display(),
+                    self.tiers
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
 
     pub fn service(&self, name: &str) -> Result<&ServiceConfig> {
@@ -499,27 +543,40 @@ impl Config {
                 Error::Invalid(format!(
                     "no service named {name:?} in {} (services: {})",
                     self.path.display(),
-                    self.services.keys().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                    self.services
+                        .keys()
+                        .map(|n| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
     }
 }
 
 fn line_of(text: &str, byte: usize) -> usize {
-    text[..byte.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..byte.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 fn check_level(l: &Spanned<i64>) -> Result<i32, String> {
     match *l.get_ref() {
         v @ 1..=12 => Ok(v as i32),
-        v => Err(format!("compression_level {v} is out of range 1..=12 (gzip levels 1-9; 10-12 are slower, smaller)")),
+        v => Err(format!(
+            "compression_level {v} is out of range 1..=12 (gzip levels 1-9; 10-12 are slower, smaller)"
+        )),
     }
 }
 
 fn check_block_size(b: &Spanned<String>) -> Result<usize, String> {
     let v = parse_size(b.get_ref()).map_err(|e| format!("block_size: {e}"))?;
     if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&v) {
-        return Err(format!("block_size {} must be between 4KiB and 64MiB", b.get_ref()));
+        return Err(format!(
+            "block_size {} must be between 4KiB and 64MiB",
+            b.get_ref()
+        ));
     }
     Ok(v as usize)
 }
@@ -529,7 +586,13 @@ fn mode(v: Option<Spanned<String>>, default: u32) -> Result<u32, (std::ops::Rang
         None => Ok(default),
         Some(s) => match u32::from_str_radix(s.get_ref().trim_start_matches("0o"), 8) {
             Ok(m) if m <= 0o777 => Ok(m),
-            _ => Err((s.span(), format!("mode {:?} is not an octal permission like \"0440\"", s.get_ref()))),
+            _ => Err((
+                s.span(),
+                format!(
+                    "mode {:?} is not an octal permission like \"0440\"",
+                    s.get_ref()
+                ),
+            )),
         },
     }
 }
@@ -589,7 +652,11 @@ extension = "txt"
         assert_eq!(s.block_size, 1 << 20);
         assert_eq!(s.compression_level, 9);
         match &s.driver {
-            Driver::Command { artifact, extension, .. } => {
+            Driver::Command {
+                artifact,
+                extension,
+                ..
+            } => {
                 assert_eq!(artifact, "custom");
                 assert_eq!(extension, "txt");
             }
@@ -599,7 +666,10 @@ extension = "txt"
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let text = MINIMAL.replace("extension = \"txt\"", "extension = \"txt\"\ncolour = \"blue\"");
+        let text = MINIMAL.replace(
+            "extension = \"txt\"",
+            "extension = \"txt\"\ncolour = \"blue\"",
+        );
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("colour"), "{e}");
         assert!(e.contains("line 14"), "{e}");
@@ -626,7 +696,12 @@ extension = "txt"
         let names: Vec<_> = c.tiers.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(names, ["local", "offsite"]);
         let text = "[tiers.offsite]\ntype = \"rclone\"\nremote = \"x:y\"\n";
-        assert!(parse(text).unwrap_err().to_string().contains("must be type = \"local\""));
+        assert!(
+            parse(text)
+                .unwrap_err()
+                .to_string()
+                .contains("must be type = \"local\"")
+        );
     }
 
     #[test]

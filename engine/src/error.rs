@@ -74,7 +74,11 @@ impl Error {
         }
     }
 
-    pub fn integrity(file: impl Into<String>, block: Option<u64>, reason: impl Into<String>) -> Self {
+    pub fn integrity(
+        file: impl Into<String>,
+        block: Option<u64>,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Integrity {
             file: file.into(),
             block,

@@ -79,7 +79,10 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x", ".hidden", "a b", "é"] {
             assert!(ServiceName::new(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(ServiceName::new("postgresql").unwrap().as_str(), "postgresql");
+        assert_eq!(
+            ServiceName::new("postgresql").unwrap().as_str(),
+            "postgresql"
+        );
         assert!(TierName::new("minio-2").is_ok());
     }
 }

@@ -104,9 +104,25 @@ mod tests {
             Some(Ok::<_, String>(pulled))
         })
         .take(1_000_000);
-        let r = ordered_map(inputs, 2, 4, || (), |_, i| i, |o| if o == 10 { Err(format!("stop at {o}")) } else { Ok(()) });
+        let r = ordered_map(
+            inputs,
+            2,
+            4,
+            || (),
+            |_, i| i,
+            |o| {
+                if o == 10 {
+                    Err(format!("stop at {o}"))
+                } else {
+                    Ok(())
+                }
+            },
+        );
         assert_eq!(r.unwrap_err(), "stop at 10");
-        assert!(pulled < 100, "kept reading input after the sink failed: {pulled}");
+        assert!(
+            pulled < 100,
+            "kept reading input after the sink failed: {pulled}"
+        );
     }
 
     #[test]

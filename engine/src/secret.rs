@@ -14,7 +14,10 @@ pub enum SecretRef {
     Env(String),
     File(std::path::PathBuf),
     /// KV path (`secret/zentoria/backup/minio`) and field (`access_key`).
-    Vault { path: String, field: String },
+    Vault {
+        path: String,
+        field: String,
+    },
     Literal(Secret),
 }
 
@@ -39,11 +42,15 @@ impl SecretRef {
             Ok(SecretRef::File(path.into()))
         } else if let Some(rest) = text.strip_prefix("vault:") {
             match rest.split_once('#') {
-                Some((path, field)) if !path.is_empty() && !field.is_empty() => Ok(SecretRef::Vault {
-                    path: path.to_owned(),
-                    field: field.to_owned(),
-                }),
-                _ => Err(format!("secret reference {text:?} must look like vault:PATH#FIELD")),
+                Some((path, field)) if !path.is_empty() && !field.is_empty() => {
+                    Ok(SecretRef::Vault {
+                        path: path.to_owned(),
+                        field: field.to_owned(),
+                    })
+                }
+                _ => Err(format!(
+                    "secret reference {text:?} must look like vault:PATH#FIELD"
+                )),
             }
         } else {
             Ok(SecretRef::Literal(Secret(text.to_owned())))
@@ -106,8 +113,14 @@ mod tests {
 
     #[test]
     fn parses_references() {
-        assert_eq!(SecretRef::parse("env:PGPASS").unwrap(), SecretRef::Env("PGPASS".into()));
-        assert!(matches!(SecretRef::parse("vault:secret/x#password").unwrap(), SecretRef::Vault { .. }));
+        assert_eq!(
+            SecretRef::parse("env:PGPASS").unwrap(),
+            SecretRef::Env("PGPASS".into())
+        );
+        assert!(matches!(
+            SecretRef::parse("vault:secret/x#password").unwrap(),
+            SecretRef::Vault { .. }
+        ));
         assert!(SecretRef::parse("vault:secret/x").is_err());
         assert!(SecretRef::parse("env:").is_err());
     }
@@ -123,7 +136,13 @@ mod tests {
 
     #[test]
     fn missing_env_names_reference_only() {
-        let e = SecretRef::parse("env:TIERBACK_TEST_SURELY_UNSET").unwrap().resolve().unwrap_err();
-        assert!(e.to_string().contains("env:TIERBACK_TEST_SURELY_UNSET"), "{e}");
+        let e = SecretRef::parse("env:TIERBACK_TEST_SURELY_UNSET")
+            .unwrap()
+            .resolve()
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("env:TIERBACK_TEST_SURELY_UNSET"),
+            "{e}"
+        );
     }
 }

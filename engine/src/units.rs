@@ -17,7 +17,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "KB" | "kB" => 1_000,
         "MB" => 1_000_000,
         "GB" => 1_000_000_000,
-        other => return Err(format!("{text:?}: unknown size unit {other:?} (use KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown size unit {other:?} (use KiB, MiB, GiB)"
+            ));
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{text:?} is too large"))
@@ -38,7 +42,11 @@ pub fn parse_age(text: &str) -> Result<u64, String> {
         "d" => 86_400,
         "w" => 7 * 86_400,
         "y" => 365 * 86_400,
-        other => return Err(format!("{text:?}: unknown duration unit {other:?} (use s, m, h, d, w, y)")),
+        other => {
+            return Err(format!(
+                "{text:?}: unknown duration unit {other:?} (use s, m, h, d, w, y)"
+            ));
+        }
     };
     Ok(n * mult)
 }
@@ -52,7 +60,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 #[cfg(test)]

@@ -31,7 +31,10 @@ pub struct MemberHeader {
 }
 
 /// Compresses one block into a complete gzip member.
-pub fn encode_member(raw: &[u8], compressor: &mut libdeflater::Compressor) -> (Vec<u8>, MemberHeader) {
+pub fn encode_member(
+    raw: &[u8],
+    compressor: &mut libdeflater::Compressor,
+) -> (Vec<u8>, MemberHeader) {
     let bound = compressor.deflate_compress_bound(raw.len());
     let mut out = vec![0u8; HEADER_LEN + bound + TRAILER_LEN];
     let n = compressor
@@ -94,7 +97,10 @@ pub fn parse_header(buf: &[u8]) -> Result<MemberHeader, String> {
         sha256: buf[24..56].try_into().unwrap(),
     };
     if (h.member_len as usize) < HEADER_LEN + TRAILER_LEN {
-        return Err(format!("member length {} is impossibly small", h.member_len));
+        return Err(format!(
+            "member length {} is impossibly small",
+            h.member_len
+        ));
     }
     Ok(h)
 }
@@ -117,7 +123,10 @@ pub fn decode_member(
     let crc = u32::from_le_bytes(trailer[..4].try_into().unwrap());
     let isize = u32::from_le_bytes(trailer[4..].try_into().unwrap());
     if isize != h.raw_len {
-        return Err(format!("trailer length {isize} differs from header length {}", h.raw_len));
+        return Err(format!(
+            "trailer length {isize} differs from header length {}",
+            h.raw_len
+        ));
     }
     let mut raw = vec![0u8; h.raw_len as usize];
     let n = decompressor
@@ -141,7 +150,9 @@ mod tests {
 
     #[test]
     fn round_trip_and_plain_gzip_compatible() {
-        let raw: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let raw: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(9).unwrap());
         let (member, h) = encode_member(&raw, &mut c);
         assert_eq!(h.member_len as usize, member.len());
@@ -167,7 +178,10 @@ mod tests {
             match decode_member(&bad, &mut d) {
                 Err(_) => {}
                 // Flipping mtime/xfl/os bytes changes nothing that is read: still correct data.
-                Ok((_, back)) => assert!((4..10).contains(&i) && back == raw, "flip at {i} gave wrong data"),
+                Ok((_, back)) => assert!(
+                    (4..10).contains(&i) && back == raw,
+                    "flip at {i} gave wrong data"
+                ),
             }
         }
     }

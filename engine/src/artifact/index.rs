@@ -33,7 +33,9 @@ impl BlockIndex {
     }
 
     pub fn stored_size(&self) -> u64 {
-        self.entries.last().map_or(0, |e| e.offset + e.stored_len as u64)
+        self.entries
+            .last()
+            .map_or(0, |e| e.offset + e.stored_len as u64)
     }
 
     /// The block holding uncompressed byte `offset` (blocks are fixed-size but the last).
@@ -54,11 +56,17 @@ impl BlockIndex {
         let mut next = 0u64;
         for (i, e) in self.entries.iter().enumerate() {
             if e.offset != next {
-                return Err(format!("block {i} starts at {} instead of {next}", e.offset));
+                return Err(format!(
+                    "block {i} starts at {} instead of {next}",
+                    e.offset
+                ));
             }
             let last = i + 1 == self.entries.len();
             if (!last && e.raw_len != self.block_size) || e.raw_len > self.block_size {
-                return Err(format!("block {i} has {} bytes with block size {}", e.raw_len, self.block_size));
+                return Err(format!(
+                    "block {i} has {} bytes with block size {}",
+                    e.raw_len, self.block_size
+                ));
             }
             next += e.stored_len as u64;
         }
@@ -94,7 +102,9 @@ impl BlockIndex {
         let block_size = u32_at(MAGIC.len());
         let count = u32_at(MAGIC.len() + 4) as usize;
         if body.len() != head + count * ENTRY_LEN {
-            return Err(format!("block index length does not match its {count} entries"));
+            return Err(format!(
+                "block index length does not match its {count} entries"
+            ));
         }
         let entries = body[head..]
             .chunks_exact(ENTRY_LEN)
@@ -105,7 +115,10 @@ impl BlockIndex {
                 sha256: c[16..48].try_into().unwrap(),
             })
             .collect();
-        let index = BlockIndex { block_size, entries };
+        let index = BlockIndex {
+            block_size,
+            entries,
+        };
         index.check()?;
         Ok(index)
     }
@@ -119,8 +132,18 @@ mod tests {
         BlockIndex {
             block_size: 100,
             entries: vec![
-                BlockEntry { offset: 0, stored_len: 70, raw_len: 100, sha256: [1; 32] },
-                BlockEntry { offset: 70, stored_len: 30, raw_len: 5, sha256: [2; 32] },
+                BlockEntry {
+                    offset: 0,
+                    stored_len: 70,
+                    raw_len: 100,
+                    sha256: [1; 32],
+                },
+                BlockEntry {
+                    offset: 70,
+                    stored_len: 30,
+                    raw_len: 5,
+                    sha256: [2; 32],
+                },
             ],
         }
     }

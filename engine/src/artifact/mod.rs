@@ -4,6 +4,7 @@
 
 pub mod format;
 pub mod index;
+pub mod metadata;
 pub mod reader;
 pub mod writer;
 

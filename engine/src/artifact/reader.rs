@@ -53,7 +53,9 @@ pub fn verify_member(
     }
     let (header, data) = decode_member(member, decompressor).map_err(fail)?;
     if header.raw_len != expected.raw_len || header.sha256 != expected.sha256 {
-        return Err(fail("member header differs from the catalog's index".into()));
+        return Err(fail(
+            "member header differs from the catalog's index".into(),
+        ));
     }
     Ok(VerifiedBlock { block, data })
 }
@@ -72,11 +74,21 @@ impl ArtifactReader<'_> {
     }
 
     /// Fetches, inflates and verifies block `i`.
-    pub fn read_block(&self, i: usize, decompressor: &mut libdeflater::Decompressor) -> Result<VerifiedBlock> {
+    pub fn read_block(
+        &self,
+        i: usize,
+        decompressor: &mut libdeflater::Decompressor,
+    ) -> Result<VerifiedBlock> {
         let entry = self.index.entries.get(i).ok_or_else(|| {
-            Error::Invalid(format!("{}: no block {i} (it has {})", self.label(), self.index.entries.len()))
+            Error::Invalid(format!(
+                "{}: no block {i} (it has {})",
+                self.label(),
+                self.index.entries.len()
+            ))
         })?;
-        let member = self.store.get_range(self.key, entry.offset, entry.stored_len as u64)?;
+        let member = self
+            .store
+            .get_range(self.key, entry.offset, entry.stored_len as u64)?;
         verify_member(&self.label(), i, entry, &member, decompressor)
     }
 
@@ -92,7 +104,8 @@ impl ArtifactReader<'_> {
             |d, i| self.read_block(i, d),
             |block: Result<VerifiedBlock>| {
                 let block = block?;
-                out.write_all(&block).map_err(|e| Error::io("writing output", e))?;
+                out.write_all(&block)
+                    .map_err(|e| Error::io("writing output", e))?;
                 written += block.len() as u64;
                 Ok(())
             },
@@ -113,7 +126,11 @@ mod tests {
         let w = write_artifact(
             &mut &data[..],
             &mut out,
-            WriteOptions { block_size: 4096, level: 6, threads: 2 },
+            WriteOptions {
+                block_size: 4096,
+                level: 6,
+                threads: 2,
+            },
             &|_| {},
         )
         .unwrap();
@@ -124,9 +141,15 @@ mod tests {
 
     #[test]
     fn copies_exact_bytes() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{i},").into_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect();
         let (store, index) = stored(&data);
-        let r = ArtifactReader { store: &store, key: "s/d/f.gz", index: &index };
+        let r = ArtifactReader {
+            store: &store,
+            key: "s/d/f.gz",
+            index: &index,
+        };
         let mut out = Vec::new();
         assert_eq!(r.copy_to(&mut out, 3).unwrap(), data.len() as u64);
         assert_eq!(out, data);
@@ -134,18 +157,34 @@ mod tests {
 
     #[test]
     fn corrupt_block_stops_before_it_is_written() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| format!("{i},").into_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect();
         let (store, index) = stored(&data);
         let bad_block = 5;
         let e = &index.entries[bad_block];
         store.corrupt("s/d/f.gz", (e.offset + e.stored_len as u64 / 2) as usize);
-        let r = ArtifactReader { store: &store, key: "s/d/f.gz", index: &index };
+        let r = ArtifactReader {
+            store: &store,
+            key: "s/d/f.gz",
+            index: &index,
+        };
         let mut out = Vec::new();
         let err = r.copy_to(&mut out, 2).unwrap_err();
-        assert!(matches!(err, Error::Integrity { block: Some(5), .. }), "{err}");
-        assert_eq!(out, &data[..bad_block * 4096], "only the good prefix is written");
+        assert!(
+            matches!(err, Error::Integrity { block: Some(5), .. }),
+            "{err}"
+        );
+        assert_eq!(
+            out,
+            &data[..bad_block * 4096],
+            "only the good prefix is written"
+        );
         // Other blocks stay readable.
         let mut d = libdeflater::Decompressor::new();
-        assert_eq!(&*r.read_block(6, &mut d).unwrap(), &data[6 * 4096..7 * 4096]);
+        assert_eq!(
+            &*r.read_block(6, &mut d).unwrap(),
+            &data[6 * 4096..7 * 4096]
+        );
     }
 }

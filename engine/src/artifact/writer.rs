@@ -46,8 +46,9 @@ pub fn write_artifact(
     opts: WriteOptions,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Written> {
-    let level = libdeflater::CompressionLvl::new(opts.level)
-        .map_err(|_| Error::Invalid(format!("compression level {} is not supported", opts.level)))?;
+    let level = libdeflater::CompressionLvl::new(opts.level).map_err(|_| {
+        Error::Invalid(format!("compression level {} is not supported", opts.level))
+    })?;
     let mut raw_hasher = Sha256::new();
     let mut stored_hasher = Sha256::new();
     let mut entries = Vec::new();
@@ -101,7 +102,8 @@ pub fn write_artifact(
             Ok(())
         },
     )?;
-    out.flush().map_err(|e| Error::io("writing the artifact", e))?;
+    out.flush()
+        .map_err(|e| Error::io("writing the artifact", e))?;
 
     Ok(Written {
         index: BlockIndex {
@@ -139,7 +141,11 @@ mod tests {
         let w = write_artifact(
             &mut &data[..],
             &mut out,
-            WriteOptions { block_size, level: 6, threads: 3 },
+            WriteOptions {
+                block_size,
+                level: 6,
+                threads: 3,
+            },
             &|_| {},
         )
         .unwrap();
@@ -148,7 +154,9 @@ mod tests {
 
     #[test]
     fn members_match_index_and_hashes() {
-        let data: Vec<u8> = (0..50_000u32).flat_map(|i| format!("row {i}\n").into_bytes()).collect();
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("row {i}\n").into_bytes())
+            .collect();
         for bs in [4096, 10_000, data.len(), data.len() + 1] {
             let (out, w) = write(&data, bs);
             assert_eq!(w.index.entries.len(), data.len().div_ceil(bs));
@@ -158,8 +166,12 @@ mod tests {
             assert_eq!(w.stored_sha256, <[u8; 32]>::from(Sha256::digest(&out)));
             w.index.check().unwrap();
             for e in &w.index.entries {
-                let h = parse_header(&out[e.offset as usize..e.offset as usize + HEADER_LEN]).unwrap();
-                assert_eq!((h.member_len, h.raw_len, h.sha256), (e.stored_len, e.raw_len, e.sha256));
+                let h =
+                    parse_header(&out[e.offset as usize..e.offset as usize + HEADER_LEN]).unwrap();
+                assert_eq!(
+                    (h.member_len, h.raw_len, h.sha256),
+                    (e.stored_len, e.raw_len, e.sha256)
+                );
             }
             // Concatenated members are one ordinary gzip stream.
             let mut d = libdeflater::Decompressor::new();
@@ -199,7 +211,11 @@ mod tests {
         let e = write_artifact(
             &mut Broken(5000),
             &mut out,
-            WriteOptions { block_size: 1024, level: 1, threads: 2 },
+            WriteOptions {
+                block_size: 1024,
+                level: 1,
+                threads: 2,
+            },
             &|_| {},
         )
         .unwrap_err();

@@ -30,7 +30,8 @@ impl<S: Store> FaultyStore<S> {
 
     /// Reads return data with the byte at this offset *of the returned range* flipped.
     pub fn flip_reads_at(&self, offset: Option<u64>) {
-        self.flip_at.store(offset.unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.flip_at
+            .store(offset.unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 
     pub fn inner(&self) -> &S {

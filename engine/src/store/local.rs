@@ -46,7 +46,10 @@ impl LocalStore {
     /// [`LocalStore::remove_stale_partials`] can tell abandoned files from live ones.
     pub fn temp_path(&self, hint: &str) -> PathBuf {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let hint: String = hint.chars().map(|c| if c == '/' { '_' } else { c }).collect();
+        let hint: String = hint
+            .chars()
+            .map(|c| if c == '/' { '_' } else { c })
+            .collect();
         self.root
             .join(PARTIAL_DIR)
             .join(format!("{}.{n}.{hint}", std::process::id()))
@@ -80,8 +83,10 @@ impl LocalStore {
     fn publish(&self, tmp: &Path, key: &str) -> Result<()> {
         let dest = self.path_of(key);
         let parent = dest.parent().expect("keys are relative paths");
-        fs::create_dir_all(parent).ctx(|| format!("tier {}: creating {}", self.name, parent.display()))?;
-        fs::rename(tmp, &dest).ctx(|| format!("tier {}: renaming into {}", self.name, dest.display()))?;
+        fs::create_dir_all(parent)
+            .ctx(|| format!("tier {}: creating {}", self.name, parent.display()))?;
+        fs::rename(tmp, &dest)
+            .ctx(|| format!("tier {}: renaming into {}", self.name, dest.display()))?;
         sync_dir(parent)
     }
 }
@@ -106,7 +111,8 @@ impl Store for LocalStore {
         }
         let tmp = self.temp_path(key);
         let result = (|| {
-            fs::copy(src, &tmp).ctx(|| format!("tier {}: copying {} for {key}", self.name, src.display()))?;
+            fs::copy(src, &tmp)
+                .ctx(|| format!("tier {}: copying {} for {key}", self.name, src.display()))?;
             File::open(&tmp)
                 .and_then(|f| f.sync_all())
                 .ctx(|| format!("tier {}: fsync {}", self.name, tmp.display()))?;
@@ -122,7 +128,8 @@ impl Store for LocalStore {
         check_key(key)?;
         let tmp = self.temp_path(key);
         let result = (|| {
-            let mut f = File::create(&tmp).ctx(|| format!("tier {}: creating {}", self.name, tmp.display()))?;
+            let mut f = File::create(&tmp)
+                .ctx(|| format!("tier {}: creating {}", self.name, tmp.display()))?;
             f.write_all(bytes)
                 .and_then(|_| f.sync_all())
                 .ctx(|| format!("tier {}: writing {}", self.name, tmp.display()))?;
@@ -144,9 +151,14 @@ impl Store for LocalStore {
             },
             _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
         })?;
-        let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
+        let mut buf =
+            vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
         file.read_exact_at(&mut buf, offset).ctx(|| {
-            format!("tier {}: reading {len} bytes at {offset} of {}", self.name, path.display())
+            format!(
+                "tier {}: reading {len} bytes at {offset} of {}",
+                self.name,
+                path.display()
+            )
         })?;
         Ok(buf)
     }
@@ -166,7 +178,8 @@ impl Store for LocalStore {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
-        walk(&self.root, "", &mut out).ctx(|| format!("tier {}: listing {}", self.name, self.root.display()))?;
+        walk(&self.root, "", &mut out)
+            .ctx(|| format!("tier {}: listing {}", self.name, self.root.display()))?;
         out.retain(|m| m.key.starts_with(prefix));
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -201,7 +214,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()>
         if name.starts_with('.') {
             continue; // staging area and other hidden files are not objects
         }
-        let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+        let key = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
         let ft = entry.file_type()?;
         if ft.is_dir() {
             walk(&entry.path(), &key, out)?;
@@ -237,6 +254,9 @@ mod tests {
         fs::write(&dead, b"dead").unwrap();
         assert_eq!(store.remove_stale_partials().unwrap(), 1);
         assert!(live.exists() && !dead.exists());
-        assert!(store.list("").unwrap().is_empty(), "staging files must not list as objects");
+        assert!(
+            store.list("").unwrap().is_empty(),
+            "staging files must not list as objects"
+        );
     }
 }

@@ -42,7 +42,10 @@ impl Store for MemoryStore {
 
     fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
         check_key(key)?;
-        self.objects.lock().unwrap().insert(key.to_owned(), bytes.to_vec());
+        self.objects
+            .lock()
+            .unwrap()
+            .insert(key.to_owned(), bytes.to_vec());
         Ok(())
     }
 
@@ -53,12 +56,19 @@ impl Store for MemoryStore {
             tier: self.name.clone(),
             key: key.to_owned(),
         })?;
-        let end = offset.checked_add(len).filter(|&e| e <= data.len() as u64).ok_or_else(|| {
-            Error::io(
-                format!("tier {}: {key}: range {offset}+{len} past the end ({})", self.name, data.len()),
-                std::io::ErrorKind::UnexpectedEof.into(),
-            )
-        })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= data.len() as u64)
+            .ok_or_else(|| {
+                Error::io(
+                    format!(
+                        "tier {}: {key}: range {offset}+{len} past the end ({})",
+                        self.name,
+                        data.len()
+                    ),
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            })?;
         Ok(data[offset as usize..end as usize].to_vec())
     }
 

@@ -60,10 +60,27 @@ pub fn check_key(key: &str) -> Result<()> {
     let bad = key.is_empty()
         || key.starts_with('/')
         || key.contains('\0')
-        || key.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+        || key
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..");
     if bad {
         Err(crate::Error::Invalid(format!("invalid object key {key:?}")))
     } else {
         Ok(())
+    }
+}
+
+/// Opens the store behind a configured tier.
+pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
+    use crate::config::TierKind;
+    match &tier.kind {
+        TierKind::Local { path } => {
+            Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?))
+        }
+        other => Err(crate::Error::Invalid(format!(
+            "tier {}: type {:?} is not available in this build yet",
+            tier.name,
+            other.type_name()
+        ))),
     }
 }

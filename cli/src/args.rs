@@ -1,0 +1,69 @@
+//! The command line (DESIGN.md "Command line"): the contract that docs, runbooks and tests use.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tierback",
+    version,
+    about = "Three-tier backups with a verified, read-only view of every copy"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "TIERBACK_CONFIG", default_value = tierback_engine::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Write an example config (if none exists), create the local tier and the catalog.
+    Init {
+        /// Overwrite an existing config file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Take a backup of one service, or of every service with --all.
+    Backup {
+        /// The service, as named in [services.NAME].
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        service: Option<String>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List backups and where their copies are.
+    List {
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a backup's decompressed, verified bytes to stdout. PATH is as the mount shows it:
+    /// SERVICE/TIER/YYYY-MM-DD/FILE.
+    Cat { path: String },
+    /// Check stored copies: file SHA-256, every block's hash and CRC, sidecars. Exit 1 on any problem.
+    Verify {
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each service's newest backup, age and last run; each tier's usage.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}

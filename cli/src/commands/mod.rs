@@ -1,0 +1,53 @@
+//! One file per subcommand. Each returns the process exit code.
+
+mod backup;
+mod cat;
+mod init;
+mod list;
+mod status;
+mod verify;
+
+use anyhow::Result;
+use tierback_engine::catalog::Catalog;
+use tierback_engine::config::Config;
+
+use crate::args::{Cli, Command};
+
+pub const EXIT_OK: i32 = 0;
+/// Something failed (or, for `verify`, a problem was found).
+pub const EXIT_FAILURE: i32 = 1;
+/// Some services succeeded and some failed (`backup --all`).
+pub const EXIT_PARTIAL: i32 = 3;
+
+pub fn run(cli: Cli) -> Result<i32> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Init { force } => init::run(&cli.config, force),
+        Command::Backup { service, all, json } => {
+            let config = Config::load(&cli.config)?;
+            backup::run(&config, service.as_deref(), all, json, quiet)
+        }
+        Command::List { service, json } => {
+            list::run(&Config::load(&cli.config)?, service.as_deref(), json)
+        }
+        Command::Cat { path } => cat::run(&Config::load(&cli.config)?, &path),
+        Command::Verify {
+            service,
+            tier,
+            json,
+        } => verify::run(
+            &Config::load(&cli.config)?,
+            service.as_deref(),
+            tier.as_deref(),
+            json,
+        ),
+        Command::Status { json } => status::run(&Config::load(&cli.config)?, json),
+    }
+}
+
+/// Opens the catalog for writing, marking runs of dead processes as interrupted.
+fn open_catalog(config: &Config) -> Result<Catalog> {
+    let catalog = Catalog::open(&config.catalog_path)?;
+    catalog.reap_interrupted()?;
+    Ok(catalog)
+}

@@ -1,0 +1,73 @@
+//! `tierback verify [--service S] [--tier T]`: exit 1 if any copy has a problem.
+
+use anyhow::Result;
+use tierback_engine::catalog::MISSING;
+use tierback_engine::config::Config;
+use tierback_engine::store::{Store, open_tier};
+use tierback_engine::verify::verify_copy;
+
+use super::{EXIT_FAILURE, EXIT_OK};
+
+pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: bool) -> Result<i32> {
+    if let Some(s) = service {
+        config.service(s)?;
+    }
+    let tiers: Vec<_> = match tier {
+        Some(t) => vec![config.tier(t)?],
+        None => config.tiers.iter().collect(),
+    };
+    let catalog = super::open_catalog(config)?;
+    let mut stores: Vec<(String, Box<dyn Store>)> = Vec::new();
+    for t in tiers {
+        match open_tier(t) {
+            Ok(s) => stores.push((t.name.to_string(), s)),
+            Err(e) if tier.is_none() => tracing::warn!("skipping tier {}: {e}", t.name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let (mut checked, mut bad) = (0, 0);
+    let mut results = Vec::new();
+    for artifact in catalog.artifacts(service)? {
+        let index = catalog.block_index(artifact.id)?;
+        for (tier_name, store) in &stores {
+            let Some(copy) = artifact.copy_on(tier_name) else {
+                continue;
+            };
+            if copy.state == MISSING {
+                continue;
+            }
+            let problems = verify_copy(store.as_ref(), &artifact, &index, config.defaults.threads)?;
+            catalog.record_verification(artifact.id, tier_name, &problems)?;
+            checked += 1;
+            let path = format!(
+                "{}/{}/{}/{}",
+                artifact.service,
+                tier_name,
+                tierback_engine::layout::date_of(artifact.taken_at),
+                artifact.file
+            );
+            if problems.is_empty() {
+                if !json {
+                    println!("OK      {path}");
+                }
+            } else {
+                bad += 1;
+                if !json {
+                    println!("FAILED  {path}");
+                    for p in &problems {
+                        println!("        {p}");
+                    }
+                }
+            }
+            results.push(
+                serde_json::json!({"path": path, "ok": problems.is_empty(), "problems": problems}),
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        println!("{checked} copies checked, {bad} with problems");
+    }
+    Ok(if bad == 0 { EXIT_OK } else { EXIT_FAILURE })
+}

@@ -1,0 +1,599 @@
+//! The catalog: the one place that knows what exists. SQLite in WAL mode (readers such as the
+//! mount never block the engine), a busy timeout for concurrent cron runs, versioned migrations.
+//! Holds no secrets: only names, sizes, hashes, states and the dump tools' stderr tails.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::artifact::BlockIndex;
+use crate::error::IoContext;
+use crate::{Error, Result};
+
+/// Copy states on a tier.
+pub const PRESENT: &str = "present";
+pub const CORRUPT: &str = "corrupt";
+pub const MISSING: &str = "missing";
+
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// One artifact of a backup (one database of a PostgreSQL backup, one RDB, one tar…).
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactRecord {
+    pub id: i64,
+    pub backup_id: i64,
+    pub service: String,
+    pub taken_at: i64,
+    pub driver: String,
+    /// Decompressed file name: `zentoria_main_120000.sql`.
+    pub file: String,
+    /// Object key on every tier: `postgresql/2026-01-16/zentoria_main_120000.sql.gz`.
+    pub key: String,
+    pub raw_size: u64,
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+    pub block_size: u32,
+    pub compression_level: i32,
+    pub block_count: u64,
+    pub facts: serde_json::Value,
+    pub copies: Vec<CopyRecord>,
+}
+
+impl ArtifactRecord {
+    pub fn copy_on(&self, tier: &str) -> Option<&CopyRecord> {
+        self.copies.iter().find(|c| c.tier == tier)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CopyRecord {
+    pub tier: String,
+    pub state: String,
+    pub stored_at: i64,
+    pub verified_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub service: String,
+    pub kind: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub status: String,
+    pub error: Option<String>,
+    pub stderr_tail: Option<String>,
+}
+
+/// What `record_backup` stores for each artifact.
+pub struct NewArtifact {
+    pub file: String,
+    pub key: String,
+    pub raw_size: u64,
+    pub raw_sha256: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+    pub compression_level: i32,
+    pub index: BlockIndex,
+    pub facts: serde_json::Value,
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+const ARTIFACT_COLUMNS: &str = "a.id, a.backup_id, b.service, b.taken_at, b.driver, a.file, a.key, a.raw_size, \
+     a.raw_sha256, a.stored_size, a.stored_sha256, a.block_size, a.compression_level, a.block_count, a.facts";
+
+impl Catalog {
+    /// Opens (creating and migrating) the catalog at `path`.
+    pub fn open(path: &Path) -> Result<Catalog> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .ctx(|| format!("creating the catalog directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path).map_err(|source| Error::Catalog {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c = Catalog {
+            conn,
+            path: path.to_owned(),
+        };
+        c.setup()?;
+        c.migrate()?;
+        Ok(c)
+    }
+
+    /// Opens an existing catalog without writing to it (the mount, `list`, `cat`).
+    pub fn open_read_only(path: &Path) -> Result<Catalog> {
+        if !path.exists() {
+            return Err(Error::Invalid(format!(
+                "no catalog at {}: run `tierback init` or take a backup first",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| Error::Catalog {
+            path: path.to_owned(),
+            source,
+        })?;
+        let c = Catalog {
+            conn,
+            path: path.to_owned(),
+        };
+        c.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| c.err(e))?;
+        let version: usize = c
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| c.err(e))?;
+        if version != schema::MIGRATIONS.len() {
+            return Err(Error::Invalid(format!(
+                "catalog {} is at schema version {version}, this tierback expects {}: run any writing command (e.g. `tierback status`) to migrate",
+                path.display(),
+                schema::MIGRATIONS.len()
+            )));
+        }
+        Ok(c)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Catalog {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&self) -> Result<()> {
+        self.conn
+            .busy_timeout(Duration::from_secs(30))
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: usize = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > schema::MIGRATIONS.len() {
+            return Err(Error::Invalid(format!(
+                "catalog {} has schema version {version}, newer than this tierback understands ({}); upgrade tierback",
+                path.display(),
+                schema::MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    // ---- runs ----------------------------------------------------------------------------
+
+    pub fn begin_run(&self, service: &str, kind: &str) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (service, kind, started_at, status, pid) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![service, kind, now(), std::process::id()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(
+        &self,
+        run: i64,
+        status: &str,
+        error: Option<&str>,
+        stderr_tail: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, error = ?4, stderr_tail = ?5 WHERE id = ?1",
+                params![run, now(), status, error, stderr_tail],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks runs whose process is gone (a `kill -9`, a crash, a reboot) as interrupted.
+    pub fn reap_interrupted(&self) -> Result<usize> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, pid FROM runs WHERE status = 'running'")
+            .map_err(|e| self.err(e))?;
+        let running: Vec<(i64, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        let mut reaped = 0;
+        for (id, pid) in running {
+            if !pid.is_some_and(process_alive) {
+                self.conn
+                    .execute(
+                        "UPDATE runs SET status = 'interrupted', finished_at = ?2, \
+                         error = 'the process died before finishing (killed, crashed or rebooted); nothing it wrote was kept' \
+                         WHERE id = ?1",
+                        params![id, now()],
+                    )
+                    .map_err(|e| self.err(e))?;
+                reaped += 1;
+            }
+        }
+        Ok(reaped)
+    }
+
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, service, kind, started_at, finished_at, status, error, stderr_tail \
+                 FROM runs ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([limit as i64], |r| {
+            Ok(RunRecord {
+                id: r.get(0)?,
+                service: r.get(1)?,
+                kind: r.get(2)?,
+                started_at: r.get(3)?,
+                finished_at: r.get(4)?,
+                status: r.get(5)?,
+                error: r.get(6)?,
+                stderr_tail: r.get(7)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    // ---- backups -------------------------------------------------------------------------
+
+    pub fn backup_exists(&self, service: &str, taken_at: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM backups WHERE service = ?1 AND taken_at = ?2",
+                params![service, taken_at],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records a complete backup and its copies on `tier`, all or nothing. Returns the backup id.
+    pub fn record_backup(
+        &mut self,
+        service: &str,
+        taken_at: i64,
+        driver: &str,
+        run: Option<i64>,
+        tier: &str,
+        artifacts: &[NewArtifact],
+    ) -> Result<i64> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO backups (service, taken_at, driver, run_id) VALUES (?1, ?2, ?3, ?4)",
+            params![service, taken_at, driver, run],
+        )
+        .map_err(err)?;
+        let backup_id = tx.last_insert_rowid();
+        let at = now();
+        for a in artifacts {
+            tx.execute(
+                "INSERT INTO artifacts (backup_id, file, key, raw_size, raw_sha256, stored_size, stored_sha256, \
+                 block_size, compression_level, block_count, block_index, facts) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![
+                    backup_id,
+                    a.file,
+                    a.key,
+                    a.raw_size as i64,
+                    a.raw_sha256,
+                    a.stored_size as i64,
+                    a.stored_sha256,
+                    a.index.block_size,
+                    a.compression_level,
+                    a.index.entries.len() as i64,
+                    a.index.encode(),
+                    a.facts.to_string(),
+                ],
+            )
+            .map_err(err)?;
+            let artifact_id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO copies (artifact_id, tier, state, stored_at, verified_at) VALUES (?1, ?2, 'present', ?3, ?3)",
+                params![artifact_id, tier, at],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(backup_id)
+    }
+
+    /// Every artifact, newest backup first, optionally of one service.
+    pub fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+        let sql = format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
+             WHERE ?1 IS NULL OR b.service = ?1 ORDER BY b.taken_at DESC, b.service, a.file"
+        );
+        let mut list = self.query_artifacts(&sql, params![service])?;
+        self.attach_copies(&mut list)?;
+        Ok(list)
+    }
+
+    /// The artifact a view path names (`service`, UTC `date`, decompressed `file`).
+    pub fn find_artifact(
+        &self,
+        service: &str,
+        date: &str,
+        file: &str,
+    ) -> Result<Option<ArtifactRecord>> {
+        let key = format!("{service}/{date}/{file}.gz");
+        let sql = format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts a JOIN backups b ON b.id = a.backup_id WHERE a.key = ?1"
+        );
+        let mut list = self.query_artifacts(&sql, params![key])?;
+        self.attach_copies(&mut list)?;
+        Ok(list.pop())
+    }
+
+    fn query_artifacts(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<ArtifactRecord>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+        stmt.query_map(params, |r| {
+            let facts: String = r.get(14)?;
+            Ok(ArtifactRecord {
+                id: r.get(0)?,
+                backup_id: r.get(1)?,
+                service: r.get(2)?,
+                taken_at: r.get(3)?,
+                driver: r.get(4)?,
+                file: r.get(5)?,
+                key: r.get(6)?,
+                raw_size: r.get::<_, i64>(7)? as u64,
+                raw_sha256: r.get(8)?,
+                stored_size: r.get::<_, i64>(9)? as u64,
+                stored_sha256: r.get(10)?,
+                block_size: r.get(11)?,
+                compression_level: r.get(12)?,
+                block_count: r.get::<_, i64>(13)? as u64,
+                facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
+                copies: Vec::new(),
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    fn attach_copies(&self, list: &mut [ArtifactRecord]) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT tier, state, stored_at, verified_at, error FROM copies WHERE artifact_id = ?1 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        for a in list {
+            a.copies = stmt
+                .query_map([a.id], |r| {
+                    Ok(CopyRecord {
+                        tier: r.get(0)?,
+                        state: r.get(1)?,
+                        stored_at: r.get(2)?,
+                        verified_at: r.get(3)?,
+                        error: r.get(4)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// The block index of an artifact (kept apart from the record: it can be megabytes).
+    pub fn block_index(&self, artifact_id: i64) -> Result<BlockIndex> {
+        let blob: Vec<u8> = self
+            .conn
+            .query_row(
+                "SELECT block_index FROM artifacts WHERE id = ?1",
+                [artifact_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        BlockIndex::decode(&blob).map_err(|reason| {
+            Error::integrity(
+                format!("catalog {} artifact {artifact_id}", self.path.display()),
+                None,
+                reason,
+            )
+        })
+    }
+
+    /// Records a verification and the copy's resulting state.
+    pub fn record_verification(
+        &self,
+        artifact_id: i64,
+        tier: &str,
+        problems: &[String],
+    ) -> Result<()> {
+        let at = now();
+        let ok = problems.is_empty();
+        let detail = (!ok).then(|| problems.join("; "));
+        self.conn
+            .execute(
+                "INSERT INTO verifications (artifact_id, tier, at, ok, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![artifact_id, tier, at, ok, detail],
+            )
+            .map_err(|e| self.err(e))?;
+        let (state, verified_at) = if ok {
+            (PRESENT, Some(at))
+        } else {
+            (CORRUPT, None)
+        };
+        self.conn
+            .execute(
+                "UPDATE copies SET state = ?3, verified_at = coalesce(?4, verified_at), error = ?5 \
+                 WHERE artifact_id = ?1 AND tier = ?2",
+                params![artifact_id, tier, state, verified_at, detail],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::BlockEntry;
+
+    fn artifact(file: &str) -> NewArtifact {
+        NewArtifact {
+            file: file.into(),
+            key: format!("svc/2026-01-16/{file}.gz"),
+            raw_size: 10,
+            raw_sha256: "aa".into(),
+            stored_size: 7,
+            stored_sha256: "bb".into(),
+            compression_level: 9,
+            index: BlockIndex {
+                block_size: 16,
+                entries: vec![BlockEntry {
+                    offset: 0,
+                    stored_len: 7,
+                    raw_len: 10,
+                    sha256: [3; 32],
+                }],
+            },
+            facts: serde_json::json!({"rows": 3}),
+        }
+    }
+
+    #[test]
+    fn records_and_finds_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("sub/catalog.db")).unwrap();
+        let run = c.begin_run("svc", "backup").unwrap();
+        c.record_backup(
+            "svc",
+            1_768_564_800,
+            "command",
+            Some(run),
+            "local",
+            &[artifact("a_120000.sql")],
+        )
+        .unwrap();
+        c.finish_run(run, "ok", None, None).unwrap();
+        assert!(c.backup_exists("svc", 1_768_564_800).unwrap());
+        let found = c
+            .find_artifact("svc", "2026-01-16", "a_120000.sql")
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.copies[0].state, PRESENT);
+        assert_eq!(found.facts["rows"], 3);
+        assert_eq!(c.block_index(found.id).unwrap().entries.len(), 1);
+        c.record_verification(found.id, "local", &["block 0: bad".into()])
+            .unwrap();
+        let again = c
+            .find_artifact("svc", "2026-01-16", "a_120000.sql")
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.copies[0].state, CORRUPT);
+        // Reopening applies no migration twice.
+        drop(c);
+        let ro = Catalog::open_read_only(&dir.path().join("sub/catalog.db")).unwrap();
+        assert_eq!(ro.artifacts(None).unwrap().len(), 1);
+        assert_eq!(ro.runs(10).unwrap()[0].status, "ok");
+    }
+
+    #[test]
+    fn dead_runs_are_reaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Catalog::open(&dir.path().join("c.db")).unwrap();
+        let live = c.begin_run("svc", "backup").unwrap();
+        let dead = c.begin_run("svc", "backup").unwrap();
+        c.conn
+            .execute("UPDATE runs SET pid = 2147483632 WHERE id = ?1", [dead])
+            .unwrap();
+        assert_eq!(c.reap_interrupted().unwrap(), 1);
+        let runs = c.runs(10).unwrap();
+        assert_eq!(
+            runs.iter().find(|r| r.id == dead).unwrap().status,
+            "interrupted"
+        );
+        assert_eq!(
+            runs.iter().find(|r| r.id == live).unwrap().status,
+            "running"
+        );
+    }
+
+    #[test]
+    fn duplicate_key_rolls_back_whole_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
+        c.record_backup("svc", 1, "command", None, "local", &[artifact("a")])
+            .unwrap();
+        let r = c.record_backup(
+            "svc",
+            2,
+            "command",
+            None,
+            "local",
+            &[artifact("b"), artifact("a")],
+        );
+        assert!(r.is_err());
+        assert!(
+            !c.backup_exists("svc", 2).unwrap(),
+            "a failed record leaves nothing behind"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! Sources: where backups come from. A [`Source`] plans its artifacts (one per PostgreSQL
+//! database, one RDB, one tar…) and opens each as a [`Dump`]: a byte stream plus, once the stream
+//! has ended, the facts about it or the reason it failed.
+
+pub mod command;
+pub mod files;
+pub mod process;
+
+use std::io::Read;
+
+use crate::Result;
+use crate::config::{Driver, ServiceConfig};
+
+/// Facts recorded with an artifact (server version, row counts, paths, …), as JSON.
+pub type Facts = serde_json::Map<String, serde_json::Value>;
+
+/// One file a backup produces: `<stem>_<HHMMSS>.<extension>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactPlan {
+    pub stem: String,
+    pub extension: String,
+}
+
+pub trait Source {
+    fn driver(&self) -> &'static str;
+    /// The artifacts one backup of this service produces.
+    fn plan(&self) -> Result<Vec<ArtifactPlan>>;
+    /// Starts producing one artifact's bytes.
+    fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>>;
+}
+
+/// A dump in progress. Read it to its end, then call [`Dump::finish`]: only a dump that
+/// finishes cleanly may be kept. Dropping an unfinished dump stops its producer.
+pub trait Dump: Read + Send {
+    fn finish(self: Box<Self>) -> Result<Facts>;
+}
+
+/// The source a service's config describes.
+pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
+    let name = service.name.to_string();
+    match &service.driver {
+        Driver::Command {
+            argv,
+            artifact,
+            extension,
+            env,
+        } => Box::new(command::CommandSource {
+            service: name,
+            argv: argv.clone(),
+            env: env.clone(),
+            plan: ArtifactPlan {
+                stem: artifact.clone(),
+                extension: extension.clone(),
+            },
+        }),
+        Driver::Files { paths } => Box::new(files::FilesSource {
+            service: name,
+            paths: paths.clone(),
+        }),
+    }
+}

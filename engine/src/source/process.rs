@@ -1,0 +1,187 @@
+//! Child processes as streams with a contract: stdout is the data; stderr is drained on its own
+//! thread into a bounded tail (so neither pipe can deadlock the other); a non-zero exit is an
+//! error carrying that tail; an unfinished child is killed and reaped on drop. Secrets reach the
+//! child through its environment, never its argv.
+
+use std::io::Read;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+use super::{Dump, Facts};
+use crate::secret::Secret;
+use crate::{Error, Result};
+
+/// How much of a child's stderr is kept: enough for the error, bounded whatever it prints.
+const TAIL_BYTES: usize = 16 * 1024;
+const TAIL_LINES: usize = 20;
+
+pub struct ChildDump {
+    service: String,
+    program: String,
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Option<JoinHandle<String>>,
+    finished: bool,
+}
+
+impl ChildDump {
+    /// Starts `argv` with `env` added to the inherited environment.
+    pub fn spawn(service: &str, argv: &[String], env: &[(String, Secret)]) -> Result<ChildDump> {
+        let program = argv.first().cloned().unwrap_or_default();
+        let mut cmd = Command::new(&program);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v.expose());
+        }
+        let mut child = cmd.spawn().map_err(|e| Error::Source {
+            service: service.to_owned(),
+            message: format!("cannot start `{program}`: {e}"),
+            stderr_tail: String::new(),
+        })?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let drain = std::thread::spawn(move || {
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * TAIL_BYTES {
+                    tail.drain(..tail.len() - TAIL_BYTES);
+                }
+            }
+            last_lines(&String::from_utf8_lossy(&tail), TAIL_LINES)
+        });
+        Ok(ChildDump {
+            service: service.to_owned(),
+            program,
+            child,
+            stdout,
+            stderr: Some(drain),
+            finished: false,
+        })
+    }
+}
+
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Read for ChildDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Dump for ChildDump {
+    fn finish(mut self: Box<Self>) -> Result<Facts> {
+        self.finished = true;
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::io(format!("waiting for `{}`", self.program), e))?;
+        let tail = self
+            .stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(Error::Source {
+                service: self.service.clone(),
+                message: format!("`{}` failed ({status}); nothing was stored", self.program),
+                stderr_tail: tail,
+            });
+        }
+        let mut facts = Facts::new();
+        facts.insert("program".into(), self.program.clone().into());
+        if !tail.is_empty() {
+            facts.insert("stderr_tail".into(), tail.into());
+        }
+        Ok(facts)
+    }
+}
+
+impl Drop for ChildDump {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Box<ChildDump> {
+        Box::new(ChildDump::spawn("svc", &["sh".into(), "-c".into(), script.into()], &[]).unwrap())
+    }
+
+    #[test]
+    fn stdout_is_data_and_exit_status_decides() {
+        let mut d = sh("echo hello; echo warn >&2");
+        let mut out = String::new();
+        d.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "hello\n");
+        assert_eq!(d.finish().unwrap()["stderr_tail"], "warn");
+
+        let mut d = sh("echo partial; echo 'FATAL: no such database' >&2; exit 1");
+        std::io::copy(&mut d, &mut std::io::sink()).unwrap();
+        let e = d.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("FATAL: no such database") && e.contains("exit status: 1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn noisy_stderr_neither_deadlocks_nor_grows() {
+        let mut d =
+            sh("i=0; while [ $i -lt 3000 ]; do echo line $i >&2; i=$((i+1)); done; echo ok");
+        let mut out = String::new();
+        d.read_to_string(&mut out).unwrap();
+        let facts = d.finish().unwrap();
+        let tail = facts["stderr_tail"].as_str().unwrap();
+        assert_eq!(tail.lines().count(), TAIL_LINES);
+        assert!(tail.ends_with("line 2999"));
+    }
+
+    #[test]
+    fn secrets_go_to_env_not_argv() {
+        let secret = crate::secret::SecretRef::parse("s3cr3t")
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let mut d = Box::new(
+            ChildDump::spawn(
+                "svc",
+                &["sh".into(), "-c".into(), "printf %s \"$PW\"".into()],
+                &[("PW".into(), secret)],
+            )
+            .unwrap(),
+        );
+        let mut out = String::new();
+        d.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "s3cr3t");
+        d.finish().unwrap();
+    }
+
+    #[test]
+    fn missing_program_is_a_clear_error() {
+        let e = ChildDump::spawn("svc", &["/nonexistent/pg_dump".into()], &[])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/pg_dump") && e.contains("svc"),
+            "{e}"
+        );
+    }
+}
