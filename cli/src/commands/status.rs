@@ -76,7 +76,7 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
                 .as_i64()
                 .map(age)
                 .unwrap_or_else(|| "-".into()),
-            s["backups"],
+            s["backups"].as_u64().unwrap_or(0),
             last.lines().next().unwrap_or("")
         );
     }
