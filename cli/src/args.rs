@@ -61,6 +61,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Mount the read-only view of every backup on every tier at MOUNTPOINT.
+    Mount {
+        mountpoint: std::path::PathBuf,
+        /// Decompressed-block cache size (default: [mount] cache_size, 256MiB).
+        #[arg(long)]
+        cache_size: Option<String>,
+        /// Detach and run in the background.
+        #[arg(long)]
+        daemon: bool,
+    },
     /// Each service's newest backup, age and last run; each tier's usage.
     Status {
         #[arg(long)]

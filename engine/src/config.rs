@@ -63,10 +63,30 @@ pub enum TierKind {
         prefix: String,
         access_key: Option<SecretRef>,
         secret_key: Option<SecretRef>,
+        /// Path-style addressing (`endpoint/bucket/key`), what MinIO and Garage expect.
+        path_style: bool,
+        /// Send and validate checksums only "when_required" (non-AWS servers such as Garage
+        /// reject the SDK's streaming checksums) or "when_supported" (AWS S3).
+        checksums: S3Checksums,
+        /// Objects at least this large are uploaded in parts of `part_size`.
+        multipart_threshold: u64,
+        part_size: u64,
+        /// Per-request timeout: a dead server becomes an error, not a hang.
+        timeout_secs: u64,
     },
     Rclone {
         remote: String,
+        /// The rclone binary.
+        binary: PathBuf,
+        /// Per-operation timeout for reads.
+        timeout_secs: u64,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum S3Checksums {
+    WhenRequired,
+    WhenSupported,
 }
 
 impl TierKind {
@@ -189,6 +209,12 @@ struct RawTier {
     access_key: Option<Spanned<String>>,
     secret_key: Option<Spanned<String>>,
     remote: Option<String>,
+    path_style: Option<bool>,
+    checksums: Option<Spanned<String>>,
+    multipart_threshold: Option<Spanned<String>>,
+    part_size: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    rclone: Option<PathBuf>,
     copy: Option<Spanned<Vec<String>>>,
     retention: Option<Spanned<RawRetention>>,
 }
@@ -317,6 +343,18 @@ impl Config {
                 v.map(|s| SecretRef::parse(s.get_ref()).map_err(|m| at(s.span(), m)))
                     .transpose()
             };
+            let size = |v: &Option<Spanned<String>>, key: &str, default: u64| -> Result<u64> {
+                match v {
+                    Some(v) => parse_size(v.get_ref())
+                        .map_err(|e| at(v.span(), format!("[tiers.{name}] {key}: {e}"))),
+                    None => Ok(default),
+                }
+            };
+            let timeout_secs = match &t.timeout {
+                Some(v) => parse_age(v.get_ref())
+                    .map_err(|e| at(v.span(), format!("[tiers.{name}] timeout: {e}")))?,
+                None => 60,
+            };
             let kind = match t.kind.get_ref().as_str() {
                 "local" => {
                     TierKind::Local {
@@ -332,9 +370,34 @@ impl Config {
                     prefix: t.prefix.unwrap_or_default(),
                     access_key: secret(t.access_key)?,
                     secret_key: secret(t.secret_key)?,
+                    path_style: t.path_style.unwrap_or(true),
+                    checksums: match &t.checksums {
+                        None => S3Checksums::WhenRequired,
+                        Some(c) => match c.get_ref().as_str() {
+                            "when_required" => S3Checksums::WhenRequired,
+                            "when_supported" => S3Checksums::WhenSupported,
+                            other => {
+                                return Err(at(
+                                    c.span(),
+                                    format!(
+                                        "[tiers.{name}] checksums {other:?}: use \"when_required\" (MinIO, Garage) or \"when_supported\" (AWS)"
+                                    ),
+                                ));
+                            }
+                        },
+                    },
+                    multipart_threshold: size(
+                        &t.multipart_threshold,
+                        "multipart_threshold",
+                        64 << 20,
+                    )?,
+                    part_size: size(&t.part_size, "part_size", 16 << 20)?,
+                    timeout_secs,
                 },
                 "rclone" => TierKind::Rclone {
                     remote: need(t.remote, "remote")?,
+                    binary: t.rclone.unwrap_or_else(|| PathBuf::from("rclone")),
+                    timeout_secs,
                 },
                 other => {
                     return Err(at(

@@ -4,6 +4,7 @@ mod backup;
 mod cat;
 mod init;
 mod list;
+mod mount;
 mod status;
 mod verify;
 
@@ -40,6 +41,16 @@ pub fn run(cli: Cli) -> Result<i32> {
             service.as_deref(),
             tier.as_deref(),
             json,
+        ),
+        Command::Mount {
+            mountpoint,
+            cache_size,
+            daemon,
+        } => mount::run(
+            &Config::load(&cli.config)?,
+            &mountpoint,
+            cache_size.as_deref(),
+            daemon,
         ),
         Command::Status { json } => status::run(&Config::load(&cli.config)?, json),
     }

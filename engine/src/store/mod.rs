@@ -9,6 +9,8 @@ pub mod conformance;
 pub mod faulty;
 pub mod local;
 pub mod memory;
+pub mod rclone;
+pub mod s3;
 
 use std::path::Path;
 
