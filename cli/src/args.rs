@@ -71,9 +71,25 @@ pub enum Command {
         #[arg(long)]
         daemon: bool,
     },
+    /// Tier administration.
+    Tiers {
+        #[command(subcommand)]
+        command: TiersCommand,
+    },
     /// Each service's newest backup, age and last run; each tier's usage.
     Status {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TiersCommand {
+    /// Apply the seed's bucket policy (versioning, 90-day expiry, noncurrent versions after 30
+    /// days, cleanup of delete markers and incomplete uploads) where the server supports it.
+    Setup {
+        /// Only this tier (default: every s3 tier).
+        #[arg(long)]
+        tier: Option<String>,
     },
 }

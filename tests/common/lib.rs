@@ -184,3 +184,8 @@ pub fn walk_members(gz: &[u8]) -> Vec<(usize, usize, usize)> {
     assert_eq!(off, gz.len(), "members end exactly at the end of the file");
     members
 }
+
+pub mod fuse;
+pub mod garage;
+pub mod pg;
+pub mod rclone;

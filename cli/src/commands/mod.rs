@@ -6,13 +6,14 @@ mod init;
 mod list;
 mod mount;
 mod status;
+mod tiers;
 mod verify;
 
 use anyhow::Result;
 use tierback_engine::catalog::Catalog;
 use tierback_engine::config::Config;
 
-use crate::args::{Cli, Command};
+use crate::args::{Cli, Command, TiersCommand};
 
 pub const EXIT_OK: i32 = 0;
 /// Something failed (or, for `verify`, a problem was found).
@@ -52,6 +53,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             cache_size.as_deref(),
             daemon,
         ),
+        Command::Tiers {
+            command: TiersCommand::Setup { tier },
+        } => tiers::setup(&Config::load(&cli.config)?, tier.as_deref()),
         Command::Status { json } => status::run(&Config::load(&cli.config)?, json),
     }
 }

@@ -1,0 +1,1 @@
+//! Test helpers for pg (filled in by the work that needs them).

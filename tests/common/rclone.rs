@@ -1,0 +1,1 @@
+//! Test helpers for rclone (filled in by the work that needs them).
