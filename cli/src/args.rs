@@ -61,6 +61,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy backups to the tiers whose policy wants them; verify each upload.
+    Sync {
+        /// Only this tier.
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Catalog administration.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Mount the read-only view of every backup on every tier at MOUNTPOINT.
     Mount {
         mountpoint: std::path::PathBuf,
@@ -91,5 +104,18 @@ pub enum TiersCommand {
         /// Only this tier (default: every s3 tier).
         #[arg(long)]
         tier: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CatalogCommand {
+    /// Rebuild a lost catalog from one tier's sidecars alone (each file's hash is checked).
+    Rebuild {
+        /// The tier to read.
+        #[arg(long)]
+        from: String,
+        /// Replace an existing catalog (kept as CATALOG.bak).
+        #[arg(long)]
+        force: bool,
     },
 }

@@ -15,7 +15,7 @@ use crate::artifact::writer::{WriteOptions, Written, write_artifact};
 use crate::catalog::{Catalog, NewArtifact, now};
 use crate::config::{Config, ServiceConfig, TierKind};
 use crate::error::IoContext;
-use crate::layout::{self, INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX};
+use crate::layout;
 use crate::lock::ServiceLock;
 use crate::source::{self, Facts};
 use crate::store::Store;
@@ -249,17 +249,9 @@ fn publish(
             tool: crate::TOOL_VERSION.to_owned(),
             facts: s.facts.clone(),
         };
-        let gz_name = format!("{}.gz", s.file);
-        store.put_bytes(
-            &format!("{}{INDEX_SUFFIX}", s.key),
-            &s.written.index.encode(),
-        )?;
-        store.put_bytes(
-            &format!("{}{SHA256_SUFFIX}", s.key),
-            format!("{}  {gz_name}\n", meta.stored_sha256).as_bytes(),
-        )?;
-        let meta_json = serde_json::to_vec_pretty(&meta).expect("metadata serializes");
-        store.put_bytes(&format!("{}{META_SUFFIX}", s.key), &meta_json)?;
+        for (key, bytes) in meta.sidecars(&s.key, &s.written.index) {
+            store.put_bytes(&key, &bytes)?;
+        }
         store.put_file(&s.key, &s.tmp)?;
         artifacts.push(NewArtifact {
             file: s.file.clone(),

@@ -14,9 +14,11 @@ pub mod id;
 pub mod layout;
 pub mod lock;
 pub mod parallel;
+pub mod rebuild;
 pub mod secret;
 pub mod source;
 pub mod store;
+pub mod sync;
 pub mod units;
 pub mod verify;
 

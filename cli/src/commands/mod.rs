@@ -2,10 +2,12 @@
 
 mod backup;
 mod cat;
+mod catalog;
 mod init;
 mod list;
 mod mount;
 mod status;
+mod sync;
 mod tiers;
 mod verify;
 
@@ -13,7 +15,7 @@ use anyhow::Result;
 use tierback_engine::catalog::Catalog;
 use tierback_engine::config::Config;
 
-use crate::args::{Cli, Command, TiersCommand};
+use crate::args::{CatalogCommand, Cli, Command, TiersCommand};
 
 pub const EXIT_OK: i32 = 0;
 /// Something failed (or, for `verify`, a problem was found).
@@ -43,6 +45,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             tier.as_deref(),
             json,
         ),
+        Command::Sync { tier, json } => {
+            sync::run(&Config::load(&cli.config)?, tier.as_deref(), json)
+        }
+        Command::Catalog {
+            command: CatalogCommand::Rebuild { from, force },
+        } => catalog::rebuild(&Config::load(&cli.config)?, &from, force),
         Command::Mount {
             mountpoint,
             cache_size,

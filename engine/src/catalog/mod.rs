@@ -451,6 +451,19 @@ impl Catalog {
         })
     }
 
+    /// Records that `tier` holds a verified copy of the artifact (after an upload).
+    pub fn set_copy_present(&self, artifact_id: i64, tier: &str) -> Result<()> {
+        let at = now();
+        self.conn
+            .execute(
+                "INSERT INTO copies (artifact_id, tier, state, stored_at, verified_at) VALUES (?1, ?2, 'present', ?3, ?3) \
+                 ON CONFLICT (artifact_id, tier) DO UPDATE SET state = 'present', stored_at = ?3, verified_at = ?3, error = NULL",
+                params![artifact_id, tier, at],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Records a verification and the copy's resulting state.
     pub fn record_verification(
         &self,

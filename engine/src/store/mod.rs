@@ -10,6 +10,7 @@ pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod rclone;
+pub mod retry;
 pub mod s3;
 
 use std::path::Path;
@@ -84,5 +85,30 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
             tier.name,
             other.type_name()
         ))),
+    }
+}
+
+/// A boxed store is a store, so wrappers such as [`retry::RetryStore`] take any tier.
+impl Store for Box<dyn Store> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+        (**self).put_file(key, src)
+    }
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        (**self).put_bytes(key, bytes)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        (**self).get_range(key, offset, len)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        (**self).head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
     }
 }
