@@ -10,6 +10,8 @@ pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod rclone;
+pub mod rclone_cmd;
+pub mod rclone_serve;
 pub mod s3;
 
 use std::path::Path;
@@ -79,6 +81,7 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
         TierKind::Local { path } => {
             Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?))
         }
+        TierKind::Rclone { .. } => Ok(Box::new(rclone::RcloneStore::open(tier)?)),
         other => Err(crate::Error::Invalid(format!(
             "tier {}: type {:?} is not available in this build yet",
             tier.name,
