@@ -208,18 +208,25 @@ pub fn with_tail(message: String, tail: &str) -> String {
 /// failures a later retry may fix: rclone reports network trouble only as text, so its words
 /// are matched, then its "temporary error" exit code.
 fn classify(status: ExitStatus, tail: &str) -> std::io::ErrorKind {
+    classify_text(tail).unwrap_or(if status.code() == Some(EXIT_TEMPORARY) {
+        std::io::ErrorKind::Interrupted
+    } else {
+        std::io::ErrorKind::Other
+    })
+}
+
+/// The network failure rclone's stderr names, if any.
+pub fn classify_text(tail: &str) -> Option<std::io::ErrorKind> {
     use std::io::ErrorKind;
     let t = tail.to_ascii_lowercase();
     if t.contains("connection refused") {
-        ErrorKind::ConnectionRefused
+        Some(ErrorKind::ConnectionRefused)
     } else if t.contains("connection reset") || t.contains("broken pipe") {
-        ErrorKind::ConnectionReset
+        Some(ErrorKind::ConnectionReset)
     } else if t.contains("timeout") || t.contains("deadline exceeded") {
-        ErrorKind::TimedOut
-    } else if status.code() == Some(EXIT_TEMPORARY) {
-        ErrorKind::Interrupted
+        Some(ErrorKind::TimedOut)
     } else {
-        ErrorKind::Other
+        None
     }
 }
 

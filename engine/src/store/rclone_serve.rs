@@ -31,7 +31,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::rclone_cmd::{ChildGuard, Rclone, Tail};
+use super::rclone_cmd::{ChildGuard, Rclone, Tail, classify_text};
 use crate::{Error, Result};
 
 /// Attempts at starting the server when a picked port was taken in the meantime.
@@ -100,37 +100,41 @@ impl ServeHttp {
 
     /// Reads `len` bytes at `offset` of `key`; see [`crate::store::Store::get_range`].
     pub fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        let mut restarted = false;
-        let mut flushed = false;
+        let mut retried = false;
         loop {
             let ep = self.endpoint()?;
-            match self.fetch(&ep, key, offset, len) {
-                Ok(Fetch::Bytes(b)) => return Ok(b),
-                Ok(Fetch::Missing | Fetch::Short(_)) if !flushed => {
-                    // Maybe only the server's cached listing is old: flush it and look again.
-                    flushed = true;
+            let outcome = self.fetch(&ep, key, offset, len);
+            // One more try after anything but success or a timeout (a dead remote must cost
+            // one timeout, not two): either the server died (start another), or its cached
+            // listing is stale because another process wrote or deleted (flush it). A stale
+            // entry for a deleted file shows as a dropped connection, not a 404.
+            let retry = !retried
+                && match &outcome {
+                    Ok(Fetch::Bytes(_)) => false,
+                    Ok(_) => true,
+                    Err(e) => !is_timeout(e),
+                };
+            if retry {
+                retried = true;
+                if self.reap_if_dead() {
+                    tracing::warn!(tier = %self.rclone.tier, "rclone serve http died; restarting it");
+                } else {
                     self.forget(&ep)?;
                 }
-                Ok(Fetch::Missing) => {
-                    return Err(Error::NotFound {
-                        tier: self.rclone.tier.clone(),
-                        key: key.to_owned(),
-                    });
-                }
-                Ok(Fetch::Short(total)) => {
-                    return Err(Error::Invalid(format!(
-                        "tier {}: {key}: range {offset}+{len} is past the end of the object{}",
-                        self.rclone.tier,
-                        total.map(|t| format!(" ({t} bytes)")).unwrap_or_default()
-                    )));
-                }
-                Err(e) if !restarted && self.reap_if_dead() => {
-                    // The server died under us: the next loop starts a new one.
-                    tracing::warn!(tier = %self.rclone.tier, error = %e, "rclone serve http died; restarting it");
-                    restarted = true;
-                }
-                Err(e) => return Err(e),
+                continue;
             }
+            return match outcome? {
+                Fetch::Bytes(b) => Ok(b),
+                Fetch::Missing => Err(Error::NotFound {
+                    tier: self.rclone.tier.clone(),
+                    key: key.to_owned(),
+                }),
+                Fetch::Short(total) => Err(Error::Invalid(format!(
+                    "tier {}: {key}: range {offset}+{len} is past the end of the object{}",
+                    self.rclone.tier,
+                    total.map(|t| format!(" ({t} bytes)")).unwrap_or_default()
+                ))),
+            };
         }
     }
 
@@ -276,6 +280,8 @@ impl ServeHttp {
                     ),
                     _ => "serve http exited at startup".to_owned(),
                 };
+                // Its own words say best why it stopped (e.g. "connection refused").
+                let kind = classify_text(&tail).unwrap_or(kind);
                 let error = self.rclone.failed("serve http", kind, message, &tail);
                 Ok(Err((tail, error)))
             }
@@ -469,6 +475,10 @@ impl Spawner {
             .recv()
             .map_err(|_| std::io::Error::other("spawner thread is gone"))?
     }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::TimedOut)
 }
 
 /// Two distinct free loopback ports.
