@@ -362,3 +362,74 @@ fn open_tier_builds_an_rclone_store_and_refuses_inline_credentials() {
         .to_string();
     assert!(!e.contains("SEKRIT") && e.contains("RCLONE_CONFIG_"), "{e}");
 }
+
+/// Not a test on its own: the child half of `server_dies_with_a_killed_tierback`, run in a
+/// separate process (the test binary re-executed) that holds a store until it is killed.
+#[test]
+#[ignore = "helper process for server_dies_with_a_killed_tierback"]
+fn helper_hold_store_until_killed() {
+    let Ok(dir) = std::env::var("TIERBACK_TEST_HOLD_DIR") else {
+        return;
+    };
+    let env: Vec<(String, String)> =
+        serde_json::from_str(&std::env::var("TIERBACK_TEST_HOLD_ENV").unwrap()).unwrap();
+    let remote = std::env::var("TIERBACK_TEST_HOLD_REMOTE").unwrap();
+    let s = store(&remote, &env);
+    s.put_bytes("svc/d/x", b"held").unwrap();
+    // Read from a short-lived thread: the server must not die when that thread ends.
+    std::thread::scope(|sc| {
+        sc.spawn(|| assert_eq!(s.get_range("svc/d/x", 0, 4).unwrap(), b"held"));
+    });
+    assert_eq!(s.get_range("svc/d/x", 1, 2).unwrap(), b"el");
+    let pid = s.server_pid().unwrap();
+    std::fs::write(Path::new(&dir).join("pid"), pid.to_string()).unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+#[test]
+fn server_dies_with_a_killed_tierback() {
+    let r = Remotes::new();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_hold_store_until_killed",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("TIERBACK_TEST_HOLD_DIR", r.dir.path())
+        .env(
+            "TIERBACK_TEST_HOLD_ENV",
+            serde_json::to_string(&r.env).unwrap(),
+        )
+        .env("TIERBACK_TEST_HOLD_REMOTE", &r.local)
+        .spawn()
+        .unwrap();
+    let pid_file = r.dir.path().join("pid");
+    let start = Instant::now();
+    while !pid_file.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "helper never read"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(50)); // the write is not atomic
+    let server: u32 = std::fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    assert_eq!(
+        helpers::processes_matching(r.local.split(':').next().unwrap()),
+        vec![server],
+        "the server outlived the thread that first read"
+    );
+    child.kill().unwrap(); // SIGKILL: no destructor runs
+    child.wait().unwrap();
+    let start = Instant::now();
+    while !helpers::processes_matching(r.local.split(':').next().unwrap()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "rclone serve {server} outlived the killed process"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
