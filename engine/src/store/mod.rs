@@ -10,6 +10,8 @@ pub mod faulty;
 pub mod local;
 pub mod memory;
 pub mod rclone;
+pub mod rclone_cmd;
+pub mod rclone_serve;
 pub mod retry;
 pub mod s3;
 
@@ -80,11 +82,8 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
         TierKind::Local { path } => {
             Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?))
         }
-        other => Err(crate::Error::Invalid(format!(
-            "tier {}: type {:?} is not available in this build yet",
-            tier.name,
-            other.type_name()
-        ))),
+        TierKind::S3 { .. } => Ok(Box::new(s3::S3Store::open(tier)?)),
+        TierKind::Rclone { .. } => Ok(Box::new(rclone::RcloneStore::open(tier)?)),
     }
 }
 
