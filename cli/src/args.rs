@@ -69,6 +69,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apply each tier's retention policy. Never removes a service's newest verified backup on a
+    /// tier, nor a copy another tier still waits for.
+    Prune {
+        /// Print the plan (every copy, kept or removed, and why) without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Catalog administration.
     Catalog {
         #[command(subcommand)]

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod lock;
 pub mod parallel;
 pub mod rebuild;
+pub mod retention;
 pub mod secret;
 pub mod source;
 pub mod store;

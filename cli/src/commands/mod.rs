@@ -6,6 +6,7 @@ mod catalog;
 mod init;
 mod list;
 mod mount;
+mod prune;
 mod status;
 mod sync;
 mod tiers;
@@ -45,6 +46,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             tier.as_deref(),
             json,
         ),
+        Command::Prune { dry_run, json } => prune::run(&Config::load(&cli.config)?, dry_run, json),
         Command::Sync { tier, json } => {
             sync::run(&Config::load(&cli.config)?, tier.as_deref(), json)
         }

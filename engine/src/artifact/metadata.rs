@@ -56,6 +56,16 @@ impl ArtifactMetadata {
         }
     }
 
+    /// The keys of the sidecars beside `key`, in the order they are written (metadata last).
+    pub fn sidecar_keys(key: &str) -> Vec<String> {
+        use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX};
+        vec![
+            format!("{key}{INDEX_SUFFIX}"),
+            format!("{key}{SHA256_SUFFIX}"),
+            format!("{key}{META_SUFFIX}"),
+        ]
+    }
+
     /// The sidecars stored beside `key` on every tier, as (key, bytes): the block index, the
     /// `sha256sum` line of the stored file, and this metadata. The metadata comes last: its
     /// presence is what marks a complete copy on a tier.

@@ -464,6 +464,34 @@ impl Catalog {
         Ok(())
     }
 
+    /// Forgets `tier`'s copies of a backup (before prune deletes the files, so the catalog never
+    /// points at a missing file), then the backup itself once no tier holds any of it.
+    pub fn remove_backup_copies(&mut self, backup_id: i64, tier: &str) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "DELETE FROM copies WHERE tier = ?2 AND artifact_id IN (SELECT id FROM artifacts WHERE backup_id = ?1)",
+            params![backup_id, tier],
+        )
+        .map_err(err)?;
+        let remaining: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM copies WHERE artifact_id IN (SELECT id FROM artifacts WHERE backup_id = ?1)",
+                [backup_id],
+                |r| r.get(0),
+            )
+            .map_err(err)?;
+        if remaining == 0 {
+            tx.execute("DELETE FROM backups WHERE id = ?1", [backup_id])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Records a verification and the copy's resulting state.
     pub fn record_verification(
         &self,

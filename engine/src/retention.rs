@@ -1,0 +1,326 @@
+//! Retention, restic-style: per tier, over each service's series of backups. Planned first as a
+//! pure function of the catalog, the policy and the time (printed by `prune --dry-run`), then
+//! applied idempotently, so a crash halfway is finished by the next prune.
+//!
+//! Whatever the policy says, prune never removes a service's newest verified backup on a tier,
+//! and never removes the primary tier's copy of a backup that another tier wants but does not
+//! hold yet (sync needs it as its source).
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::artifact::metadata::ArtifactMetadata;
+use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::config::{Config, Retention};
+use crate::store::open_tier;
+use crate::sync::selected_backups;
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Decision {
+    pub tier: String,
+    pub service: String,
+    pub backup_id: i64,
+    pub taken_at: i64,
+    pub keep: bool,
+    /// Why it is kept (`daily`, `newest verified`, …) or why it goes.
+    pub reasons: Vec<String>,
+    /// Object keys of this backup's artifacts.
+    pub keys: Vec<String>,
+}
+
+/// Decides, for every backup copy on every tier, whether it stays.
+pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Decision> {
+    let primary = config.tiers.first().map(|t| t.name.as_str());
+    // Backups some other tier wants and lacks: the primary keeps them for sync.
+    let mut awaited: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for tier in config.tiers.iter().skip(1) {
+        let wanted = selected_backups(&tier.copy, artifacts);
+        for a in artifacts.iter().filter(|a| wanted.contains(&a.backup_id)) {
+            if a.copy_on(tier.name.as_str())
+                .is_none_or(|c| c.state != PRESENT)
+            {
+                let list = awaited.entry(a.backup_id).or_default();
+                if !list.contains(&tier.name.to_string()) {
+                    list.push(tier.name.to_string());
+                }
+            }
+        }
+    }
+
+    let mut decisions = Vec::new();
+    for tier in &config.tiers {
+        // (service) → backups on this tier, newest first.
+        let mut series: BTreeMap<&str, Vec<Decision>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for a in artifacts {
+            if a.copy_on(tier.name.as_str()).is_none() {
+                continue;
+            }
+            if seen.insert(a.backup_id) {
+                series
+                    .entry(a.service.as_str())
+                    .or_default()
+                    .push(Decision {
+                        tier: tier.name.to_string(),
+                        service: a.service.clone(),
+                        backup_id: a.backup_id,
+                        taken_at: a.taken_at,
+                        keep: false,
+                        reasons: Vec::new(),
+                        keys: Vec::new(),
+                    });
+            }
+        }
+        for list in series.values_mut() {
+            list.sort_by(|x, y| y.taken_at.cmp(&x.taken_at));
+            for d in list.iter_mut() {
+                d.keys = artifacts
+                    .iter()
+                    .filter(|a| a.backup_id == d.backup_id)
+                    .map(|a| a.key.clone())
+                    .collect();
+            }
+            apply_policy(&tier.retention, list, now);
+            // The newest backup whose every copy on this tier is verified stays, always.
+            if let Some(d) = list.iter_mut().find(|d| {
+                artifacts
+                    .iter()
+                    .filter(|a| a.backup_id == d.backup_id)
+                    .all(|a| {
+                        a.copy_on(&d.tier)
+                            .is_some_and(|c| c.state == PRESENT && c.verified_at.is_some())
+                    })
+            }) {
+                d.keep = true;
+                d.reasons.push("newest verified".into());
+            }
+            if Some(tier.name.as_str()) == primary {
+                for d in list.iter_mut() {
+                    if let Some(tiers) = awaited.get(&d.backup_id) {
+                        d.keep = true;
+                        d.reasons.push(format!("not yet on {}", tiers.join(", ")));
+                    }
+                }
+            }
+        }
+        decisions.extend(series.into_values().flatten());
+    }
+    decisions
+}
+
+/// Marks what `policy` keeps in one series (newest first), restic's way: for each rule, walk from
+/// the newest and keep the newest backup of each new period until the rule's count is used up.
+fn apply_policy(policy: &Retention, list: &mut [Decision], now: i64) {
+    if *policy == Retention::default() {
+        for d in list.iter_mut() {
+            d.keep = true;
+            d.reasons.push("no retention policy".into());
+        }
+        return;
+    }
+    type Bucket = fn(i64) -> i64;
+    let hour: Bucket = |t| t.div_euclid(3600);
+    let day: Bucket = |t| t.div_euclid(86_400);
+    // 1970-01-01 was a Thursday: +3 days makes weeks start on Monday.
+    let week: Bucket = |t| (t.div_euclid(86_400) + 3).div_euclid(7);
+    let month: Bucket = |t| {
+        let d = time::OffsetDateTime::from_unix_timestamp(t)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        d.year() as i64 * 12 + d.month() as i64
+    };
+    let year: Bucket =
+        |t| time::OffsetDateTime::from_unix_timestamp(t).map_or(1970, |d| d.year() as i64);
+    let last: Bucket = |t| t; // every backup is its own period
+    let rules: [(&str, Option<u32>, Bucket); 6] = [
+        ("last", policy.keep_last, last),
+        ("hourly", policy.keep_hourly, hour),
+        ("daily", policy.keep_daily, day),
+        ("weekly", policy.keep_weekly, week),
+        ("monthly", policy.keep_monthly, month),
+        ("yearly", policy.keep_yearly, year),
+    ];
+    for (name, count, bucket) in rules {
+        let Some(mut left) = count else { continue };
+        let mut previous = None;
+        for d in list.iter_mut() {
+            if left == 0 {
+                break;
+            }
+            let b = bucket(d.taken_at);
+            if previous != Some(b) {
+                previous = Some(b);
+                d.keep = true;
+                d.reasons.push(name.into());
+                left -= 1;
+            }
+        }
+    }
+    if let Some(within) = policy.keep_within {
+        for d in list
+            .iter_mut()
+            .filter(|d| now - d.taken_at <= within as i64)
+        {
+            d.keep = true;
+            d.reasons.push("within".into());
+        }
+    }
+    for d in list.iter_mut().filter(|d| !d.keep) {
+        d.reasons.push("outside the retention policy".into());
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    pub removed: Vec<String>,
+    pub failed: Vec<String>,
+}
+
+/// Removes what `plan` decided to drop: the catalog forgets the copy first, then the files go
+/// (metadata first, so a half-deleted copy never looks complete to `catalog rebuild`).
+pub fn apply(
+    config: &Config,
+    catalog: &mut Catalog,
+    decisions: &[Decision],
+) -> Result<PruneReport> {
+    let mut report = PruneReport::default();
+    let mut stores = BTreeMap::new();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        let store = match stores.entry(d.tier.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(open_tier(config.tier(&d.tier)?))
+            }
+        };
+        let store = match store {
+            Ok(s) => s,
+            Err(e) => {
+                report.failed.push(format!("{}: {e}", d.tier));
+                continue;
+            }
+        };
+        catalog.remove_backup_copies(d.backup_id, &d.tier)?;
+        for key in &d.keys {
+            let mut keys: Vec<String> = ArtifactMetadata::sidecar_keys(key)
+                .into_iter()
+                .rev()
+                .collect();
+            keys.push(key.clone());
+            // metadata, sha256, index, then the file
+            for k in &keys {
+                if let Err(e) = store.delete(k) {
+                    report.failed.push(format!("{}:{k}: {e}", d.tier));
+                }
+            }
+            report.removed.push(format!("{}:{key}", d.tier));
+        }
+    }
+    if report.failed.is_empty() {
+        Ok(report)
+    } else {
+        Err(Error::Invalid(format!(
+            "prune could not delete: {}",
+            report.failed.join("; ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(times: &[i64]) -> Vec<Decision> {
+        let mut v: Vec<Decision> = times
+            .iter()
+            .enumerate()
+            .map(|(i, &t)| Decision {
+                tier: "local".into(),
+                service: "pg".into(),
+                backup_id: i as i64,
+                taken_at: t,
+                keep: false,
+                reasons: vec![],
+                keys: vec![],
+            })
+            .collect();
+        v.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
+        v
+    }
+
+    fn kept(list: &[Decision]) -> Vec<i64> {
+        let mut k: Vec<i64> = list.iter().filter(|d| d.keep).map(|d| d.taken_at).collect();
+        k.sort();
+        k
+    }
+
+    #[test]
+    fn hourly_backups_kept_like_the_seed() {
+        // Hourly backups for 40 days; the seed's local tier: 168 hourly, 30 daily, 12 weekly.
+        let end = 1_770_000_000 - 1_770_000_000 % 3600;
+        let times: Vec<i64> = (0..40 * 24).map(|h| end - h * 3600).collect();
+        let mut list = series(&times);
+        let policy = Retention {
+            keep_hourly: Some(168),
+            keep_daily: Some(30),
+            keep_weekly: Some(12),
+            ..Default::default()
+        };
+        apply_policy(&policy, &mut list, end);
+        let k = kept(&list);
+        let week = 7 * 86_400;
+        // Every one of the last 168 hours.
+        assert!(times[..168].iter().all(|t| k.contains(t)));
+        // Beyond them, one per day for 30 days: the day's newest backup (23:00).
+        let older: Vec<i64> = k.iter().copied().filter(|t| *t < times[167]).collect();
+        let daily: Vec<i64> = older
+            .iter()
+            .copied()
+            .filter(|t| *t >= end - 30 * 86_400)
+            .collect();
+        assert!(daily.iter().all(|t| t % 86_400 == 23 * 3600), "{daily:?}");
+        let days: HashSet<i64> = daily.iter().map(|t| t / 86_400).collect();
+        assert_eq!(days.len(), daily.len(), "one per day");
+        // Beyond 30 days only weekly ones: at most one per week, and the oldest week is reached.
+        let weekly: Vec<i64> = older
+            .iter()
+            .copied()
+            .filter(|t| *t < end - 30 * 86_400)
+            .collect();
+        assert!(!weekly.is_empty() && weekly.len() <= 2, "{weekly:?}");
+        assert!(weekly.windows(2).all(|w| w[1] - w[0] >= week - 86_400));
+        assert!(k.len() < 168 + 30 + 12);
+    }
+
+    #[test]
+    fn keep_within_and_all() {
+        let now = 1_770_000_000;
+        let times: Vec<i64> = (0..100).map(|d| now - d * 86_400).collect();
+        let mut list = series(&times);
+        apply_policy(
+            &Retention {
+                keep_within: Some(90 * 86_400),
+                ..Default::default()
+            },
+            &mut list,
+            now,
+        );
+        assert_eq!(kept(&list).len(), 91);
+        let mut list = series(&times);
+        apply_policy(
+            &Retention {
+                keep_monthly: Some(u32::MAX),
+                ..Default::default()
+            },
+            &mut list,
+            now,
+        );
+        let months: HashSet<i64> = times.iter().map(|t| t / (30 * 86_400)).collect();
+        assert!(kept(&list).len() >= months.len() - 1 && kept(&list).len() <= 5);
+    }
+
+    #[test]
+    fn no_policy_keeps_everything() {
+        let mut list = series(&[1, 2, 3]);
+        apply_policy(&Retention::default(), &mut list, 10);
+        assert_eq!(kept(&list).len(), 3);
+    }
+}
