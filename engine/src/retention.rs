@@ -72,7 +72,7 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
             }
         }
         for list in series.values_mut() {
-            list.sort_by(|x, y| y.taken_at.cmp(&x.taken_at));
+            list.sort_by_key(|d| std::cmp::Reverse(d.taken_at));
             for d in list.iter_mut() {
                 d.keys = artifacts
                     .iter()
@@ -242,7 +242,7 @@ mod tests {
                 keys: vec![],
             })
             .collect();
-        v.sort_by(|a, b| b.taken_at.cmp(&a.taken_at));
+        v.sort_by_key(|d| std::cmp::Reverse(d.taken_at));
         v
     }
 
