@@ -42,6 +42,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Do what is due: scheduled backups (a missed one is caught up once), then sync, and the
+    /// verify and prune jobs when their schedules say so; then write the metrics textfile.
+    /// Meant to be started by cron every few minutes.
+    Run,
+    /// Print the Prometheus metrics (the seed's names), or serve them over HTTP with --serve.
+    Metrics {
+        /// Serve GET /metrics on [metrics] listen (default 127.0.0.1:9188) until stopped.
+        #[arg(long)]
+        serve: bool,
+    },
     /// List backups and where their copies are.
     List {
         #[arg(long)]

@@ -32,6 +32,37 @@ pub struct Config {
     pub tiers: Vec<TierConfig>,
     pub mount: MountConfig,
     pub services: BTreeMap<ServiceName, ServiceConfig>,
+    pub jobs: Jobs,
+    pub metrics: MetricsConfig,
+}
+
+/// When `tierback run` does the jobs that are not backups (cron expressions, UTC). The defaults
+/// are the seed's: verification at 07:00, cleanup at 23:00; sync on every run (copy policies
+/// decide what each tier receives).
+#[derive(Debug, Clone)]
+pub struct Jobs {
+    /// Empty: every run.
+    pub sync: Vec<String>,
+    pub verify: Vec<String>,
+    pub prune: Vec<String>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs {
+            sync: Vec::new(),
+            verify: vec!["0 7 * * *".into()],
+            prune: vec!["0 23 * * *".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    /// Prometheus textfile-collector file, rewritten after each `run`.
+    pub textfile: Option<PathBuf>,
+    /// Address for `tierback metrics --serve` (default 127.0.0.1:9188).
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +211,23 @@ struct RawConfig {
     mount: Option<RawMount>,
     #[serde(default)]
     services: IndexMap<String, Spanned<RawService>>,
+    jobs: Option<RawJobs>,
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    sync: Option<Spanned<Vec<String>>>,
+    verify: Option<Spanned<Vec<String>>>,
+    prune: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    textfile: Option<PathBuf>,
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -255,8 +303,7 @@ struct RawMount {
 #[serde(deny_unknown_fields)]
 struct RawService {
     driver: Spanned<String>,
-    #[serde(default)]
-    schedule: Vec<String>,
+    schedule: Option<Spanned<Vec<String>>>,
     compression_level: Option<Spanned<i64>>,
     block_size: Option<Spanned<String>>,
     // command
@@ -554,13 +601,47 @@ impl Config {
                 sname.clone(),
                 ServiceConfig {
                     name: sname,
-                    schedule: s.schedule,
+                    schedule: match s.schedule {
+                        Some(sch) => {
+                            for expr in sch.get_ref() {
+                                crate::schedule::parse(expr).map_err(|m| {
+                                    at(sch.span(), format!("[services.{name}] schedule: {m}"))
+                                })?;
+                            }
+                            sch.into_inner()
+                        }
+                        None => Vec::new(),
+                    },
                     compression_level,
                     block_size,
                     driver,
                 },
             );
         }
+
+        let mut jobs = Jobs::default();
+        if let Some(j) = raw.jobs {
+            for (field, value, name) in [
+                (&mut jobs.sync, j.sync, "sync"),
+                (&mut jobs.verify, j.verify, "verify"),
+                (&mut jobs.prune, j.prune, "prune"),
+            ] {
+                if let Some(v) = value {
+                    for expr in v.get_ref() {
+                        crate::schedule::parse(expr)
+                            .map_err(|m| at(v.span(), format!("jobs.{name}: {m}")))?;
+                    }
+                    *field = v.into_inner();
+                }
+            }
+        }
+        let metrics = raw
+            .metrics
+            .map(|m| MetricsConfig {
+                textfile: m.textfile.map(&resolve),
+                listen: m.listen,
+            })
+            .unwrap_or_default();
 
         Ok(Config {
             path: path.to_owned(),
@@ -569,6 +650,8 @@ impl Config {
             tiers,
             mount,
             services,
+            jobs,
+            metrics,
         })
     }
 
@@ -765,6 +848,16 @@ extension = "txt"
                 .to_string()
                 .contains("must be type = \"local\"")
         );
+    }
+
+    #[test]
+    fn bad_schedule_names_line() {
+        let text = MINIMAL.replace(
+            "extension = \"txt\"",
+            "extension = \"txt\"\nschedule = [\"0 25 * * *\"]",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.contains("line 14") && e.contains("0 25 * * *"), "{e}");
     }
 
     #[test]

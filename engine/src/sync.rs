@@ -34,6 +34,8 @@ const BREAKER: usize = 3;
 pub struct TierReport {
     pub tier: String,
     pub uploaded: Vec<String>,
+    /// Bytes of the uploaded `.gz` files.
+    pub bytes: u64,
     pub failed: Vec<String>,
     /// Wanted but not attempted (tier down) — waits for the next run.
     pub deferred: usize,
@@ -66,6 +68,9 @@ pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Ve
             Err(e) => ("failed", Some(e.to_string())),
         };
         catalog.finish_run(run, status, error.as_deref(), None)?;
+        if let Ok(r) = &report {
+            catalog.set_run_bytes(run, r.bytes)?;
+        }
         reports.push(report.unwrap_or_else(|e| TierReport {
             tier: tier.name.to_string(),
             error: Some(e.to_string()),
@@ -151,6 +156,7 @@ fn sync_tier(
                     catalog.set_copy_present(a.id, tier.name.as_str())?;
                     tracing::info!(tier = %tier.name, key = %a.key, "uploaded and verified");
                     report.uploaded.push(path);
+                    report.bytes += a.stored_size;
                 }
                 Err(e) => {
                     tracing::warn!(tier = %tier.name, key = %a.key, "upload failed: {e}");

@@ -5,12 +5,14 @@ mod cat;
 mod catalog;
 mod init;
 mod list;
+mod metrics;
 mod mount;
 mod prune;
+mod run;
 mod status;
 mod sync;
 mod tiers;
-mod verify;
+pub mod verify;
 
 use anyhow::Result;
 use tierback_engine::catalog::Catalog;
@@ -32,6 +34,8 @@ pub fn run(cli: Cli) -> Result<i32> {
             let config = Config::load(&cli.config)?;
             backup::run(&config, service.as_deref(), all, json, quiet)
         }
+        Command::Run => run::run(&Config::load(&cli.config)?, quiet),
+        Command::Metrics { serve } => metrics::run(&Config::load(&cli.config)?, serve),
         Command::List { service, json } => {
             list::run(&Config::load(&cli.config)?, service.as_deref(), json)
         }

@@ -27,7 +27,19 @@ pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: boo
     }
     let (mut checked, mut bad) = (0, 0);
     let mut results = Vec::new();
-    for artifact in catalog.artifacts(service)? {
+    let artifacts = catalog.artifacts(service)?;
+    // One run per service, so metrics can report each service's verification time.
+    let mut runs: std::collections::BTreeMap<String, (i64, bool)> =
+        std::collections::BTreeMap::new();
+    for a in &artifacts {
+        if !runs.contains_key(&a.service) {
+            runs.insert(
+                a.service.clone(),
+                (catalog.begin_run(&a.service, "verify")?, true),
+            );
+        }
+    }
+    for artifact in artifacts {
         let index = catalog.block_index(artifact.id)?;
         for (tier_name, store) in &stores {
             let Some(copy) = artifact.copy_on(tier_name) else {
@@ -52,6 +64,9 @@ pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: boo
                 }
             } else {
                 bad += 1;
+                if let Some(r) = runs.get_mut(&artifact.service) {
+                    r.1 = false;
+                }
                 if !json {
                     println!("FAILED  {path}");
                     for p in &problems {
@@ -63,6 +78,15 @@ pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: boo
                 serde_json::json!({"path": path, "ok": problems.is_empty(), "problems": problems}),
             );
         }
+    }
+    for (run, ok) in runs.values() {
+        let status = if *ok { "ok" } else { "failed" };
+        catalog.finish_run(
+            *run,
+            status,
+            (!ok).then_some("verification found problems"),
+            None,
+        )?;
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);

@@ -230,6 +230,69 @@ impl Catalog {
         Ok(())
     }
 
+    /// Records how many bytes a run moved (sync uploads).
+    pub fn set_run_bytes(&self, run: i64, bytes: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE runs SET bytes = ?2 WHERE id = ?1",
+                params![run, bytes as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest run of `kind` for `service` (a service, a tier for syncs, `*` for others).
+    pub fn last_run(&self, service: &str, kind: &str) -> Result<Option<(RunRecord, Option<u64>)>> {
+        self.conn
+            .query_row(
+                "SELECT id, service, kind, started_at, finished_at, status, error, stderr_tail, bytes \
+                 FROM runs WHERE service = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1",
+                params![service, kind],
+                |r| {
+                    Ok((
+                        RunRecord {
+                            id: r.get(0)?,
+                            service: r.get(1)?,
+                            kind: r.get(2)?,
+                            started_at: r.get(3)?,
+                            finished_at: r.get(4)?,
+                            status: r.get(5)?,
+                            error: r.get(6)?,
+                            stderr_tail: r.get(7)?,
+                        },
+                        r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
+                    ))
+                },
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Per service: (failed verifications ever, whether each copy's latest verification passed).
+    pub fn verification_summary(&self) -> Result<Vec<(String, u64, bool)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT b.service, \
+                    (SELECT count(*) FROM verifications v2 JOIN artifacts a2 ON a2.id = v2.artifact_id \
+                       JOIN backups b2 ON b2.id = a2.backup_id WHERE b2.service = b.service AND v2.ok = 0), \
+                    min(v.ok) \
+                 FROM verifications v JOIN artifacts a ON a.id = v.artifact_id JOIN backups b ON b.id = a.backup_id \
+                 WHERE v.id IN (SELECT max(id) FROM verifications GROUP BY artifact_id, tier) \
+                 GROUP BY b.service",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? == 1,
+            ))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
     /// Marks runs whose process is gone (a `kill -9`, a crash, a reboot) as interrupted.
     pub fn reap_interrupted(&self) -> Result<usize> {
         let mut stmt = self

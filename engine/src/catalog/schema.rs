@@ -61,4 +61,6 @@ CREATE TABLE verifications (
     detail      TEXT
 );
 "#,
+    // 2: bytes moved by a run (sync uploads), for throughput metrics.
+    "ALTER TABLE runs ADD COLUMN bytes INTEGER;",
 ];

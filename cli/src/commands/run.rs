@@ -1,0 +1,123 @@
+//! `tierback run`: what cron starts every few minutes. Backs up every service that is due, syncs,
+//! runs the verify and prune jobs when due, writes the metrics textfile. One service's failure
+//! never stops the others; the exit code says whether everything, something or nothing worked.
+
+use anyhow::Result;
+use tierback_engine::Error;
+use tierback_engine::backup::backup_service;
+use tierback_engine::catalog::{Catalog, now};
+use tierback_engine::config::Config;
+use tierback_engine::schedule::is_due;
+use tierback_engine::sync::sync;
+
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
+use crate::output::Bar;
+
+pub fn run(config: &Config, quiet: bool) -> Result<i32> {
+    let mut catalog = super::open_catalog(config)?;
+    let t = now();
+    let (mut ok, mut failed) = (0, 0);
+    let bar = Bar::new(quiet);
+
+    for svc in config.services.values() {
+        let last = catalog
+            .last_run(svc.name.as_str(), "backup")?
+            .map(|(r, _)| r.started_at);
+        if !is_due(&svc.schedule, last, t) {
+            continue;
+        }
+        match backup_service(config, &mut catalog, svc, &bar) {
+            Ok(r) => {
+                ok += 1;
+                if !quiet {
+                    println!(
+                        "backup {}: {} artifacts in {:.1}s",
+                        r.service,
+                        r.artifacts.len(),
+                        r.seconds
+                    );
+                }
+            }
+            // Another `run` (or a manual backup) is on it: not a failure of this one.
+            Err(Error::Locked { .. }) => {
+                tracing::info!("{} is being backed up by another process", svc.name)
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("tierback: error: backup of {} failed: {e}", svc.name);
+            }
+        }
+    }
+
+    if config.tiers.len() > 1 && job_due(&catalog, &config.jobs.sync, "sync-job", t)? {
+        let run = catalog.begin_run("*", "sync-job")?;
+        let reports = sync(config, &catalog, None)?;
+        let all_ok = reports.iter().all(|r| r.ok());
+        for r in &reports {
+            if !quiet && !r.uploaded.is_empty() {
+                println!("sync {}: {} uploaded", r.tier, r.uploaded.len());
+            }
+            if !r.ok() {
+                eprintln!(
+                    "tierback: error: sync to {}: {} failed, {} deferred{}",
+                    r.tier,
+                    r.failed.len(),
+                    r.deferred,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!(": {e}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        catalog.finish_run(run, if all_ok { "ok" } else { "failed" }, None, None)?;
+        if all_ok { ok += 1 } else { failed += 1 }
+    }
+
+    if job_due(&catalog, &config.jobs.verify, "verify-job", t)? {
+        let run = catalog.begin_run("*", "verify-job")?;
+        let code = super::verify::run(config, None, None, false)?;
+        catalog.finish_run(
+            run,
+            if code == EXIT_OK { "ok" } else { "failed" },
+            None,
+            None,
+        )?;
+        if code == EXIT_OK {
+            ok += 1
+        } else {
+            failed += 1
+        }
+    }
+
+    if job_due(&catalog, &config.jobs.prune, "prune", t)? {
+        match super::prune::run(config, false, false) {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("tierback: error: prune: {e}");
+            }
+        }
+    }
+
+    if let Some(path) = &config.metrics.textfile {
+        let catalog = Catalog::open_read_only(&config.catalog_path)?;
+        let text = tierback_engine::metrics::render(config, &catalog, now())?;
+        tierback_engine::metrics::write_textfile(path, &text)?;
+    }
+
+    Ok(match (ok, failed) {
+        (_, 0) => EXIT_OK,
+        (0, _) => EXIT_FAILURE,
+        _ => EXIT_PARTIAL,
+    })
+}
+
+/// An empty schedule means "every run".
+fn job_due(catalog: &Catalog, schedule: &[String], kind: &str, t: i64) -> Result<bool> {
+    if schedule.is_empty() {
+        return Ok(true);
+    }
+    let last = catalog.last_run("*", kind)?.map(|(r, _)| r.started_at);
+    Ok(is_due(schedule, last, t))
+}

@@ -1,0 +1,277 @@
+//! Prometheus metrics with the seed's names, derived from the catalog (so any process can write
+//! them and they survive restarts): written as a textfile-collector file after each `run`,
+//! printed by `tierback metrics`, served by `tierback metrics --serve`.
+//!
+//! Labels: `service`; `type` is the kind of artifact (`sql`, `rdb`, `tar`, … — the file
+//! extension) for backups; `tier`/`location` name a tier; storage free space is per local path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::Result;
+use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::config::{Config, TierKind};
+
+pub const LAST_RUN_TIMESTAMP: &str = "backup_last_run_timestamp";
+pub const DURATION_SECONDS: &str = "backup_duration_seconds";
+pub const SIZE_BYTES: &str = "backup_size_bytes";
+pub const SUCCESS: &str = "backup_success";
+pub const AGE_HOURS: &str = "backup_age_hours";
+pub const FILES_COUNT: &str = "backup_files_count";
+pub const STORAGE_USED_BYTES: &str = "backup_storage_used_bytes";
+pub const STORAGE_FREE_BYTES: &str = "backup_storage_free_bytes";
+pub const VERIFY_SUCCESS: &str = "backup_verify_success";
+pub const VERIFY_DURATION_SECONDS: &str = "backup_verify_duration_seconds";
+pub const RESTORE_TEST_SUCCESS: &str = "backup_restore_test_success";
+pub const CHECKSUM_FAILURES: &str = "backup_checksum_failures";
+pub const COMPRESSION_RATIO: &str = "backup_compression_ratio";
+pub const NETWORK_THROUGHPUT_BYTES: &str = "backup_network_throughput_bytes";
+
+struct Out {
+    text: String,
+    declared: Vec<&'static str>,
+}
+
+impl Out {
+    fn metric(
+        &mut self,
+        name: &'static str,
+        kind: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        if !self.declared.contains(&name) {
+            let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            self.declared.push(name);
+        }
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let value = if value.is_infinite() {
+            "+Inf".to_string()
+        } else {
+            format!("{value}")
+        };
+        let _ = writeln!(self.text, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+fn kind_of(a: &ArtifactRecord) -> &str {
+    a.file.rsplit('.').next().unwrap_or("backup")
+}
+
+/// Renders every metric as Prometheus text exposition.
+pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
+    let mut out = Out {
+        text: String::new(),
+        declared: Vec::new(),
+    };
+    let artifacts = catalog.artifacts(None)?;
+    for name in config.services.keys() {
+        let service = name.as_str();
+        let mine: Vec<&ArtifactRecord> =
+            artifacts.iter().filter(|a| a.service == service).collect();
+        let newest = mine.first().map(|a| a.backup_id);
+        let newest_artifacts: Vec<&&ArtifactRecord> = mine
+            .iter()
+            .filter(|a| Some(a.backup_id) == newest)
+            .collect();
+        let kind = newest_artifacts
+            .first()
+            .map(|a| kind_of(a))
+            .unwrap_or("backup")
+            .to_owned();
+        let labels = [("service", service), ("type", kind.as_str())];
+        if let Some((run, _)) = catalog.last_run(service, "backup")? {
+            out.metric(
+                LAST_RUN_TIMESTAMP,
+                "gauge",
+                "Unix time the last backup run started.",
+                &labels,
+                run.started_at as f64,
+            );
+            out.metric(
+                SUCCESS,
+                "gauge",
+                "1 if the last backup run succeeded, else 0.",
+                &labels,
+                f64::from(run.status == "ok"),
+            );
+            if let Some(end) = run.finished_at {
+                out.metric(
+                    DURATION_SECONDS,
+                    "gauge",
+                    "Wall time of the last backup run.",
+                    &labels,
+                    (end - run.started_at) as f64,
+                );
+            }
+        }
+        let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+        for a in &newest_artifacts {
+            let e = by_kind.entry(kind_of(a)).or_default();
+            e.0 += a.raw_size;
+            e.1 += a.stored_size;
+        }
+        for (k, (raw, stored)) in &by_kind {
+            out.metric(
+                SIZE_BYTES,
+                "gauge",
+                "Stored (compressed) size of the newest backup.",
+                &[("service", service), ("type", k)],
+                *stored as f64,
+            );
+            if *stored > 0 {
+                out.metric(
+                    COMPRESSION_RATIO,
+                    "gauge",
+                    "Uncompressed / stored size of the newest backup.",
+                    &[("service", service)],
+                    *raw as f64 / *stored as f64,
+                );
+            }
+        }
+        let age = mine
+            .first()
+            .map_or(f64::INFINITY, |a| (now - a.taken_at) as f64 / 3600.0);
+        out.metric(
+            AGE_HOURS,
+            "gauge",
+            "Hours since the newest backup (+Inf: none yet).",
+            &[("service", service)],
+            age,
+        );
+        if let Some((run, _)) = catalog.last_run(service, "restore-test")? {
+            out.metric(
+                RESTORE_TEST_SUCCESS,
+                "gauge",
+                "1 if the last restore test passed.",
+                &[("service", service)],
+                f64::from(run.status == "ok"),
+            );
+        }
+        if let Some((run, _)) = catalog.last_run(service, "verify")?
+            && let Some(end) = run.finished_at
+        {
+            out.metric(
+                VERIFY_DURATION_SECONDS,
+                "gauge",
+                "Wall time of the last verification.",
+                &[("service", service)],
+                (end - run.started_at) as f64,
+            );
+        }
+    }
+
+    let mut total_failures = 0;
+    for (service, failures, ok) in catalog.verification_summary()? {
+        out.metric(
+            VERIFY_SUCCESS,
+            "gauge",
+            "1 if every copy's latest verification passed.",
+            &[("service", &service)],
+            f64::from(ok),
+        );
+        out.metric(
+            CHECKSUM_FAILURES,
+            "counter",
+            "Verifications that found a problem, ever.",
+            &[("service", &service)],
+            failures as f64,
+        );
+        total_failures += failures;
+    }
+    out.metric(
+        CHECKSUM_FAILURES,
+        "counter",
+        "Verifications that found a problem, ever.",
+        &[("service", "all")],
+        total_failures as f64,
+    );
+
+    for tier in &config.tiers {
+        let t = tier.name.as_str();
+        let present: Vec<&ArtifactRecord> = artifacts
+            .iter()
+            .filter(|a| a.copy_on(t).is_some_and(|c| c.state == PRESENT))
+            .collect();
+        out.metric(
+            STORAGE_USED_BYTES,
+            "gauge",
+            "Bytes of backups stored on the tier.",
+            &[("tier", t)],
+            present.iter().map(|a| a.stored_size).sum::<u64>() as f64,
+        );
+        let mut per_service: BTreeMap<&str, u64> = BTreeMap::new();
+        for a in &present {
+            *per_service.entry(a.service.as_str()).or_default() += 1;
+        }
+        for (s, n) in &per_service {
+            out.metric(
+                FILES_COUNT,
+                "gauge",
+                "Backup files on the tier.",
+                &[("location", t), ("service", s)],
+                *n as f64,
+            );
+        }
+        out.metric(
+            FILES_COUNT,
+            "gauge",
+            "Backup files on the tier.",
+            &[("location", t), ("service", "all")],
+            present.len() as f64,
+        );
+        if let TierKind::Local { path } = &tier.kind
+            && let Some(free) = free_bytes(path)
+        {
+            out.metric(
+                STORAGE_FREE_BYTES,
+                "gauge",
+                "Free bytes on the local tier's filesystem.",
+                &[("location", &path.display().to_string())],
+                free as f64,
+            );
+        }
+        if let Some((run, Some(bytes))) = catalog.last_run(t, "sync")?
+            && let Some(end) = run.finished_at
+        {
+            let secs = (end - run.started_at).max(1) as f64;
+            out.metric(
+                NETWORK_THROUGHPUT_BYTES,
+                "gauge",
+                "Bytes per second uploaded by the last sync.",
+                &[("direction", "upload"), ("destination", t)],
+                bytes as f64 / secs,
+            );
+        }
+    }
+    Ok(out.text)
+}
+
+fn free_bytes(path: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and an out-pointer to a zeroed struct.
+    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
+        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Writes the textfile atomically (temporary name, fsync, rename) so node_exporter never reads
+/// half a file.
+pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
+    use crate::error::IoContext;
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("prom.tmp");
+    let mut f = std::fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).ctx(|| format!("renaming to {}", path.display()))
+}
