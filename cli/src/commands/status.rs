@@ -1,11 +1,12 @@
 //! `tierback status [--json]`: is every service backed up, how old is its newest backup, did the
-//! last run work, how full is each tier.
+//! last run work; per tier: usage, copies waiting for sync, corrupt copies.
 
 use anyhow::Result;
-use tierback_engine::catalog::now;
+use tierback_engine::catalog::{CORRUPT, PRESENT, now};
 use tierback_engine::config::Config;
 use tierback_engine::layout::rfc3339;
 use tierback_engine::store::open_tier;
+use tierback_engine::sync::selected_backups;
 use tierback_engine::units::human_bytes;
 
 use super::EXIT_OK;
@@ -14,33 +15,54 @@ use crate::output::age;
 pub fn run(config: &Config, json: bool) -> Result<i32> {
     let catalog = super::open_catalog(config)?;
     let artifacts = catalog.artifacts(None)?;
-    let runs = catalog.runs(1000)?;
     let t = now();
     let mut services = Vec::new();
     for name in config.services.keys() {
-        let newest = artifacts.iter().find(|a| a.service == name.as_str());
-        let last_run = runs
+        let name = name.as_str();
+        let newest = artifacts.iter().find(|a| a.service == name);
+        let backups: std::collections::BTreeSet<i64> = artifacts
             .iter()
-            .find(|r| r.service == name.as_str() && r.kind == "backup");
+            .filter(|a| a.service == name)
+            .map(|a| a.backup_id)
+            .collect();
+        let last_run = catalog.last_run(name, "backup")?.map(|(r, _)| r);
         services.push(serde_json::json!({
-            "service": name.as_str(),
+            "service": name,
             "newest_backup": newest.map(|a| rfc3339(a.taken_at)),
             "age_seconds": newest.map(|a| t - a.taken_at),
-            "backups": artifacts.iter().filter(|a| a.service == name.as_str()).map(|a| a.backup_id).collect::<std::collections::BTreeSet<_>>().len(),
+            "backups": backups.len(),
             "last_run": last_run.map(|r| serde_json::json!({
                 "status": r.status, "started_at": rfc3339(r.started_at), "error": r.error,
             })),
         }));
     }
     let mut tiers = Vec::new();
-    for tier in &config.tiers {
+    for (i, tier) in config.tiers.iter().enumerate() {
+        let name = tier.name.as_str();
         let used = open_tier(tier)
             .and_then(|s| s.list(""))
             .map(|l| l.iter().map(|m| m.size).sum::<u64>());
+        // Copies this tier should hold by its copy policy but does not hold verified yet.
+        let wanted = selected_backups(&tier.copy, &artifacts);
+        let pending = if i == 0 {
+            0
+        } else {
+            artifacts
+                .iter()
+                .filter(|a| wanted.contains(&a.backup_id))
+                .filter(|a| a.copy_on(name).is_none_or(|c| c.state != PRESENT))
+                .count()
+        };
+        let corrupt = artifacts
+            .iter()
+            .filter(|a| a.copy_on(name).is_some_and(|c| c.state == CORRUPT))
+            .count();
         tiers.push(serde_json::json!({
-            "tier": tier.name.as_str(),
+            "tier": name,
             "type": tier.kind.type_name(),
             "used_bytes": used.as_ref().ok(),
+            "pending_copies": pending,
+            "corrupt_copies": corrupt,
             "error": used.as_ref().err().map(|e| e.to_string()),
         }));
     }
@@ -59,14 +81,11 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
     );
     for s in &services {
         let run = &s["last_run"];
+        let started = run["started_at"].as_str().unwrap_or("");
         let last = match run["status"].as_str() {
             None => "never".to_string(),
-            Some("ok") => format!("ok at {}", run["started_at"].as_str().unwrap_or("")),
-            Some(st) => format!(
-                "{st} at {}: {}",
-                run["started_at"].as_str().unwrap_or(""),
-                run["error"].as_str().unwrap_or("")
-            ),
+            Some("ok") => format!("ok at {started}"),
+            Some(st) => format!("{st} at {started}: {}", run["error"].as_str().unwrap_or("")),
         };
         println!(
             "{:<14} {:<22} {:>9} {:>8}  {}",
@@ -82,17 +101,19 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
     }
     println!();
     for tier in &tiers {
+        let (name, kind) = (
+            tier["tier"].as_str().unwrap_or(""),
+            tier["type"].as_str().unwrap_or(""),
+        );
         match tier["used_bytes"].as_u64() {
             Some(b) => println!(
-                "tier {:<10} {:<7} {} used",
-                tier["tier"].as_str().unwrap_or(""),
-                tier["type"].as_str().unwrap_or(""),
-                human_bytes(b)
+                "tier {name:<10} {kind:<7} {} used, {} copies waiting for sync, {} corrupt",
+                human_bytes(b),
+                tier["pending_copies"],
+                tier["corrupt_copies"]
             ),
             None => println!(
-                "tier {:<10} {:<7} unavailable: {}",
-                tier["tier"].as_str().unwrap_or(""),
-                tier["type"].as_str().unwrap_or(""),
+                "tier {name:<10} {kind:<7} unavailable: {}",
                 tier["error"].as_str().unwrap_or("")
             ),
         }
