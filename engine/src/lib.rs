@@ -23,6 +23,7 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod units;
+pub mod vault;
 pub mod verify;
 
 pub use error::{Error, Result};

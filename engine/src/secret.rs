@@ -81,11 +81,7 @@ impl SecretRef {
             SecretRef::File(path) => std::fs::read_to_string(path)
                 .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_owned()))
                 .map_err(|e| fail(format!("cannot read {}: {e}", path.display()))),
-            SecretRef::Vault { .. } => Err(fail(
-                "Vault references are resolved by the vault secret backend, which this build does not include yet; \
-                 use env: or file: for now"
-                    .into(),
-            )),
+            SecretRef::Vault { path, field } => crate::vault::read(path, field).map(Secret),
         }
     }
 }
