@@ -11,6 +11,7 @@ pub mod local;
 pub mod memory;
 pub mod rclone;
 pub mod s3;
+pub mod s3_policy;
 
 use std::path::Path;
 
@@ -79,6 +80,7 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
         TierKind::Local { path } => {
             Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?))
         }
+        TierKind::S3 { .. } => Ok(Box::new(s3::S3Store::open(tier)?)),
         other => Err(crate::Error::Invalid(format!(
             "tier {}: type {:?} is not available in this build yet",
             tier.name,
