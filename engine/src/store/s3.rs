@@ -510,6 +510,47 @@ impl S3Store {
         Ok(hasher.finalize().into())
     }
 
+    /// For tests that show the server checks checksums: PUTs `bytes` with `claimed` as its
+    /// `x-amz-checksum-sha256`, without verification. Not for production use.
+    #[doc(hidden)]
+    pub fn put_bytes_claiming_sha256(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        claimed: &[u8; 32],
+    ) -> Result<()> {
+        check_key(key)?;
+        self.run("PUT", key, async {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .checksum_sha256(base64(claimed))
+                .body(ByteStream::from(bytes.to_vec()))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.sdk_error("PUT", key, e))
+        })
+    }
+
+    /// The checksum the server stored for `key` (`x-amz-checksum-sha256` on a HEAD with
+    /// checksum mode enabled), if it keeps one.
+    pub fn stored_sha256_checksum(&self, key: &str) -> Result<Option<String>> {
+        check_key(key)?;
+        self.run("HEAD", key, async {
+            self.client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .checksum_mode(ChecksumMode::Enabled)
+                .send()
+                .await
+                .map(|h| h.checksum_sha256().map(str::to_owned))
+                .map_err(|e| self.sdk_error("HEAD", key, e))
+        })
+    }
+
     async fn put_bytes_async(&self, key: &str, bytes: &[u8]) -> Result<()> {
         let digest: [u8; 32] = Sha256::digest(bytes).into();
         self.client
