@@ -57,6 +57,10 @@ pub fn setup(config: &Config, tier: Option<&str>) -> Result<i32> {
                     applied += 1;
                     println!("  {what:<55} applied");
                 }
+                Outcome::Unconfirmed(msg) => {
+                    applied += 1;
+                    println!("  {what:<55} applied (accepted, not confirmed: {msg})");
+                }
                 Outcome::Refused(msg) => {
                     not_applied += 1;
                     println!("  {what:<55} REFUSED by the server: {msg}");

@@ -761,7 +761,9 @@ where
     let message = match (err.code(), err.message(), status) {
         (Some(code), Some(msg), Some(s)) => format!("HTTP {s} {code}: {msg}"),
         (Some(code), None, Some(s)) => format!("HTTP {s} {code}"),
-        (None, _, Some(s)) => format!("HTTP {s}"),
+        (None, _, Some(s)) if s >= 300 => format!("HTTP {s}"),
+        // No error code: a transport failure, or a response the SDK could not parse.
+        (_, _, Some(s)) => format!("HTTP {s}: {}", error_chain(&err)),
         _ => error_chain(&err),
     };
     std::io::Error::new(kind, message)

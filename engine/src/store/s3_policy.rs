@@ -80,6 +80,9 @@ impl PolicyPart {
 pub enum Outcome {
     /// The server accepted it and reading the configuration back shows it.
     Applied,
+    /// The server accepted it (200) but its read-back answer could not be understood (moto
+    /// answers GetBucketVersioning with a non-standard XML root), so it is not confirmed.
+    Unconfirmed(String),
     /// The server answered and said no (its message), or accepted it but did not keep it.
     Refused(String),
     /// The server could not be asked (unreachable, timeout, 5xx).
@@ -101,7 +104,7 @@ pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
             // Without a bucket every other part fails the same way: say it once per part.
             let why = match &bucket {
                 Outcome::Refused(m) | Outcome::Failed(m) => format!("no bucket: {m}"),
-                Outcome::Applied => unreachable!(),
+                Outcome::Applied | Outcome::Unconfirmed(_) => unreachable!(),
             };
             return PolicyPart::ALL
                 .into_iter()
@@ -170,6 +173,12 @@ async fn apply_versioning(store: &S3Store) -> Outcome {
             "accepted, but the bucket's versioning status reads back as {:?}",
             v.status().map(|s| s.as_str()).unwrap_or("unset")
         )),
+        Err(e) if http_status(&e).is_some_and(|s| (200..300).contains(&s)) => {
+            Outcome::Unconfirmed(format!(
+                "the read-back answer was not understood: {}",
+                sdk_io_error(e)
+            ))
+        }
         Err(e) => classify(http_status(&e), sdk_io_error(e)),
     }
 }
