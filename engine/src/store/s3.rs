@@ -64,6 +64,15 @@ const MIN_PART_SIZE: u64 = 5 << 20;
 /// Read-back verification fetches the object in ranges of this size, bounding memory.
 const READBACK_CHUNK: u64 = 16 << 20;
 
+/// A finished UploadPart request: its part number and the SDK's answer.
+type PartResult = (
+    i32,
+    std::result::Result<
+        aws_sdk_s3::operation::upload_part::UploadPartOutput,
+        SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, HttpResponse>,
+    >,
+);
+
 pub struct S3Store {
     name: String,
     bucket: String,
@@ -420,13 +429,7 @@ impl S3Store {
     async fn join_part(
         &self,
         key: &str,
-        set: &mut tokio::task::JoinSet<(
-            i32,
-            std::result::Result<
-                aws_sdk_s3::operation::upload_part::UploadPartOutput,
-                SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, HttpResponse>,
-            >,
-        )>,
+        set: &mut tokio::task::JoinSet<PartResult>,
     ) -> Result<CompletedPart> {
         let joined = set
             .join_next()
