@@ -99,6 +99,54 @@ fn multipart_upload_round_trips_and_is_verified() {
         stored.as_deref().is_some_and(|c| c.ends_with("-6")),
         "Garage stores a composite SHA-256 over the 6 parts, got {stored:?}"
     );
+    assert!(
+        s.incomplete_uploads().unwrap().is_empty(),
+        "no upload left open"
+    );
+}
+
+#[test]
+fn a_failed_multipart_upload_is_aborted_and_stale_ones_can_be_cleaned() {
+    let garage = Garage::single_node();
+    let s = store(
+        &garage.access,
+        "multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"",
+    );
+    // The source shrinks mid-upload (40 parts; truncated while the first ones are in flight):
+    // the upload must fail, abort its multipart upload and leave no object.
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("f");
+    std::fs::write(&src, pseudo_random(200 * 1024 * 1024, 9)).unwrap();
+    let result = std::thread::scope(|scope| {
+        let upload = scope.spawn(|| s.put_file("bad/f", &src));
+        std::thread::sleep(Duration::from_millis(150));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&src)
+            .unwrap()
+            .set_len(1024 * 1024)
+            .unwrap();
+        upload.join().unwrap()
+    });
+    let err = result.expect_err("a source that shrinks cannot be uploaded");
+    assert!(err.to_string().contains("bad/f"), "{err}");
+    assert_eq!(s.head("bad/f").unwrap(), None, "no object: {err}");
+    assert!(
+        s.incomplete_uploads().unwrap().is_empty(),
+        "the failed upload was aborted: {err}"
+    );
+
+    // An upload abandoned by a killed process is cleaned by abort_incomplete_uploads.
+    s.begin_abandoned_upload("stale/f").unwrap();
+    assert_eq!(s.incomplete_uploads().unwrap().len(), 1);
+    assert_eq!(
+        s.abort_incomplete_uploads(Duration::from_secs(3600))
+            .unwrap(),
+        0,
+        "a recent upload may still be running: kept"
+    );
+    assert_eq!(s.abort_incomplete_uploads(Duration::ZERO).unwrap(), 1);
+    assert!(s.incomplete_uploads().unwrap().is_empty());
 }
 
 #[test]
