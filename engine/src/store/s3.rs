@@ -586,6 +586,28 @@ impl S3Store {
         })
     }
 
+    /// For tests: a plain PUT of a file streamed from disk with no checksum of ours, so the
+    /// SDK's own checksum behaviour (the `checksums` setting) decides what is sent. Not
+    /// verified; not for production use.
+    #[doc(hidden)]
+    pub fn put_file_sdk_default(&self, key: &str, src: &Path) -> Result<()> {
+        check_key(key)?;
+        self.run("PUT", key, async {
+            let body = ByteStream::from_path(src)
+                .await
+                .map_err(|e| self.protocol_error("PUT", key, &e.to_string()))?;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .body(body)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.sdk_error("PUT", key, e))
+        })
+    }
+
     /// For tests: starts a multipart upload with one part and leaves it open, as a process
     /// killed mid-upload would. Returns the upload id. Not for production use.
     #[doc(hidden)]
