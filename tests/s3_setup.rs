@@ -65,12 +65,15 @@ fn tiers_setup_reports_what_garage_refuses() {
         line(&stdout, "incomplete multipart uploads aborted after 7 days").ends_with("applied"),
         "{stdout}"
     );
-    for part in [
-        "noncurrent versions expire after 30 days",
-        "expired delete markers removed",
-    ] {
-        assert!(line(&stdout, part).contains("REFUSED"), "{stdout}");
-    }
+    // Garage stores the noncurrent rule but, without versioning, it can have no effect.
+    let n = line(&stdout, "noncurrent versions expire after 30 days");
+    assert!(
+        n.contains("applied") && n.contains("without versioning"),
+        "{n}"
+    );
+    // It refuses an Expiration holding only ExpiredObjectDeleteMarker, with its own words.
+    let d = line(&stdout, "expired delete markers removed");
+    assert!(d.contains("REFUSED by the server: HTTP 400"), "{d}");
     assert_eq!(out.status.code(), Some(3), "partial: {stdout}");
     assert!(!stdout.contains(&garage.access.secret_key));
 }

@@ -128,7 +128,20 @@ pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
                 outcome: apply_versioning(store).await,
             },
         ];
-        out.extend(apply_lifecycle(store).await);
+        let versioned =
+            out[1].outcome == Outcome::Applied || matches!(out[1].outcome, Outcome::Unconfirmed(_));
+        for mut p in apply_lifecycle(store).await {
+            // Garage stores a noncurrent-version rule although it has no versioning.
+            if !versioned
+                && p.part == PolicyPart::NoncurrentExpiration
+                && p.outcome == Outcome::Applied
+            {
+                p.outcome = Outcome::Unconfirmed(
+                    "stored, but without versioning there are no noncurrent versions".into(),
+                );
+            }
+            out.push(p);
+        }
         out
     })
 }
