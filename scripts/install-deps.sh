@@ -18,6 +18,8 @@ have pgbench || need+=(postgresql-client-15)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql-15)
 [ -x /usr/bin/time ] || need+=(time)
 have python3 || need+=(python3)
+have s3cmd || need+=(s3cmd)
+python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
@@ -28,4 +30,20 @@ if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# Garage, the S3-compatible server the s3-tier tests start. Built from crates.io: about 11 minutes
+# on two cores, so only when missing. Its own target dir keeps it out of the workspace build.
+if ! have garage && [ ! -x "$HOME/.cargo/bin/garage" ]; then
+    echo "installing garage (cargo install, ~11 min, once)"
+    CARGO_TARGET_DIR="${GARAGE_BUILD_DIR:-/tmp/garage-build}" cargo install garage --locked --version 2.5.0
+fi
+
+# moto server: in-memory S3 with versioning and lifecycle, for `tiers setup` tests (Garage lacks
+# versioning). In a venv so the system Python stays untouched.
+MOTO_VENV="${MOTO_VENV:-/opt/tierback-venv}"
+if [ ! -x "$MOTO_VENV/bin/moto_server" ]; then
+    echo "installing moto[server] into $MOTO_VENV"
+    python3 -m venv "$MOTO_VENV"
+    "$MOTO_VENV/bin/pip" install -q 'moto[server]'
 fi

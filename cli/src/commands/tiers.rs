@@ -1,8 +1,80 @@
-//! `tierback tiers setup` (not implemented yet).
+//! `tierback tiers setup [--tier T]`: applies the seed's bucket policy to each s3 tier and says,
+//! part by part, what the server accepted and what it refused (with the server's message).
+//!
+//! Exit code: 0 when every part is applied everywhere, 3 (partial) when some parts were refused
+//! or failed but others applied, 1 when nothing could be applied.
 
 use anyhow::{Result, bail};
-use tierback_engine::config::Config;
+use tierback_engine::config::{Config, TierConfig, TierKind};
+use tierback_engine::store::s3::S3Store;
+use tierback_engine::store::s3_policy::{Outcome, apply_bucket_policy};
 
-pub fn setup(_config: &Config, _tier: Option<&str>) -> Result<i32> {
-    bail!("tiers setup: not available in this build yet")
+use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
+
+pub fn setup(config: &Config, tier: Option<&str>) -> Result<i32> {
+    let tiers: Vec<&TierConfig> = match tier {
+        Some(name) => {
+            let t = config.tier(name)?;
+            if !matches!(t.kind, TierKind::S3 { .. }) {
+                bail!(
+                    "tier {name} is a {} tier: `tiers setup` applies to s3 tiers",
+                    t.kind.type_name()
+                );
+            }
+            vec![t]
+        }
+        None => config
+            .tiers
+            .iter()
+            .filter(|t| matches!(t.kind, TierKind::S3 { .. }))
+            .collect(),
+    };
+    if tiers.is_empty() {
+        println!("no s3 tiers in the config: nothing to set up");
+        return Ok(EXIT_OK);
+    }
+    let (mut applied, mut not_applied) = (0usize, 0usize);
+    for tier in tiers {
+        let TierKind::S3 {
+            endpoint, bucket, ..
+        } = &tier.kind
+        else {
+            unreachable!("filtered above")
+        };
+        println!("tier {} (bucket {bucket} at {endpoint}):", tier.name);
+        let store = match S3Store::open(tier) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("  cannot open the tier: {e}");
+                not_applied += 1;
+                continue;
+            }
+        };
+        for part in apply_bucket_policy(&store) {
+            let what = part.part.describe();
+            match part.outcome {
+                Outcome::Applied => {
+                    applied += 1;
+                    println!("  {what:<55} applied");
+                }
+                Outcome::Unconfirmed(msg) => {
+                    applied += 1;
+                    println!("  {what:<55} applied (accepted, not confirmed: {msg})");
+                }
+                Outcome::Refused(msg) => {
+                    not_applied += 1;
+                    println!("  {what:<55} REFUSED by the server: {msg}");
+                }
+                Outcome::Failed(msg) => {
+                    not_applied += 1;
+                    println!("  {what:<55} FAILED (server not reachable?): {msg}");
+                }
+            }
+        }
+    }
+    Ok(match (applied, not_applied) {
+        (_, 0) => EXIT_OK,
+        (0, _) => EXIT_FAILURE,
+        _ => EXIT_PARTIAL,
+    })
 }

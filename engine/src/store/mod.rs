@@ -14,6 +14,7 @@ pub mod rclone_cmd;
 pub mod rclone_serve;
 pub mod retry;
 pub mod s3;
+pub mod s3_policy;
 
 use std::path::Path;
 
