@@ -1,0 +1,248 @@
+//! Issue 4 faults, end to end through the `tierback` binary: a real Garage cluster (the object
+//! tier) and real rclone with a crypt remote (the offsite tier). Each ends with every backup
+//! present and verified on every tier that should hold it.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use tierback_tests::garage::{Garage, GarageCluster, S3Access};
+use tierback_tests::rclone::{Remotes, refused_remote};
+use tierback_tests::{Env, sql_dump};
+
+const MIB: usize = 1 << 20;
+
+struct Setup {
+    env: Env,
+    rclone_env: Vec<(String, String)>,
+}
+
+impl Setup {
+    fn new(
+        minio: &S3Access,
+        offsite_remote: &str,
+        rclone_env: Vec<(String, String)>,
+        dump_mib: usize,
+    ) -> Setup {
+        let env = Env::new("");
+        let dump = env.path().join("dump.sql");
+        std::fs::write(&dump, sql_dump(dump_mib * MIB, 5)).unwrap();
+        let tiers = format!(
+            "{}\n[tiers.offsite]\ntype = \"rclone\"\nremote = \"{offsite_remote}\"\ncopy = [\"daily\", \"weekly\"]\ntimeout = \"20s\"\n",
+            minio.tier_toml(
+                "minio",
+                "multipart_threshold = \"5MiB\"\npart_size = \"5MiB\"\ntimeout = \"5s\""
+            )
+        );
+        env.write_config(&format!(
+            "{tiers}\n[services.shop]\ndriver = \"command\"\ncommand = [\"sh\", \"-c\", \"date +%s%N; cat {}\"]\nextension = \"sql\"\n",
+            dump.display()
+        ));
+        Setup { env, rclone_env }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.env
+            .cmd(args)
+            .envs(self.rclone_env.clone())
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tierback {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Every backup on every tier that should hold it, verified.
+    fn assert_complete(&self, backups: usize) {
+        let list = self.env.list_json();
+        assert_eq!(list.len(), backups);
+        for a in &list {
+            let tiers: Vec<&str> = a["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["state"] == "present")
+                .map(|c| c["tier"].as_str().unwrap())
+                .collect();
+            assert!(tiers.contains(&"local") && tiers.contains(&"minio"), "{a}");
+        }
+        // The oldest backup of the day is the offsite one.
+        assert!(
+            list.last().unwrap()["copies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["tier"] == "offsite" && c["state"] == "present")
+        );
+        let out = self.ok(&["verify"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains(" 0 with problems"));
+    }
+}
+
+#[test]
+fn garage_node_loss_keeps_quorum_and_quorum_loss_only_delays() {
+    let mut cluster = GarageCluster::start(3);
+    let remotes = Remotes::new();
+    let s = Setup::new(
+        &cluster.access_via(0),
+        &remotes.crypt,
+        remotes.env.clone(),
+        24,
+    );
+    s.ok(&["backup", "shop"]);
+
+    // A node dies while the multipart upload runs: quorum (2 of 3) is kept, sync succeeds.
+    let sync = s
+        .env
+        .cmd(&["sync"])
+        .envs(s.rclone_env.clone())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.kill(2);
+    let out = sync.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "sync with one node down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    s.assert_complete(1);
+
+    // Two nodes down: no quorum. Sync fails cleanly, the backup stays local and readable.
+    cluster.kill(1);
+    s.ok(&["backup", "shop"]);
+    let out = s.run(&["sync", "--tier", "minio"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&s.run(&["status", "--json"]).stdout).unwrap();
+    let minio = status["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "minio")
+        .unwrap()
+        .clone();
+    assert_eq!(minio["pending_copies"], 1, "{status}");
+    let newest = s.env.newest_path("shop", "local");
+    assert!(s.ok(&["cat", &newest]).stdout.len() > 24 * MIB);
+
+    // The nodes come back: the next sync completes.
+    cluster.restart(1);
+    cluster.restart(2);
+    cluster.wait_healthy(0);
+    s.ok(&["sync"]);
+    s.assert_complete(2);
+}
+
+#[test]
+fn kill_9_of_sync_mid_multipart_then_sync_completes() {
+    let garage = Garage::single_node();
+    let remotes = Remotes::new();
+    let s = Setup::new(&garage.access, &remotes.crypt, remotes.env.clone(), 64);
+    s.ok(&["backup", "shop"]);
+    let mut sync = s
+        .env
+        .cmd(&["sync", "--tier", "minio"])
+        .envs(s.rclone_env.clone())
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = sync.id() as i32;
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    sync.wait().unwrap();
+    // Whatever the kill interrupted, nothing unverified was recorded…
+    let list = s.env.list_json();
+    let minio = list[0]["copies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["tier"] == "minio")
+        .cloned();
+    if let Some(c) = minio {
+        assert_eq!(c["state"], "present", "only verified copies are recorded");
+    }
+    // …and the next sync finishes the job.
+    s.ok(&["sync"]);
+    s.assert_complete(1);
+}
+
+#[test]
+fn corrupt_object_in_the_bucket_is_flagged_never_served_and_repaired() {
+    let garage = Garage::single_node();
+    let remotes = Remotes::new();
+    let s = Setup::new(&garage.access, &remotes.crypt, remotes.env.clone(), 6);
+    s.ok(&["backup", "shop"]);
+    s.ok(&["sync"]);
+    let key = s.env.list_json()[0]["key"].as_str().unwrap().to_owned();
+
+    // Corrupt the stored object behind tierback's back: same size, one byte flipped.
+    let config = tierback_engine::config::Config::load(&s.env.config()).unwrap();
+    let store = tierback_engine::store::open_tier(config.tier("minio").unwrap()).unwrap();
+    let mut bytes = store.get(&key).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    store.put_bytes(&key, &bytes).unwrap();
+
+    let out = s.run(&["verify", "--tier", "minio"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("FAILED") && report.contains("block"),
+        "{report}"
+    );
+    let minio_path = s.env.newest_path("shop", "minio");
+    let out = s.run(&["cat", &minio_path]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("block"));
+
+    let out = s.ok(&["sync"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("minio      1 uploaded"));
+    s.assert_complete(1);
+    assert_eq!(
+        s.ok(&["cat", &minio_path]).stdout,
+        s.ok(&["cat", &s.env.newest_path("shop", "local")]).stdout
+    );
+}
+
+#[test]
+fn a_failing_rclone_remote_delays_offsite_and_spares_the_object_tier() {
+    let garage = Garage::single_node();
+    let (remote, env) = refused_remote();
+    let s = Setup::new(&garage.access, &remote, env, 2);
+    s.ok(&["backup", "shop"]);
+    let out = s.run(&["sync"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("minio      1 uploaded"), "{text}");
+    assert!(
+        text.contains("offsite") && (text.contains("FAILED") || text.contains("ERROR")),
+        "{text}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&s.run(&["status", "--json"]).stdout).unwrap();
+    let offsite = status["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tier"] == "offsite")
+        .unwrap()
+        .clone();
+    assert_eq!(offsite["pending_copies"], 1, "{status}");
+}
