@@ -18,6 +18,7 @@ pub const DURATION_SECONDS: &str = "backup_duration_seconds";
 pub const SIZE_BYTES: &str = "backup_size_bytes";
 pub const SUCCESS: &str = "backup_success";
 pub const AGE_HOURS: &str = "backup_age_hours";
+pub const NEWEST_TIMESTAMP: &str = "backup_newest_timestamp_seconds";
 pub const FILES_COUNT: &str = "backup_files_count";
 pub const STORAGE_USED_BYTES: &str = "backup_storage_used_bytes";
 pub const STORAGE_FREE_BYTES: &str = "backup_storage_free_bytes";
@@ -85,7 +86,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             .unwrap_or("backup")
             .to_owned();
         let labels = [("service", service), ("type", kind.as_str())];
-        if let Some((run, _)) = catalog.last_run(service, "backup")? {
+        if let Some((run, _)) = catalog.last_finished_run(service, "backup")? {
             out.metric(
                 LAST_RUN_TIMESTAMP,
                 "gauge",
@@ -144,7 +145,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             &[("service", service)],
             age,
         );
-        if let Some((run, _)) = catalog.last_run(service, "restore-test")? {
+        if let Some((run, _)) = catalog.last_finished_run(service, "restore-test")? {
             out.metric(
                 RESTORE_TEST_SUCCESS,
                 "gauge",
@@ -153,7 +154,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 f64::from(run.status == "ok"),
             );
         }
-        if let Some((run, _)) = catalog.last_run(service, "verify")?
+        if let Some((run, _)) = catalog.last_finished_run(service, "verify")?
             && let Some(end) = run.finished_at
         {
             out.metric(
@@ -236,7 +237,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 free as f64,
             );
         }
-        if let Some((run, Some(bytes))) = catalog.last_run(t, "sync")?
+        if let Some((run, Some(bytes))) = catalog.last_finished_run(t, "sync")?
             && let Some(end) = run.finished_at
         {
             let secs = (end - run.started_at).max(1) as f64;

@@ -51,7 +51,19 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
 
     if config.tiers.len() > 1 && job_due(&catalog, &config.jobs.sync, "sync-job", t)? {
         let run = catalog.begin_run("*", "sync-job")?;
-        let reports = sync(config, &catalog, None)?;
+        let reports = match sync(config, &catalog, None) {
+            Ok(r) => r,
+            // Another `run` is still syncing: it will finish the job; not a failure of this one.
+            Err(Error::Locked { .. }) => {
+                tracing::info!("another process is syncing; leaving it to that one");
+                catalog.finish_run(run, "ok", Some("another process was syncing"), None)?;
+                Vec::new()
+            }
+            Err(e) => {
+                catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
+                return Err(e.into());
+            }
+        };
         let all_ok = reports.iter().all(|r| r.ok());
         for r in &reports {
             if !quiet && !r.uploaded.is_empty() {

@@ -243,10 +243,31 @@ impl Catalog {
 
     /// The newest run of `kind` for `service` (a service, a tier for syncs, `*` for others).
     pub fn last_run(&self, service: &str, kind: &str) -> Result<Option<(RunRecord, Option<u64>)>> {
+        self.last_run_where(service, kind, "")
+    }
+
+    /// The newest run of `kind` for `service` that has ended (metrics report outcomes, and a run
+    /// in progress has none yet).
+    pub fn last_finished_run(
+        &self,
+        service: &str,
+        kind: &str,
+    ) -> Result<Option<(RunRecord, Option<u64>)>> {
+        self.last_run_where(service, kind, "AND status != 'running'")
+    }
+
+    fn last_run_where(
+        &self,
+        service: &str,
+        kind: &str,
+        filter: &str,
+    ) -> Result<Option<(RunRecord, Option<u64>)>> {
         self.conn
             .query_row(
-                "SELECT id, service, kind, started_at, finished_at, status, error, stderr_tail, bytes \
-                 FROM runs WHERE service = ?1 AND kind = ?2 ORDER BY id DESC LIMIT 1",
+                &format!(
+                    "SELECT id, service, kind, started_at, finished_at, status, error, stderr_tail, bytes \
+                     FROM runs WHERE service = ?1 AND kind = ?2 {filter} ORDER BY id DESC LIMIT 1"
+                ),
                 params![service, kind],
                 |r| {
                     Ok((
@@ -268,16 +289,16 @@ impl Catalog {
             .map_err(|e| self.err(e))
     }
 
-    /// Per service: (failed verifications ever, whether each copy's latest verification passed).
+    /// Per service, over the copies that still exist: (copies whose latest verification failed,
+    /// whether every copy's latest verification passed).
     pub fn verification_summary(&self) -> Result<Vec<(String, u64, bool)>> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT b.service, \
-                    (SELECT count(*) FROM verifications v2 JOIN artifacts a2 ON a2.id = v2.artifact_id \
-                       JOIN backups b2 ON b2.id = a2.backup_id WHERE b2.service = b.service AND v2.ok = 0), \
-                    min(v.ok) \
-                 FROM verifications v JOIN artifacts a ON a.id = v.artifact_id JOIN backups b ON b.id = a.backup_id \
+                "SELECT b.service, sum(1 - v.ok), min(v.ok) \
+                 FROM verifications v \
+                 JOIN copies c ON c.artifact_id = v.artifact_id AND c.tier = v.tier \
+                 JOIN artifacts a ON a.id = v.artifact_id JOIN backups b ON b.id = a.backup_id \
                  WHERE v.id IN (SELECT max(id) FROM verifications GROUP BY artifact_id, tier) \
                  GROUP BY b.service",
             )
