@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use crate::artifact::metadata::ArtifactMetadata;
-use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::catalog::{ArtifactRecord, Catalog, MISSING, PRESENT};
 use crate::config::{Config, Retention};
 use crate::store::open_tier;
 use crate::sync::selected_backups;
@@ -80,6 +80,16 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
                     .map(|a| a.key.clone())
                     .collect();
             }
+            // Copies an interrupted prune left as tombstones are finished first and count for
+            // nothing else.
+            let (tombstones, live): (Vec<Decision>, Vec<Decision>) =
+                std::mem::take(list).into_iter().partition(|d| {
+                    artifacts
+                        .iter()
+                        .filter(|a| a.backup_id == d.backup_id)
+                        .any(|a| a.copy_on(&d.tier).is_some_and(|c| c.state == MISSING))
+                });
+            *list = live;
             apply_policy(&tier.retention, list, now);
             // The newest backup whose every copy on this tier is verified stays, always.
             if let Some(d) = list.iter_mut().find(|d| {
@@ -102,6 +112,10 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
                     }
                 }
             }
+            list.extend(tombstones.into_iter().map(|mut d| {
+                d.reasons.push("finishing an interrupted prune".into());
+                d
+            }));
         }
         decisions.extend(series.into_values().flatten());
     }
@@ -175,8 +189,10 @@ pub struct PruneReport {
     pub failed: Vec<String>,
 }
 
-/// Removes what `plan` decided to drop: the catalog forgets the copy first, then the files go
-/// (metadata first, so a half-deleted copy never looks complete to `catalog rebuild`).
+/// Removes what `plan` decided to drop: the catalog marks the copy as being deleted (readers stop
+/// using it), the files go (metadata first, so a half-deleted copy never looks complete to
+/// `catalog rebuild`), then the catalog forgets the copy. A crash or a failed delete leaves the
+/// mark, and the next prune finishes the job.
 pub fn apply(
     config: &Config,
     catalog: &mut Catalog,
@@ -198,7 +214,8 @@ pub fn apply(
                 continue;
             }
         };
-        catalog.remove_backup_copies(d.backup_id, &d.tier)?;
+        catalog.mark_backup_copies_missing(d.backup_id, &d.tier)?;
+        let failures_before = report.failed.len();
         for key in &d.keys {
             let mut keys: Vec<String> = ArtifactMetadata::sidecar_keys(key)
                 .into_iter()
@@ -212,6 +229,11 @@ pub fn apply(
                 }
             }
             report.removed.push(format!("{}:{key}", d.tier));
+        }
+        // Only a fully deleted copy is forgotten; otherwise the tombstone makes the next prune
+        // try again.
+        if report.failed.len() == failures_before {
+            catalog.remove_backup_copies(d.backup_id, &d.tier)?;
         }
     }
     if report.failed.is_empty() {
@@ -322,5 +344,51 @@ mod tests {
         let mut list = series(&[1, 2, 3]);
         apply_policy(&Retention::default(), &mut list, 10);
         assert_eq!(kept(&list).len(), 3);
+    }
+
+    #[test]
+    fn tombstones_of_an_interrupted_prune_are_finished_and_never_protect() {
+        let config = Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/x\"\nretention = { keep_last = 5 }\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let copy = |state: &str| crate::catalog::CopyRecord {
+            tier: "local".into(),
+            state: state.into(),
+            stored_at: 0,
+            verified_at: Some(0),
+            error: None,
+        };
+        let rec = |id: i64, t: i64, state: &str| ArtifactRecord {
+            id,
+            backup_id: id,
+            service: "pg".into(),
+            taken_at: t,
+            driver: "command".into(),
+            file: format!("f{id}"),
+            key: format!("pg/d/f{id}.gz"),
+            raw_size: 0,
+            raw_sha256: String::new(),
+            stored_size: 0,
+            stored_sha256: String::new(),
+            block_size: 1,
+            compression_level: 9,
+            block_count: 1,
+            facts: serde_json::Value::Null,
+            copies: vec![copy(state)],
+        };
+        // The newest backup is a tombstone: it goes, and the next one is the newest verified.
+        let decisions = plan(&config, &[rec(2, 200, MISSING), rec(1, 100, PRESENT)], 300);
+        let d2 = decisions.iter().find(|d| d.backup_id == 2).unwrap();
+        assert!(
+            !d2.keep && d2.reasons.iter().any(|r| r.contains("interrupted prune")),
+            "{d2:?}"
+        );
+        let d1 = decisions.iter().find(|d| d.backup_id == 1).unwrap();
+        assert!(
+            d1.keep && d1.reasons.iter().any(|r| r == "newest verified"),
+            "{d1:?}"
+        );
     }
 }

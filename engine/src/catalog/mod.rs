@@ -548,6 +548,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// Marks `tier`'s copies of a backup as being deleted, before prune deletes their files: a
+    /// crash in between leaves a tombstone that the next prune finishes, and readers never use it.
+    pub fn mark_backup_copies_missing(&self, backup_id: i64, tier: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE copies SET state = 'missing', error = 'being pruned' \
+                 WHERE tier = ?2 AND artifact_id IN (SELECT id FROM artifacts WHERE backup_id = ?1)",
+                params![backup_id, tier],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Forgets `tier`'s copies of a backup (before prune deletes the files, so the catalog never
     /// points at a missing file), then the backup itself once no tier holds any of it.
     pub fn remove_backup_copies(&mut self, backup_id: i64, tier: &str) -> Result<()> {
