@@ -176,7 +176,11 @@ mod tests {
         let w = write_artifact(
             &mut &data[..],
             &mut out,
-            WriteOptions { block_size: n, level: 1, threads: 1 },
+            WriteOptions {
+                block_size: n,
+                level: 1,
+                threads: 1,
+            },
             &|_| {},
         )
         .unwrap();

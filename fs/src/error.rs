@@ -69,6 +69,9 @@ mod tests {
         assert_eq!(FsError::Unavailable("x".into()).errno(), libc::EIO);
         assert_eq!(FsError::ReadOnly.errno(), libc::EROFS);
         let e: FsError = tierback_engine::Error::integrity("f", Some(3), "bad").into();
-        assert!(matches!(e, FsError::Integrity(ref m) if m.contains("block 3")), "{e}");
+        assert!(
+            matches!(e, FsError::Integrity(ref m) if m.contains("block 3")),
+            "{e}"
+        );
     }
 }

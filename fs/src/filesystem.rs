@@ -140,22 +140,32 @@ impl Shared {
     /// Logs a failed block once per block, counts it, and marks a corrupt copy in the catalog.
     fn failed(&self, copy: &OpenCopy, key: BlockKey, e: tierback_engine::Error) -> FsError {
         let integrity = matches!(e, tierback_engine::Error::Integrity { .. });
-        let first = self.reported.lock().expect("report set poisoned").insert(key);
+        let first = self
+            .reported
+            .lock()
+            .expect("report set poisoned")
+            .insert(key);
         if integrity {
-            self.stats.integrity_failures.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .integrity_failures
+                .fetch_add(1, Ordering::Relaxed);
             if first {
                 error!(file = %copy.file.view_path, block = key.block, "integrity check failed, read returns EIO: {e}");
-                if let Err(mark) =
-                    self.catalog
-                        .mark_corrupt(copy.file.artifact_id, &copy.file.tier, &e.to_string())
-                {
+                if let Err(mark) = self.catalog.mark_corrupt(
+                    copy.file.artifact_id,
+                    &copy.file.tier,
+                    &e.to_string(),
+                ) {
                     error!(file = %copy.file.view_path, "could not mark the copy corrupt in the catalog: {mark}");
                 }
             }
         } else {
             self.stats.tier_errors.fetch_add(1, Ordering::Relaxed);
             // Transient errors are logged every time: each is a new attempt.
-            self.reported.lock().expect("report set poisoned").remove(&key);
+            self.reported
+                .lock()
+                .expect("report set poisoned")
+                .remove(&key);
             warn!(file = %copy.file.view_path, block = key.block, "tier read failed, read returns EIO: {e}");
         }
         e.into()
@@ -241,7 +251,11 @@ impl Filesystem {
     }
 
     fn tree(&self) -> Arc<Tree> {
-        self.snapshot.read().expect("snapshot poisoned").tree.clone()
+        self.snapshot
+            .read()
+            .expect("snapshot poisoned")
+            .tree
+            .clone()
     }
 
     /// Rebuilds the tree if the catalog changed since the last build. Cheap when nothing changed
@@ -257,7 +271,11 @@ impl Filesystem {
             let mut inodes = self.inodes.lock().expect("inode table poisoned");
             Tree::build(&artifacts, &self.tiers, &mut inodes)
         };
-        info!(artifacts = artifacts.len(), nodes = tree.len(), "view refreshed from the catalog");
+        info!(
+            artifacts = artifacts.len(),
+            nodes = tree.len(),
+            "view refreshed from the catalog"
+        );
         *self.snapshot.write().expect("snapshot poisoned") = Snapshot {
             tree: Arc::new(tree),
             version,
@@ -366,7 +384,12 @@ impl Filesystem {
     }
 
     fn index(&self, file: &CopyFile) -> FsResult<Arc<BlockIndex>> {
-        if let Some(i) = self.indexes.lock().expect("index cache poisoned").get(&file.artifact_id) {
+        if let Some(i) = self
+            .indexes
+            .lock()
+            .expect("index cache poisoned")
+            .get(&file.artifact_id)
+        {
             return Ok(i.clone());
         }
         let index = self
@@ -396,9 +419,18 @@ impl Filesystem {
     }
 
     pub fn release(&self, fh: u64) {
-        if let Some(Handle::Copy(c)) = self.handles.write().expect("handle table poisoned").remove(&fh) {
+        if let Some(Handle::Copy(c)) = self
+            .handles
+            .write()
+            .expect("handle table poisoned")
+            .remove(&fh)
+        {
             // Queued read-ahead for this handle is no longer wanted.
-            c.seq.lock().expect("sequence poisoned").generation.fetch_add(1, Ordering::Relaxed);
+            c.seq
+                .lock()
+                .expect("sequence poisoned")
+                .generation
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -455,10 +487,16 @@ impl Filesystem {
     }
 
     fn read_ahead(&self, copy: &Arc<OpenCopy>, blocks: std::ops::Range<usize>) {
-        let generation = copy.seq.lock().expect("sequence poisoned").generation.clone();
+        let generation = copy
+            .seq
+            .lock()
+            .expect("sequence poisoned")
+            .generation
+            .clone();
         let queued_at = generation.load(Ordering::Relaxed);
         for b in blocks {
-            let (shared, copy, generation) = (self.shared.clone(), copy.clone(), generation.clone());
+            let (shared, copy, generation) =
+                (self.shared.clone(), copy.clone(), generation.clone());
             self.prefetcher.submit(move || {
                 let key = BlockKey {
                     copy: copy.ino,
@@ -494,7 +532,9 @@ impl Filesystem {
                     "user.tierback.integrity_failures" => {
                         s.integrity_failures.load(Ordering::Relaxed).to_string()
                     }
-                    "user.tierback.tier_errors" => s.tier_errors.load(Ordering::Relaxed).to_string(),
+                    "user.tierback.tier_errors" => {
+                        s.tier_errors.load(Ordering::Relaxed).to_string()
+                    }
                     "user.tierback.cache_hits" => {
                         self.shared.cache.hits.load(Ordering::Relaxed).to_string()
                     }
@@ -582,11 +622,21 @@ mod tests {
             let w = write_artifact(
                 &mut &data[..],
                 &mut out,
-                WriteOptions { block_size: BS, level: 1, threads: 1 },
+                WriteOptions {
+                    block_size: BS,
+                    level: 1,
+                    threads: 1,
+                },
                 &|_| {},
             )
             .unwrap();
-            let mut rec = crate::tree::tests::record(id, "pg", taken_at, &format!("db{id}_120000.sql"), &["local"]);
+            let mut rec = crate::tree::tests::record(
+                id,
+                "pg",
+                taken_at,
+                &format!("db{id}_120000.sql"),
+                &["local"],
+            );
             rec.raw_size = data.len() as u64;
             store.put_bytes(&rec.key, &out).unwrap();
             self.indexes.lock().unwrap().insert(id, w.index);
@@ -596,7 +646,9 @@ mod tests {
     }
 
     fn fixture(cache_bytes: usize) -> Fixture {
-        let data: Vec<u8> = (0..50_000u32).flat_map(|i| format!("{i},").into_bytes()).collect();
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect();
         let catalog = Arc::new(FakeCatalog::default());
         let store = Arc::new(MemoryStore::new("local"));
         catalog.add(&store, 1, T, &data);
@@ -616,7 +668,12 @@ mod tests {
             },
         )
         .unwrap();
-        Fixture { fs, catalog, store, data }
+        Fixture {
+            fs,
+            catalog,
+            store,
+            data,
+        }
     }
 
     fn resolve(fs: &Filesystem, path: &str) -> FsResult<Attr> {
@@ -639,13 +696,30 @@ mod tests {
         assert_eq!((a.perm, a.uid, a.gid, a.mtime), (0o444, 10, 20, T));
         let dir = resolve(&f.fs, "pg/local/2026-01-16").unwrap();
         assert_eq!((dir.kind, dir.perm), (Kind::Dir, 0o555));
-        let names: Vec<_> = f.fs.readdir(dir.ino).unwrap().into_iter().map(|e| e.name).collect();
-        assert_eq!(names, [".", "..", "db1_120000.sql", "db1_120000.sql.sha256", "metadata.json"]);
+        let names: Vec<_> =
+            f.fs.readdir(dir.ino)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+        assert_eq!(
+            names,
+            [
+                ".",
+                "..",
+                "db1_120000.sql",
+                "db1_120000.sql.sha256",
+                "metadata.json"
+            ]
+        );
         assert_eq!(f.fs.lookup(dir.ino, "nope"), Err(FsError::NotFound));
         assert_eq!(f.fs.lookup(a.ino, "x"), Err(FsError::NotDir));
         assert_eq!(f.fs.open(a.ino, true), Err(FsError::ReadOnly));
         assert_eq!(f.fs.open(dir.ino, false), Err(FsError::IsDir));
-        assert_eq!(f.fs.getxattr(a.ino, "user.tierback.tier").unwrap(), b"local");
+        assert_eq!(
+            f.fs.getxattr(a.ino, "user.tierback.tier").unwrap(),
+            b"local"
+        );
         assert_eq!(f.fs.getxattr(a.ino, "user.other"), Err(FsError::NoXattr));
         let list = f.fs.listxattr(a.ino).unwrap();
         assert_eq!(list.iter().filter(|&&b| b == 0).count(), 5);
@@ -659,7 +733,16 @@ mod tests {
         let fh = f.fs.open(a.ino, false).unwrap();
         let n = f.data.len() as u64;
         let mut x = 12345u64;
-        let mut offsets = vec![0, BS as u64 - 1, BS as u64, 3 * BS as u64 - 7, n - 1, n - 10, n, n + 5];
+        let mut offsets = vec![
+            0,
+            BS as u64 - 1,
+            BS as u64,
+            3 * BS as u64 - 7,
+            n - 1,
+            n - 10,
+            n,
+            n + 5,
+        ];
         for _ in 0..300 {
             x ^= x << 13;
             x ^= x >> 7;
@@ -689,17 +772,34 @@ mod tests {
         let f = fixture(1 << 20);
         let key = f.catalog.artifacts.lock().unwrap()[0].key.clone();
         let entry = f.catalog.indexes.lock().unwrap()[&1].entries[5];
-        f.store.corrupt(&key, (entry.offset + entry.stored_len as u64 / 2) as usize);
+        f.store
+            .corrupt(&key, (entry.offset + entry.stored_len as u64 / 2) as usize);
         let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
         let fh = f.fs.open(a.ino, false).unwrap();
         let b5 = 5 * BS as u64;
-        assert!(matches!(f.fs.read(fh, b5 + 10, 10), Err(FsError::Integrity(_))));
-        assert!(matches!(f.fs.read(fh, b5 - 10, 20), Err(FsError::Integrity(_))));
-        assert_eq!(read_all(&f.fs, fh, b5 - 10, 10).unwrap(), &f.data[b5 as usize - 10..b5 as usize]);
+        assert!(matches!(
+            f.fs.read(fh, b5 + 10, 10),
+            Err(FsError::Integrity(_))
+        ));
+        assert!(matches!(
+            f.fs.read(fh, b5 - 10, 20),
+            Err(FsError::Integrity(_))
+        ));
+        assert_eq!(
+            read_all(&f.fs, fh, b5 - 10, 10).unwrap(),
+            &f.data[b5 as usize - 10..b5 as usize]
+        );
         let b6 = 6 * BS;
-        assert_eq!(read_all(&f.fs, fh, b6 as u64, 10).unwrap(), &f.data[b6..b6 + 10]);
+        assert_eq!(
+            read_all(&f.fs, fh, b6 as u64, 10).unwrap(),
+            &f.data[b6..b6 + 10]
+        );
         assert!(f.fs.stats().integrity_failures.load(Ordering::Relaxed) >= 2);
-        assert_eq!(*f.catalog.marks.lock().unwrap(), vec![(1, "local".to_string())], "marked once");
+        assert_eq!(
+            *f.catalog.marks.lock().unwrap(),
+            vec![(1, "local".to_string())],
+            "marked once"
+        );
     }
 
     #[test]
@@ -713,12 +813,18 @@ mod tests {
         let new = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql").unwrap();
         let fh = f.fs.open(new.ino, false).unwrap();
         assert_eq!(read_all(&f.fs, fh, 0, 100).unwrap(), b"new backup\n");
-        assert_eq!(resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap(), before);
+        assert_eq!(
+            resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap(),
+            before
+        );
         // A pruned backup disappears.
         f.catalog.artifacts.lock().unwrap().retain(|a| a.id != 1);
         f.catalog.version.fetch_add(1, Ordering::SeqCst);
         f.fs.refresh_if_changed().unwrap();
-        assert_eq!(resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql"), Err(FsError::NotFound));
+        assert_eq!(
+            resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql"),
+            Err(FsError::NotFound)
+        );
         // The sidecar checks out against the data.
         let sha = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql.sha256").unwrap();
         let fh = f.fs.open(sha.ino, false).unwrap();

@@ -396,6 +396,11 @@ impl Mounted {
         self.session.guard.is_finished()
     }
 
+    /// Unmounts (fails with EBUSY while the mount is in use) and waits for the serving threads.
+    pub fn unmount(self) -> io::Result<()> {
+        self.session.umount_and_join()
+    }
+
     /// Waits for the serving threads after the mount is gone.
     pub fn join(self) -> io::Result<()> {
         self.session.join()

@@ -103,7 +103,10 @@ fn unescape(s: &str) -> String {
 /// 40 % faster at 1 MiB (FACTS.md; more hurts).
 fn raise_read_ahead(mountpoint: &Path, kb: u32) {
     let Some(dev) = mount_of(mountpoint) else {
-        warn!("{}: not found in mountinfo; kernel read-ahead left as is", mountpoint.display());
+        warn!(
+            "{}: not found in mountinfo; kernel read-ahead left as is",
+            mountpoint.display()
+        );
         return;
     };
     let path = format!("/sys/class/bdi/{dev}/read_ahead_kb");
@@ -163,7 +166,8 @@ pub fn serve(
         child => {
             unsafe { libc::close(fds[1]) };
             let mut msg = String::new();
-            let mut pipe = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+            let mut pipe =
+                unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
             let _ = pipe.read_to_string(&mut msg);
             if msg.starts_with("ok") {
                 eprintln!(
@@ -172,7 +176,9 @@ pub fn serve(
                 );
                 Ok(())
             } else if msg.is_empty() {
-                Err(MountError::Setup("the mount daemon died before mounting".into()))
+                Err(MountError::Setup(
+                    "the mount daemon died before mounting".into(),
+                ))
             } else {
                 Err(MountError::Setup(msg))
             }
@@ -246,37 +252,35 @@ fn run(
     loop {
         if let Some(sig) = wait_signal(Duration::from_millis(500)) {
             info!("signal {sig}: unmounting {}", mountpoint.display());
-            unmount(&mountpoint);
-            break;
+            if let Err(e) = mounted.unmount() {
+                // Busy (a shell inside, an open file): detach so this process can exit; the
+                // kernel finishes the unmount when the last user leaves.
+                warn!("{}: {e}; detaching lazily", mountpoint.display());
+                detach(&mountpoint);
+            }
+            return Ok(());
         }
         if mounted.is_finished() {
             info!("{} was unmounted", mountpoint.display());
             break;
         }
     }
-    // A lazily detached mount with open files keeps the session alive: do not wait for it.
-    if mounted.is_finished() {
-        mounted
-            .join()
-            .map_err(io_err(format!("serving {}", mountpoint.display())))?;
-    }
-    Ok(())
+    mounted
+        .join()
+        .map_err(io_err(format!("serving {}", mountpoint.display())))
 }
 
-/// Unmounts; if something still uses the mount (a shell inside it), detaches it lazily so the
-/// process can exit and the kernel finishes the unmount when the last user leaves.
-fn unmount(mountpoint: &Path) {
+fn detach(mountpoint: &Path) {
     let Ok(c) = CString::new(mountpoint.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: umount2 with a valid C string.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
-        let e = std::io::Error::last_os_error();
-        warn!("{}: {e}; detaching lazily", mountpoint.display());
-        // SAFETY: as above.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            error!("{}: lazy unmount failed: {}", mountpoint.display(), std::io::Error::last_os_error());
-        }
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        error!(
+            "{}: lazy unmount failed: {}",
+            mountpoint.display(),
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -117,7 +117,12 @@ impl Prefetcher {
 impl Drop for Prefetcher {
     fn drop(&mut self) {
         self.tx.lock().map(|mut t| t.take()).ok();
-        for w in self.workers.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default() {
+        for w in self
+            .workers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default()
+        {
             let _ = w.join();
         }
     }

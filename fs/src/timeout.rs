@@ -103,7 +103,10 @@ mod tests {
 
     #[test]
     fn a_hanging_tier_times_out() {
-        let s = TimeoutStore::new(Arc::new(Hanging(MemoryStore::new("m"))), Duration::from_millis(100));
+        let s = TimeoutStore::new(
+            Arc::new(Hanging(MemoryStore::new("m"))),
+            Duration::from_millis(100),
+        );
         let t = std::time::Instant::now();
         let e = s.get_range("a/b", 0, 10).unwrap_err();
         assert!(t.elapsed() < Duration::from_secs(2));

@@ -169,8 +169,7 @@ impl Tree {
     fn add(&mut self, inodes: &mut Inodes, parent: u64, path: &str, content: Content, mtime: i64) {
         let ino = inodes.of(path);
         let name = path.rsplit('/').next().expect("non-empty path").to_owned();
-        if let Some(Content::Dir(children)) = self.nodes.get_mut(&parent).map(|n| &mut n.content)
-        {
+        if let Some(Content::Dir(children)) = self.nodes.get_mut(&parent).map(|n| &mut n.content) {
             children.insert(name, ino);
         }
         self.nodes.insert(
@@ -230,7 +229,13 @@ pub(crate) mod tests {
     use super::*;
     use tierback_engine::catalog::CopyRecord;
 
-    pub fn record(id: i64, service: &str, taken_at: i64, file: &str, tiers: &[&str]) -> ArtifactRecord {
+    pub fn record(
+        id: i64,
+        service: &str,
+        taken_at: i64,
+        file: &str,
+        tiers: &[&str],
+    ) -> ArtifactRecord {
         ArtifactRecord {
             id,
             backup_id: id,
@@ -273,20 +278,45 @@ pub(crate) mod tests {
         ];
         let tree = Tree::build(&arts, &tiers, &mut inodes);
         let pg = tree.lookup(ROOT, "pg").unwrap();
-        assert!(tree.lookup(ROOT, "redis").is_none(), "copies on unknown tiers are hidden");
-        let day = tree.lookup(tree.lookup(pg.ino, "local").unwrap().ino, "2026-01-16").unwrap();
-        let Content::Dir(children) = &day.content else { panic!() };
+        assert!(
+            tree.lookup(ROOT, "redis").is_none(),
+            "copies on unknown tiers are hidden"
+        );
+        let day = tree
+            .lookup(tree.lookup(pg.ino, "local").unwrap().ino, "2026-01-16")
+            .unwrap();
+        let Content::Dir(children) = &day.content else {
+            panic!()
+        };
         assert_eq!(
             children.keys().collect::<Vec<_>>(),
-            ["main_120000.sql", "main_120000.sql.sha256", "main_130000.sql", "main_130000.sql.sha256", "metadata.json"]
+            [
+                "main_120000.sql",
+                "main_120000.sql.sha256",
+                "main_130000.sql",
+                "main_130000.sql.sha256",
+                "metadata.json"
+            ]
         );
         let f = tree.lookup(day.ino, "main_130000.sql").unwrap();
         assert_eq!(f.size(), 1002);
         assert_eq!(f.mtime, T + 3600);
-        assert_eq!(day.mtime, T + 3600, "a directory carries its newest backup's time");
-        let Content::Bytes(sha) = &tree.lookup(day.ino, "main_120000.sql.sha256").unwrap().content else { panic!() };
+        assert_eq!(
+            day.mtime,
+            T + 3600,
+            "a directory carries its newest backup's time"
+        );
+        let Content::Bytes(sha) = &tree
+            .lookup(day.ino, "main_120000.sql.sha256")
+            .unwrap()
+            .content
+        else {
+            panic!()
+        };
         assert_eq!(&**sha, format!("{:064x}  main_120000.sql\n", 1).as_bytes());
-        let Content::Bytes(meta) = &tree.lookup(day.ino, "metadata.json").unwrap().content else { panic!() };
+        let Content::Bytes(meta) = &tree.lookup(day.ino, "metadata.json").unwrap().content else {
+            panic!()
+        };
         let meta: serde_json::Value = serde_json::from_slice(meta).unwrap();
         assert_eq!(meta.as_array().unwrap().len(), 2);
         assert_eq!(meta[0]["tier"], "local");

@@ -32,7 +32,9 @@ pub fn run(
     daemon: bool,
 ) -> Result<i32> {
     let cache_bytes = match cache_size {
-        Some(s) => parse_size(s).map_err(anyhow::Error::msg).context("--cache-size")?,
+        Some(s) => parse_size(s)
+            .map_err(anyhow::Error::msg)
+            .context("--cache-size")?,
         None => config.mount.cache_size,
     };
     let tier_dirs: Vec<PathBuf> = config
@@ -73,7 +75,9 @@ pub fn run(
         poll: Duration::from_secs(1),
     };
     let config = config.clone();
-    serve(opts, move || build(&config, settings).map_err(|e| format!("{e:#}")))?;
+    serve(opts, move || {
+        build(&config, settings).map_err(|e| format!("{e:#}"))
+    })?;
     Ok(EXIT_OK)
 }
 
