@@ -1,1 +1,20 @@
-//! The read-only FUSE view (issue 3).
+//! The read-only FUSE view of every backup on every tier (issue 3).
+//!
+//! Structure (after mountpoint-s3): a kernel-free core — [`tree`] (catalog → directory tree),
+//! [`inode`] (stable numbers), [`filesystem`] (typed operations), [`cache`] (verified blocks,
+//! single flight), [`readahead`] — and [`fuse`], the one adapter that names fuser. [`mount`]
+//! owns the process lifecycle. Every error becomes an errno in [`error`].
+
+pub mod cache;
+pub mod catalog;
+pub mod error;
+pub mod filesystem;
+pub mod fuse;
+pub mod inode;
+pub mod mount;
+pub mod readahead;
+pub mod timeout;
+pub mod tree;
+
+pub use error::{FsError, FsResult};
+pub use filesystem::{Filesystem, Settings};

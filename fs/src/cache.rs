@@ -1,0 +1,257 @@
+//! The cache of decompressed, verified blocks: an LRU bounded in bytes, with single-flight
+//! loading. Only bytes that passed the engine's check ([`VerifiedBlock`]) can enter, so a cache
+//! hit is as trustworthy as a fresh read.
+//!
+//! Single flight: the first reader to miss a block loads it; readers that miss the same block
+//! meanwhile wait for that result instead of fetching and inflating it again. The claim is made
+//! when the work starts, not when read-ahead queues it, so a reader never waits on a block that
+//! nobody is working on yet — it decodes it itself.
+//!
+//! [`VerifiedBlock`]: tierback_engine::artifact::reader::VerifiedBlock
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use lru::LruCache;
+use tierback_engine::artifact::reader::VerifiedBlock;
+
+use crate::error::{FsError, FsResult};
+
+/// A block of one copy: the copy's inode (unique per artifact and tier) and the block number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    pub copy: u64,
+    pub block: usize,
+}
+
+pub type Block = Arc<VerifiedBlock>;
+
+type Outcome = Option<FsResult<Block>>;
+
+#[derive(Default)]
+struct Flight {
+    outcome: Mutex<Outcome>,
+    done: Condvar,
+}
+
+struct Inner {
+    lru: LruCache<BlockKey, Block>,
+    bytes: usize,
+    inflight: HashMap<BlockKey, Arc<Flight>>,
+}
+
+pub struct BlockCache {
+    inner: Mutex<Inner>,
+    budget: usize,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+impl BlockCache {
+    /// A cache holding at most `budget` bytes of decompressed blocks.
+    pub fn new(budget: usize) -> BlockCache {
+        BlockCache {
+            inner: Mutex::new(Inner {
+                lru: LruCache::unbounded(),
+                bytes: 0,
+                inflight: HashMap::new(),
+            }),
+            budget,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("block cache poisoned")
+    }
+
+    /// True if the block is cached or being loaded (read-ahead then has nothing to do).
+    pub fn is_present_or_loading(&self, key: BlockKey) -> bool {
+        let inner = self.lock();
+        inner.lru.contains(&key) || inner.inflight.contains_key(&key)
+    }
+
+    /// The block, from the cache or loaded by `load` (once, however many threads ask at once).
+    /// A failed load is not cached: the next reader tries again (a tier may come back).
+    pub fn get_or_load(
+        &self,
+        key: BlockKey,
+        load: impl FnOnce() -> FsResult<VerifiedBlock>,
+    ) -> FsResult<Block> {
+        let flight = {
+            let mut inner = self.lock();
+            if let Some(block) = inner.lru.get(&key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(block.clone());
+            }
+            if let Some(flight) = inner.inflight.get(&key) {
+                let flight = flight.clone();
+                drop(inner);
+                return Self::wait(&flight);
+            }
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            let flight = Arc::new(Flight::default());
+            inner.inflight.insert(key, flight.clone());
+            flight
+        };
+        // If `load` panics, waiters must not hang: the guard publishes a failure.
+        let mut guard = FlightGuard {
+            cache: self,
+            key,
+            flight: &flight,
+            outcome: None,
+        };
+        let outcome = load().map(Arc::new);
+        guard.outcome = Some(outcome.clone());
+        drop(guard);
+        outcome
+    }
+
+    fn wait(flight: &Flight) -> FsResult<Block> {
+        let mut outcome = flight.outcome.lock().expect("flight poisoned");
+        loop {
+            if let Some(result) = outcome.as_ref() {
+                return result.clone();
+            }
+            outcome = flight.done.wait(outcome).expect("flight poisoned");
+        }
+    }
+
+    fn finish(&self, key: BlockKey, flight: &Flight, outcome: FsResult<Block>) {
+        {
+            let mut inner = self.lock();
+            inner.inflight.remove(&key);
+            if let Ok(block) = &outcome {
+                inner.bytes += block.len();
+                if let Some(old) = inner.lru.put(key, block.clone()) {
+                    inner.bytes -= old.len();
+                }
+                while inner.bytes > self.budget {
+                    let Some((_, evicted)) = inner.lru.pop_lru() else {
+                        break;
+                    };
+                    inner.bytes -= evicted.len();
+                }
+            }
+        }
+        *flight.outcome.lock().expect("flight poisoned") = Some(outcome);
+        flight.done.notify_all();
+    }
+}
+
+struct FlightGuard<'a> {
+    cache: &'a BlockCache,
+    key: BlockKey,
+    flight: &'a Flight,
+    outcome: Outcome,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        let outcome = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| Err(FsError::Unavailable("block load panicked".into())));
+        self.cache.finish(self.key, self.flight, outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use tierback_engine::artifact::reader::verify_member;
+    use tierback_engine::artifact::writer::{WriteOptions, write_artifact};
+
+    /// Real verified blocks of `n` bytes each (the only way to make a VerifiedBlock).
+    fn blocks(n: usize, count: usize) -> Vec<VerifiedBlock> {
+        let data: Vec<u8> = (0..n * count).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        let w = write_artifact(
+            &mut &data[..],
+            &mut out,
+            WriteOptions {
+                block_size: n,
+                level: 1,
+                threads: 1,
+            },
+            &|_| {},
+        )
+        .unwrap();
+        let mut d = libdeflater::Decompressor::new();
+        w.index
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let m = &out[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+                verify_member("t", i, e, m, &mut d).unwrap()
+            })
+            .collect()
+    }
+
+    fn key(block: usize) -> BlockKey {
+        BlockKey { copy: 7, block }
+    }
+
+    #[test]
+    fn bounded_in_bytes_lru_order() {
+        let b = blocks(1000, 4);
+        let cache = BlockCache::new(2500);
+        for (i, blk) in b.iter().enumerate() {
+            cache.get_or_load(key(i), || Ok(blk.clone())).unwrap();
+            assert!(cache.bytes() <= 2500);
+        }
+        // Blocks 2 and 3 remain; 0 was evicted.
+        assert!(cache.is_present_or_loading(key(3)));
+        assert!(!cache.is_present_or_loading(key(0)));
+        let loaded = AtomicUsize::new(0);
+        cache
+            .get_or_load(key(3), || {
+                loaded.fetch_add(1, Ordering::SeqCst);
+                Ok(b[3].clone())
+            })
+            .unwrap();
+        assert_eq!(loaded.load(Ordering::SeqCst), 0, "a hit does not load");
+    }
+
+    #[test]
+    fn concurrent_misses_load_once() {
+        let b = blocks(1000, 1);
+        let cache = BlockCache::new(1 << 20);
+        let loads = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let got = cache
+                        .get_or_load(key(0), || {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                            Ok(b[0].clone())
+                        })
+                        .unwrap();
+                    assert_eq!(got.len(), 1000);
+                });
+            }
+        });
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn failures_are_shared_but_not_cached() {
+        let b = blocks(1000, 1);
+        let cache = BlockCache::new(1 << 20);
+        let err = cache
+            .get_or_load(key(0), || Err(FsError::Integrity("bad".into())))
+            .unwrap_err();
+        assert_eq!(err, FsError::Integrity("bad".into()));
+        assert!(!cache.is_present_or_loading(key(0)));
+        assert!(cache.get_or_load(key(0), || Ok(b[0].clone())).is_ok());
+    }
+}

@@ -1,0 +1,834 @@
+//! The filesystem itself, as typed methods with no kernel in sight: lookups, attributes,
+//! directory listings, opens and reads answer from an immutable [`Tree`] snapshot and the block
+//! cache. `fuse.rs` adapts these to fuser; the unit tests below drive them directly.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tierback_engine::artifact::BlockIndex;
+use tierback_engine::artifact::reader::ArtifactReader;
+use tierback_engine::layout::rfc3339;
+use tierback_engine::store::Store;
+use tracing::{debug, error, info, warn};
+
+use crate::cache::{Block, BlockCache, BlockKey};
+use crate::catalog::CatalogSource;
+use crate::error::{FsError, FsResult};
+use crate::inode::Inodes;
+use crate::readahead::{Prefetcher, Sequence};
+use crate::tree::{Content, CopyFile, Tree};
+
+/// How the view presents itself and how much memory it may use.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub uid: u32,
+    pub gid: u32,
+    pub file_mode: u16,
+    pub dir_mode: u16,
+    /// Byte budget of the decompressed-block cache.
+    pub cache_bytes: usize,
+    /// Threads decoding ahead of sequential readers.
+    pub readahead_threads: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    /// Unix seconds.
+    pub mtime: i64,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub ino: u64,
+    pub kind: Kind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub files: u64,
+    pub block_size: u32,
+}
+
+/// Bytes of a read: a slice of one cached block (no copy), or assembled from several.
+pub enum ReadData {
+    Slice(Block, std::ops::Range<usize>),
+    Shared(Arc<[u8]>, std::ops::Range<usize>),
+    Owned(Vec<u8>),
+}
+
+impl ReadData {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            ReadData::Slice(b, r) => &b[r.clone()],
+            ReadData::Shared(b, r) => &b[r.clone()],
+            ReadData::Owned(v) => v,
+        }
+    }
+}
+
+/// Counters exposed as xattrs on the root directory (`user.tierback.<name>`).
+#[derive(Default)]
+pub struct Stats {
+    pub integrity_failures: AtomicU64,
+    pub tier_errors: AtomicU64,
+}
+
+/// An open backup copy.
+struct OpenCopy {
+    ino: u64,
+    file: Arc<CopyFile>,
+    index: Arc<BlockIndex>,
+    store: Arc<dyn Store>,
+    seq: Mutex<Sequence>,
+}
+
+enum Handle {
+    Copy(Arc<OpenCopy>),
+    Bytes(Arc<[u8]>),
+}
+
+/// What read-ahead jobs share with the reading threads.
+struct Shared {
+    cache: BlockCache,
+    catalog: Arc<dyn CatalogSource>,
+    stats: Stats,
+    /// Blocks already reported corrupt (log and catalog mark once, not on every retry).
+    reported: Mutex<HashSet<BlockKey>>,
+}
+
+thread_local! {
+    // One decompressor per thread: libdeflate's is cheap to reuse, not to share.
+    static DECOMPRESSOR: RefCell<libdeflater::Decompressor> = RefCell::new(libdeflater::Decompressor::new());
+}
+
+impl Shared {
+    /// Block `i` of an open copy: cached, or fetched, inflated and verified once.
+    fn block(&self, copy: &OpenCopy, i: usize) -> FsResult<Block> {
+        let key = BlockKey {
+            copy: copy.ino,
+            block: i,
+        };
+        self.cache.get_or_load(key, || {
+            let reader = ArtifactReader {
+                store: copy.store.as_ref(),
+                key: &copy.file.key,
+                index: &copy.index,
+            };
+            DECOMPRESSOR
+                .with(|d| reader.read_block(i, &mut d.borrow_mut()))
+                .map_err(|e| self.failed(copy, key, e))
+        })
+    }
+
+    /// Logs a failed block once per block, counts it, and marks a corrupt copy in the catalog.
+    fn failed(&self, copy: &OpenCopy, key: BlockKey, e: tierback_engine::Error) -> FsError {
+        let integrity = matches!(e, tierback_engine::Error::Integrity { .. });
+        let first = self
+            .reported
+            .lock()
+            .expect("report set poisoned")
+            .insert(key);
+        if integrity {
+            self.stats
+                .integrity_failures
+                .fetch_add(1, Ordering::Relaxed);
+            if first {
+                error!(file = %copy.file.view_path, block = key.block, "integrity check failed, read returns EIO: {e}");
+                if let Err(mark) = self.catalog.mark_corrupt(
+                    copy.file.artifact_id,
+                    &copy.file.tier,
+                    &e.to_string(),
+                ) {
+                    error!(file = %copy.file.view_path, "could not mark the copy corrupt in the catalog: {mark}");
+                }
+            }
+        } else {
+            self.stats.tier_errors.fetch_add(1, Ordering::Relaxed);
+            // Transient errors are logged every time: each is a new attempt.
+            self.reported
+                .lock()
+                .expect("report set poisoned")
+                .remove(&key);
+            warn!(file = %copy.file.view_path, block = key.block, "tier read failed, read returns EIO: {e}");
+        }
+        e.into()
+    }
+}
+
+struct Snapshot {
+    tree: Arc<Tree>,
+    version: i64,
+}
+
+pub struct Filesystem {
+    settings: Settings,
+    tiers: Vec<String>,
+    stores: HashMap<String, Arc<dyn Store>>,
+    shared: Arc<Shared>,
+    snapshot: RwLock<Snapshot>,
+    inodes: Mutex<Inodes>,
+    indexes: Mutex<HashMap<i64, Arc<BlockIndex>>>,
+    handles: RwLock<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    prefetcher: Prefetcher,
+    /// Blocks decoded ahead at most: a sequential reader never holds more than a quarter of
+    /// the cache in flight, so read-ahead cannot evict what it is about to be asked for.
+    max_window: usize,
+}
+
+/// Extended attributes of a backup file, in `listxattr` order.
+const COPY_XATTRS: [&str; 5] = [
+    "user.tierback.sha256",
+    "user.tierback.backup_id",
+    "user.tierback.stored_sha256",
+    "user.tierback.verified_at",
+    "user.tierback.tier",
+];
+const ROOT_XATTRS: [&str; 4] = [
+    "user.tierback.integrity_failures",
+    "user.tierback.tier_errors",
+    "user.tierback.cache_hits",
+    "user.tierback.cache_misses",
+];
+
+/// Decoding ahead further than this (1 MiB blocks) gains nothing on two cores and costs memory.
+const MAX_READAHEAD_BLOCKS: usize = 8;
+
+impl Filesystem {
+    /// Builds the view. `stores` maps tier names to their stores; `tiers` is the configured
+    /// order (copies on other tiers are not shown).
+    pub fn new(
+        catalog: Arc<dyn CatalogSource>,
+        tiers: Vec<String>,
+        stores: HashMap<String, Arc<dyn Store>>,
+        settings: Settings,
+    ) -> FsResult<Filesystem> {
+        let cache_blocks = settings.cache_bytes / (1 << 20);
+        let fs = Filesystem {
+            tiers,
+            stores,
+            shared: Arc::new(Shared {
+                cache: BlockCache::new(settings.cache_bytes),
+                catalog,
+                stats: Stats::default(),
+                reported: Mutex::default(),
+            }),
+            snapshot: RwLock::new(Snapshot {
+                tree: Arc::new(Tree::default()),
+                version: i64::MIN,
+            }),
+            inodes: Mutex::default(),
+            indexes: Mutex::default(),
+            handles: RwLock::default(),
+            next_fh: AtomicU64::new(1),
+            prefetcher: Prefetcher::new(settings.readahead_threads),
+            max_window: (cache_blocks / 4).clamp(0, MAX_READAHEAD_BLOCKS),
+            settings,
+        };
+        fs.refresh_if_changed()?;
+        Ok(fs)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    fn tree(&self) -> Arc<Tree> {
+        self.snapshot
+            .read()
+            .expect("snapshot poisoned")
+            .tree
+            .clone()
+    }
+
+    /// Rebuilds the tree if the catalog changed since the last build. Cheap when nothing changed
+    /// (one `PRAGMA`), so the mount calls it every second.
+    pub fn refresh_if_changed(&self) -> FsResult<bool> {
+        let catalog = &self.shared.catalog;
+        let version = catalog.version()?;
+        if self.snapshot.read().expect("snapshot poisoned").version == version {
+            return Ok(false);
+        }
+        let artifacts = catalog.artifacts()?;
+        let tree = {
+            let mut inodes = self.inodes.lock().expect("inode table poisoned");
+            Tree::build(&artifacts, &self.tiers, &mut inodes)
+        };
+        info!(
+            artifacts = artifacts.len(),
+            nodes = tree.len(),
+            "view refreshed from the catalog"
+        );
+        *self.snapshot.write().expect("snapshot poisoned") = Snapshot {
+            tree: Arc::new(tree),
+            version,
+        };
+        Ok(true)
+    }
+
+    fn attr_of(&self, node: &crate::tree::Node) -> Attr {
+        let dir = matches!(node.content, Content::Dir(_));
+        Attr {
+            ino: node.ino,
+            kind: if dir { Kind::Dir } else { Kind::File },
+            size: node.size(),
+            mtime: node.mtime,
+            perm: if dir {
+                self.settings.dir_mode
+            } else {
+                self.settings.file_mode
+            },
+            nlink: if dir { 2 } else { 1 },
+            uid: self.settings.uid,
+            gid: self.settings.gid,
+        }
+    }
+
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let tree = self.tree();
+        let dir = tree.get(parent).ok_or(FsError::NotFound)?;
+        if !matches!(dir.content, Content::Dir(_)) {
+            return Err(FsError::NotDir);
+        }
+        tree.lookup(parent, name)
+            .map(|n| self.attr_of(n))
+            .ok_or(FsError::NotFound)
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.tree()
+            .get(ino)
+            .map(|n| self.attr_of(n))
+            .ok_or(FsError::NotFound)
+    }
+
+    /// The entries of a directory, `.` and `..` first.
+    pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let Content::Dir(children) = &node.content else {
+            return Err(FsError::NotDir);
+        };
+        let mut out = Vec::with_capacity(children.len() + 2);
+        out.push(DirEntry {
+            ino,
+            kind: Kind::Dir,
+            name: ".".into(),
+        });
+        out.push(DirEntry {
+            ino: node.parent,
+            kind: Kind::Dir,
+            name: "..".into(),
+        });
+        for (name, &child) in children {
+            let kind = match tree.get(child).map(|n| &n.content) {
+                Some(Content::Dir(_)) => Kind::Dir,
+                _ => Kind::File,
+            };
+            out.push(DirEntry {
+                ino: child,
+                kind,
+                name: name.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Opens a file for reading; any write access is refused. Returns the file handle.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let handle = match &node.content {
+            Content::Dir(_) => return Err(FsError::IsDir),
+            Content::Bytes(b) => Handle::Bytes(b.clone()),
+            Content::Copy(file) => {
+                let store = self.stores.get(&file.tier).cloned().ok_or_else(|| {
+                    FsError::Unavailable(format!("tier {} is not configured", file.tier))
+                })?;
+                let index = self.index(file)?;
+                Handle::Copy(Arc::new(OpenCopy {
+                    ino,
+                    file: file.clone(),
+                    index,
+                    store,
+                    seq: Mutex::default(),
+                }))
+            }
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles
+            .write()
+            .expect("handle table poisoned")
+            .insert(fh, handle);
+        Ok(fh)
+    }
+
+    fn index(&self, file: &CopyFile) -> FsResult<Arc<BlockIndex>> {
+        if let Some(i) = self
+            .indexes
+            .lock()
+            .expect("index cache poisoned")
+            .get(&file.artifact_id)
+        {
+            return Ok(i.clone());
+        }
+        let index = self
+            .shared
+            .catalog
+            .block_index(file.artifact_id)
+            .map_err(|e| {
+                error!(file = %file.view_path, "cannot load the block index: {e}");
+                FsError::from(e)
+            })?;
+        if index.raw_size() != file.raw_size {
+            let msg = format!(
+                "{}: block index covers {} bytes, the catalog says {}",
+                file.view_path,
+                index.raw_size(),
+                file.raw_size
+            );
+            error!("{msg}");
+            return Err(FsError::Integrity(msg));
+        }
+        let index = Arc::new(index);
+        self.indexes
+            .lock()
+            .expect("index cache poisoned")
+            .insert(file.artifact_id, index.clone());
+        Ok(index)
+    }
+
+    pub fn release(&self, fh: u64) {
+        if let Some(Handle::Copy(c)) = self
+            .handles
+            .write()
+            .expect("handle table poisoned")
+            .remove(&fh)
+        {
+            // Queued read-ahead for this handle is no longer wanted.
+            c.seq
+                .lock()
+                .expect("sequence poisoned")
+                .generation
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads up to `size` bytes at `offset`: exactly `size` unless the file ends first. A block
+    /// that cannot be delivered fails the whole read (never a short read: the kernel would fill
+    /// the rest of the page with zeros).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<ReadData> {
+        let copy = match self.handles.read().expect("handle table poisoned").get(&fh) {
+            None => return Err(FsError::BadHandle(fh)),
+            Some(Handle::Bytes(b)) => {
+                let start = (offset as usize).min(b.len());
+                let end = (start + size as usize).min(b.len());
+                return Ok(ReadData::Shared(b.clone(), start..end));
+            }
+            Some(Handle::Copy(c)) => c.clone(),
+        };
+        let total = copy.file.raw_size;
+        if offset >= total || size == 0 {
+            return Ok(ReadData::Owned(Vec::new()));
+        }
+        let end = (offset + size as u64).min(total);
+        let index = &copy.index;
+        let block_size = index.block_size as u64;
+        let ahead = copy.seq.lock().expect("sequence poisoned").on_read(
+            offset,
+            end - offset,
+            block_size,
+            index.entries.len(),
+            self.max_window,
+        );
+        if !ahead.is_empty() {
+            self.read_ahead(&copy, ahead);
+        }
+        let first = index.block_of(offset);
+        let last = index.block_of(end - 1);
+        if first == last {
+            let block = self.shared.block(&copy, first)?;
+            let base = index.raw_offset(first);
+            return Ok(ReadData::Slice(
+                block,
+                (offset - base) as usize..(end - base) as usize,
+            ));
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        for b in first..=last {
+            let block = self.shared.block(&copy, b)?;
+            let base = index.raw_offset(b);
+            let from = offset.max(base) - base;
+            let to = end.min(base + block.len() as u64) - base;
+            out.extend_from_slice(&block[from as usize..to as usize]);
+        }
+        debug_assert_eq!(out.len() as u64, end - offset);
+        Ok(ReadData::Owned(out))
+    }
+
+    fn read_ahead(&self, copy: &Arc<OpenCopy>, blocks: std::ops::Range<usize>) {
+        let generation = copy
+            .seq
+            .lock()
+            .expect("sequence poisoned")
+            .generation
+            .clone();
+        let queued_at = generation.load(Ordering::Relaxed);
+        for b in blocks {
+            let (shared, copy, generation) =
+                (self.shared.clone(), copy.clone(), generation.clone());
+            self.prefetcher.submit(move || {
+                let key = BlockKey {
+                    copy: copy.ino,
+                    block: b,
+                };
+                if generation.load(Ordering::Relaxed) != queued_at
+                    || shared.cache.is_present_or_loading(key)
+                {
+                    return;
+                }
+                if let Err(e) = shared.block(&copy, b) {
+                    // Already logged; the reader gets the error when it reaches the block.
+                    debug!(file = %copy.file.view_path, block = b, "read-ahead failed: {e}");
+                }
+            });
+        }
+    }
+
+    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let value = match (&node.content, name) {
+            (Content::Copy(f), "user.tierback.sha256") => f.raw_sha256.clone(),
+            (Content::Copy(f), "user.tierback.backup_id") => f.backup_id.to_string(),
+            (Content::Copy(f), "user.tierback.stored_sha256") => f.stored_sha256.clone(),
+            (Content::Copy(f), "user.tierback.verified_at") => {
+                f.verified_at.map(rfc3339).unwrap_or_else(|| "never".into())
+            }
+            (Content::Copy(f), "user.tierback.tier") => f.tier.clone(),
+            _ if ino == crate::inode::ROOT => {
+                let s = &self.shared.stats;
+                match name {
+                    "user.tierback.integrity_failures" => {
+                        s.integrity_failures.load(Ordering::Relaxed).to_string()
+                    }
+                    "user.tierback.tier_errors" => {
+                        s.tier_errors.load(Ordering::Relaxed).to_string()
+                    }
+                    "user.tierback.cache_hits" => {
+                        self.shared.cache.hits.load(Ordering::Relaxed).to_string()
+                    }
+                    "user.tierback.cache_misses" => {
+                        self.shared.cache.misses.load(Ordering::Relaxed).to_string()
+                    }
+                    _ => return Err(FsError::NoXattr),
+                }
+            }
+            _ => return Err(FsError::NoXattr),
+        };
+        Ok(value.into_bytes())
+    }
+
+    /// Attribute names, each followed by a NUL (the `listxattr(2)` format).
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let names: &[&str] = match &node.content {
+            Content::Copy(_) => &COPY_XATTRS,
+            _ if ino == crate::inode::ROOT => &ROOT_XATTRS,
+            _ => &[],
+        };
+        Ok(names.iter().flat_map(|n| n.bytes().chain([0])).collect())
+    }
+
+    pub fn statfs(&self) -> StatFs {
+        let tree = self.tree();
+        const BLOCK: u64 = 4096;
+        StatFs {
+            blocks: tree.total_bytes().div_ceil(BLOCK),
+            files: tree.len() as u64,
+            block_size: BLOCK as u32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inode::ROOT;
+    use std::sync::atomic::AtomicI64;
+    use tierback_engine::artifact::writer::{WriteOptions, write_artifact};
+    use tierback_engine::catalog::ArtifactRecord;
+    use tierback_engine::store::memory::MemoryStore;
+
+    /// An in-memory catalog double.
+    #[derive(Default)]
+    struct FakeCatalog {
+        artifacts: Mutex<Vec<ArtifactRecord>>,
+        indexes: Mutex<HashMap<i64, BlockIndex>>,
+        version: AtomicI64,
+        marks: Mutex<Vec<(i64, String)>>,
+    }
+
+    impl CatalogSource for FakeCatalog {
+        fn artifacts(&self) -> tierback_engine::Result<Vec<ArtifactRecord>> {
+            Ok(self.artifacts.lock().unwrap().clone())
+        }
+        fn version(&self) -> tierback_engine::Result<i64> {
+            Ok(self.version.load(Ordering::SeqCst))
+        }
+        fn block_index(&self, id: i64) -> tierback_engine::Result<BlockIndex> {
+            Ok(self.indexes.lock().unwrap()[&id].clone())
+        }
+        fn mark_corrupt(&self, id: i64, tier: &str, _: &str) -> tierback_engine::Result<()> {
+            self.marks.lock().unwrap().push((id, tier.into()));
+            Ok(())
+        }
+    }
+
+    const T: i64 = 1_768_564_800;
+    const BS: usize = 4096;
+
+    struct Fixture {
+        fs: Filesystem,
+        catalog: Arc<FakeCatalog>,
+        store: Arc<MemoryStore>,
+        data: Vec<u8>,
+    }
+
+    impl FakeCatalog {
+        fn add(&self, store: &MemoryStore, id: i64, taken_at: i64, data: &[u8]) {
+            let mut out = Vec::new();
+            let w = write_artifact(
+                &mut &data[..],
+                &mut out,
+                WriteOptions {
+                    block_size: BS,
+                    level: 1,
+                    threads: 1,
+                },
+                &|_| {},
+            )
+            .unwrap();
+            let mut rec = crate::tree::tests::record(
+                id,
+                "pg",
+                taken_at,
+                &format!("db{id}_120000.sql"),
+                &["local"],
+            );
+            rec.raw_size = data.len() as u64;
+            store.put_bytes(&rec.key, &out).unwrap();
+            self.indexes.lock().unwrap().insert(id, w.index);
+            self.artifacts.lock().unwrap().push(rec);
+            self.version.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn fixture(cache_bytes: usize) -> Fixture {
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect();
+        let catalog = Arc::new(FakeCatalog::default());
+        let store = Arc::new(MemoryStore::new("local"));
+        catalog.add(&store, 1, T, &data);
+        let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
+        stores.insert("local".into(), store.clone());
+        let fs = Filesystem::new(
+            catalog.clone(),
+            vec!["local".into()],
+            stores,
+            Settings {
+                uid: 10,
+                gid: 20,
+                file_mode: 0o444,
+                dir_mode: 0o555,
+                cache_bytes,
+                readahead_threads: 2,
+            },
+        )
+        .unwrap();
+        Fixture {
+            fs,
+            catalog,
+            store,
+            data,
+        }
+    }
+
+    fn resolve(fs: &Filesystem, path: &str) -> FsResult<Attr> {
+        let mut attr = fs.getattr(ROOT)?;
+        for part in path.split('/') {
+            attr = fs.lookup(attr.ino, part)?;
+        }
+        Ok(attr)
+    }
+
+    fn read_all(fs: &Filesystem, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        fs.read(fh, offset, size).map(|d| d.as_slice().to_vec())
+    }
+
+    #[test]
+    fn attributes_and_listing() {
+        let f = fixture(1 << 20);
+        let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+        assert_eq!(a.size, f.data.len() as u64);
+        assert_eq!((a.perm, a.uid, a.gid, a.mtime), (0o444, 10, 20, T));
+        let dir = resolve(&f.fs, "pg/local/2026-01-16").unwrap();
+        assert_eq!((dir.kind, dir.perm), (Kind::Dir, 0o555));
+        let names: Vec<_> =
+            f.fs.readdir(dir.ino)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name)
+                .collect();
+        assert_eq!(
+            names,
+            [
+                ".",
+                "..",
+                "db1_120000.sql",
+                "db1_120000.sql.sha256",
+                "metadata.json"
+            ]
+        );
+        assert_eq!(f.fs.lookup(dir.ino, "nope"), Err(FsError::NotFound));
+        assert_eq!(f.fs.lookup(a.ino, "x"), Err(FsError::NotDir));
+        assert_eq!(f.fs.open(a.ino, true), Err(FsError::ReadOnly));
+        assert_eq!(f.fs.open(dir.ino, false), Err(FsError::IsDir));
+        assert_eq!(
+            f.fs.getxattr(a.ino, "user.tierback.tier").unwrap(),
+            b"local"
+        );
+        assert_eq!(f.fs.getxattr(a.ino, "user.other"), Err(FsError::NoXattr));
+        let list = f.fs.listxattr(a.ino).unwrap();
+        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 5);
+        assert!(f.fs.statfs().blocks >= f.data.len() as u64 / 4096);
+    }
+
+    #[test]
+    fn reads_at_any_offset_equal_the_source() {
+        let f = fixture(64 << 10);
+        let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+        let fh = f.fs.open(a.ino, false).unwrap();
+        let n = f.data.len() as u64;
+        let mut x = 12345u64;
+        let mut offsets = vec![
+            0,
+            BS as u64 - 1,
+            BS as u64,
+            3 * BS as u64 - 7,
+            n - 1,
+            n - 10,
+            n,
+            n + 5,
+        ];
+        for _ in 0..300 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            offsets.push(x % n);
+        }
+        for (i, &off) in offsets.iter().enumerate() {
+            let size = [1u32, 100, 4096, 10_000, 70_000][i % 5];
+            let got = read_all(&f.fs, fh, off, size).unwrap();
+            let s = (off.min(n)) as usize;
+            let e = ((off + size as u64).min(n)) as usize;
+            assert_eq!(got, &f.data[s..e], "read of {size} at {off}");
+        }
+        // Sequential whole-file read in kernel-sized chunks.
+        let mut all = Vec::new();
+        while (all.len() as u64) < n {
+            all.extend(read_all(&f.fs, fh, all.len() as u64, 128 << 10).unwrap());
+        }
+        assert_eq!(all, f.data);
+        assert!(f.fs.shared.cache.bytes() <= 64 << 10);
+        f.fs.release(fh);
+        assert_eq!(f.fs.read(fh, 0, 1).err(), Some(FsError::BadHandle(fh)));
+    }
+
+    #[test]
+    fn corrupt_block_fails_only_reads_touching_it() {
+        let f = fixture(1 << 20);
+        let key = f.catalog.artifacts.lock().unwrap()[0].key.clone();
+        let entry = f.catalog.indexes.lock().unwrap()[&1].entries[5];
+        f.store
+            .corrupt(&key, (entry.offset + entry.stored_len as u64 / 2) as usize);
+        let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+        let fh = f.fs.open(a.ino, false).unwrap();
+        let b5 = 5 * BS as u64;
+        assert!(matches!(
+            f.fs.read(fh, b5 + 10, 10),
+            Err(FsError::Integrity(_))
+        ));
+        assert!(matches!(
+            f.fs.read(fh, b5 - 10, 20),
+            Err(FsError::Integrity(_))
+        ));
+        assert_eq!(
+            read_all(&f.fs, fh, b5 - 10, 10).unwrap(),
+            &f.data[b5 as usize - 10..b5 as usize]
+        );
+        let b6 = 6 * BS;
+        assert_eq!(
+            read_all(&f.fs, fh, b6 as u64, 10).unwrap(),
+            &f.data[b6..b6 + 10]
+        );
+        assert!(f.fs.stats().integrity_failures.load(Ordering::Relaxed) >= 2);
+        assert_eq!(
+            *f.catalog.marks.lock().unwrap(),
+            vec![(1, "local".to_string())],
+            "marked once"
+        );
+    }
+
+    #[test]
+    fn refresh_shows_new_backups_and_keeps_inodes() {
+        let f = fixture(1 << 20);
+        let before = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+        assert!(!f.fs.refresh_if_changed().unwrap(), "nothing changed");
+        assert!(resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql").is_err());
+        f.catalog.add(&f.store, 2, T + 86_400, b"new backup\n");
+        assert!(f.fs.refresh_if_changed().unwrap());
+        let new = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql").unwrap();
+        let fh = f.fs.open(new.ino, false).unwrap();
+        assert_eq!(read_all(&f.fs, fh, 0, 100).unwrap(), b"new backup\n");
+        assert_eq!(
+            resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap(),
+            before
+        );
+        // A pruned backup disappears.
+        f.catalog.artifacts.lock().unwrap().retain(|a| a.id != 1);
+        f.catalog.version.fetch_add(1, Ordering::SeqCst);
+        f.fs.refresh_if_changed().unwrap();
+        assert_eq!(
+            resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql"),
+            Err(FsError::NotFound)
+        );
+        // The sidecar checks out against the data.
+        let sha = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql.sha256").unwrap();
+        let fh = f.fs.open(sha.ino, false).unwrap();
+        let line = read_all(&f.fs, fh, 0, 4096).unwrap();
+        assert!(line.ends_with(b"  db2_120000.sql\n"));
+    }
+}
