@@ -28,6 +28,10 @@ mod tests {
         let v0 = reader.data_version().unwrap();
         assert_eq!(reader.data_version().unwrap(), v0, "no commit, no change");
         writer.begin_run("svc", "backup").unwrap();
-        assert_ne!(reader.data_version().unwrap(), v0, "a commit elsewhere shows");
+        assert_ne!(
+            reader.data_version().unwrap(),
+            v0,
+            "a commit elsewhere shows"
+        );
     }
 }
