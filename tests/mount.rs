@@ -198,10 +198,8 @@ fn tools_see_exact_files_and_random_reads_equal_the_source() {
     let r = unsafe { libc::setxattr(p.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
     assert_eq!(r, -1);
     assert_eq!(std::io::Error::last_os_error().raw_os_error(), erofs);
-    assert!(
-        ok("grep ' fuse.tierback ' /proc/mounts").contains(" ro,"),
-        "mount carries ro"
-    );
+    let line = ok(&format!("grep ' {mnt} ' /proc/mounts"));
+    assert!(line.contains(" ro,"), "mount carries ro: {line}");
 }
 
 #[test]

@@ -29,7 +29,7 @@ fn pg_dump_backup_restores_through_the_mount() {
     // Make abalance non-trivial so the sum means something.
     pg.query(
         "bench",
-        "UPDATE pgbench_accounts SET abalance = (aid * 7919) % 10007 - 5000 WHERE aid % 3 = 0",
+        "UPDATE pgbench_accounts SET abalance = (aid::bigint * 7919) % 10007 - 5000 WHERE aid % 3 = 0",
     );
 
     let env = Env::new("");

@@ -150,9 +150,13 @@ pub fn serve(
                 libc::close(fds[0]);
                 libc::setsid();
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                // Detach from the caller's terminal or pipes entirely (a caller reading our
+                // stderr to EOF would otherwise wait for the daemon's whole life). Setup errors
+                // still reach the caller through the readiness pipe.
                 if null >= 0 {
                     libc::dup2(null, 0);
                     libc::dup2(null, 1);
+                    libc::dup2(null, 2);
                 }
             }
             block_signals();

@@ -61,7 +61,9 @@ pub fn run(
         file_mode: m.file_mode as u16,
         dir_mode: m.dir_mode as u16,
         cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
-        readahead_threads: config.defaults.threads.max(1),
+        // Twice the cores: a worker waiting on the tier's I/O leaves its core to another that
+        // inflates, so both cores keep decoding (cold reads come from disk or network).
+        readahead_threads: 2 * config.defaults.threads.max(1),
     };
     let threads = config.defaults.threads.clamp(1, 8);
     let opts = ServeOptions {
