@@ -61,8 +61,6 @@ echo "tierback cat $path > $demo/restored.sql"
 echo "restored $(stat -c %s "$demo/restored.sql") bytes, identical to the source"
 step "tierback status"
 "$tb" status
-echo
-echo "demo OK — everything is under $demo"
 
 step "tierback mount: restore the same file with cp through the read-only mount"
 mnt="$demo/mnt"
@@ -76,3 +74,5 @@ cp "$mnt/$path" "$demo/restored-from-mount.sql"
 (cd "$(dirname "$mnt/$path")" && sha256sum -c ./*.sha256)
 umount "$mnt"
 echo "cp through the mount: identical to the source; unmounted"
+echo
+echo "demo OK — everything is under $demo"
