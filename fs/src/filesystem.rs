@@ -191,6 +191,7 @@ pub struct Filesystem {
     /// Blocks decoded ahead at most: a sequential reader never holds more than a quarter of
     /// the cache in flight, so read-ahead cannot evict what it is about to be asked for.
     max_window: usize,
+    audit: Option<crate::audit::AuditLog>,
 }
 
 /// Extended attributes of a backup file, in `listxattr` order.
@@ -241,9 +242,27 @@ impl Filesystem {
             prefetcher: Prefetcher::new(settings.readahead_threads),
             max_window: (cache_blocks / 4).clamp(0, MAX_READAHEAD_BLOCKS),
             settings,
+            audit: None,
         };
         fs.refresh_if_changed()?;
         Ok(fs)
+    }
+
+    /// Records every open of a backup file in `log`.
+    pub fn with_audit_log(mut self, log: crate::audit::AuditLog) -> Self {
+        self.audit = Some(log);
+        self
+    }
+
+    /// Writes the audit line for an open of `ino` (backup files only; sidecars and directories
+    /// are not logged).
+    pub fn audit_open(&self, ino: u64, caller: crate::audit::Caller, outcome: &str) {
+        let Some(log) = &self.audit else { return };
+        if let Some(node) = self.tree().get(ino)
+            && let Content::Copy(file) = &node.content
+        {
+            log.record(caller, &file.view_path, outcome);
+        }
     }
 
     pub fn stats(&self) -> &Stats {

@@ -87,13 +87,25 @@ impl fuser::Filesystem for Adapter {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
+        let caller = crate::audit::Caller {
+            uid: req.uid(),
+            gid: req.gid(),
+            pid: req.pid(),
+        };
         match self.fs.open(ino.0, write) {
             // Backups never change: the page cache stays valid across opens.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+            Ok(fh) => {
+                self.fs.audit_open(ino.0, caller, "ok");
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
+            Err(e) => {
+                let errno = errno(&e);
+                self.fs.audit_open(ino.0, caller, &format!("{errno:?}"));
+                reply.error(errno)
+            }
         }
     }
 

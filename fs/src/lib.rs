@@ -5,6 +5,7 @@
 //! single flight), [`readahead`] — and [`fuse`], the one adapter that names fuser. [`mount`]
 //! owns the process lifecycle. Every error becomes an errno in [`error`].
 
+pub mod audit;
 pub mod cache;
 pub mod catalog;
 pub mod error;

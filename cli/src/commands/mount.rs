@@ -103,7 +103,14 @@ fn build(config: &Config, settings: Settings) -> Result<Filesystem> {
         }
     }
     let tiers = config.tiers.iter().map(|t| t.name.to_string()).collect();
-    Ok(Filesystem::new(catalog, tiers, stores, settings)?)
+    let fs = Filesystem::new(catalog, tiers, stores, settings)?;
+    Ok(match &config.mount.audit_log {
+        Some(path) => fs.with_audit_log(
+            tierback_fs::audit::AuditLog::open(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?,
+        ),
+        None => fs,
+    })
 }
 
 fn resolve_user(name: &str) -> Result<u32> {
