@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The object tier against the local one, side by side in one run, on a single-node Garage on
+# loopback: `tierback sync` of a backup to Garage against `rclone copyto` and `s3cmd put` of the
+# same stored file, then cold sequential reads through the mount of the local copy and of the
+# object-tier copy (goal: the S3 read at >= 70 % of the local read).
+#   bash bench/tiers.sh [SIZE]     (default 1GiB; root for drop_caches and FUSE)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+size=${1:-1GiB}
+tb="$root/target/release/tierback"
+gen="$root/target/release/examples/gen_sql"
+[ -x "$tb" ] && [ -x "$gen" ] || { echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2; exit 1; }
+GARAGE=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
+[ -x "$GARAGE" ] || { echo "garage missing: run scripts/install-deps.sh" >&2; exit 1; }
+
+W=$(mktemp -d /tmp/tierback-bench-tiers.XXXXXX)
+cleanup() {
+    umount -l "$W/mnt" 2>/dev/null || true
+    [ -n "${gpid:-}" ] && kill "$gpid" 2>/dev/null
+    wait 2>/dev/null || true
+    rm -rf "$W"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+S3P=$(port); RPCP=$(port); ADMP=$(port)
+cat > "$W/garage.toml" <<EOT
+metadata_dir = "$W/meta"
+data_dir = "$W/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:$RPCP"
+rpc_public_addr = "127.0.0.1:$RPCP"
+rpc_secret = "$(hex 32)"
+[s3_api]
+s3_region = "garage"
+api_bind_addr = "127.0.0.1:$S3P"
+root_domain = ".s3.garage.localhost"
+[admin]
+api_bind_addr = "127.0.0.1:$ADMP"
+EOT
+AK="GK$(hex 12)"; SK="$(hex 32)"
+GARAGE_DEFAULT_ACCESS_KEY=$AK GARAGE_DEFAULT_SECRET_KEY=$SK GARAGE_DEFAULT_BUCKET=bench \
+    RUST_LOG=garage=warn "$GARAGE" -c "$W/garage.toml" server --single-node --default-bucket > "$W/garage.log" 2>&1 &
+gpid=$!
+for _ in $(seq 100); do "$GARAGE" -c "$W/garage.toml" bucket info bench >/dev/null 2>&1 && break; sleep 0.2; done
+EP=http://127.0.0.1:$S3P
+
+"$gen" "$size" 3 > "$W/dump.sql"
+export TB_AK=$AK TB_SK=$SK
+cat > "$W/tb.toml" <<TOML
+[catalog]
+path = "$W/catalog.db"
+[tiers.local]
+type = "local"
+path = "$W/local"
+[tiers.minio]
+type = "s3"
+endpoint = "$EP"
+bucket = "bench"
+region = "garage"
+access_key = "env:TB_AK"
+secret_key = "env:TB_SK"
+[services.shop]
+driver = "command"
+command = ["cat", "$W/dump.sql"]
+extension = "sql"
+TOML
+export TIERBACK_CONFIG="$W/tb.toml"
+"$tb" -q backup shop
+gz=$(find "$W/local/shop" -name '*.sql.gz')
+stored=$(stat -c %s "$gz")
+cat "$gz" > /dev/null
+
+now() { date +%s.%N; }
+secs() { local t0 t1; t0=$(now); "$@" > /dev/null 2> "$W/err" || { cat "$W/err" >&2; exit 1; }; t1=$(now); python3 -c "print($t1 - $t0)"; }
+t_sync=$(secs "$tb" sync)
+export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENDPOINT=$EP \
+    RCLONE_CONFIG_G_REGION=garage RCLONE_CONFIG_G_ACCESS_KEY_ID=$AK \
+    RCLONE_CONFIG_G_SECRET_ACCESS_KEY=$SK RCLONE_CONFIG_G_FORCE_PATH_STYLE=true
+t_rclone=$(secs env -u AWS_CA_BUNDLE rclone copyto "$gz" g:bench/rclone/copy.gz --s3-upload-concurrency 4 --s3-chunk-size 16M)
+if command -v s3cmd > /dev/null; then
+    cat > "$W/s3cfg" <<EOT
+[default]
+access_key = $AK
+secret_key = $SK
+host_base = 127.0.0.1:$S3P
+host_bucket = 127.0.0.1:$S3P
+bucket_location = garage
+use_https = False
+EOT
+    t_s3cmd=$(secs s3cmd -c "$W/s3cfg" put "$gz" s3://bench/s3cmd/copy.gz --multipart-chunk-size-mb=16)
+else
+    t_s3cmd=0
+fi
+
+mkdir -p "$W/mnt"
+"$tb" mount "$W/mnt" --daemon
+local_path=$("$tb" list --json | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print("shop/local/%s/%s" % (a["key"].split("/")[1], a["file"]))')
+minio_path=${local_path/\/local\//\/minio\/}
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+drop; t_local=$(secs cat "$W/mnt/$local_path")
+drop; t_minio=$(secs cat "$W/mnt/$minio_path")
+cmp "$W/mnt/$minio_path" "$W/dump.sql"
+umount "$W/mnt"
+
+python3 - "$(stat -c %s "$W/dump.sql")" "$stored" "$t_sync" "$t_rclone" "$t_s3cmd" "$t_local" "$t_minio" <<'PY'
+import sys
+raw, stored = map(int, sys.argv[1:3])
+t_sync, t_rclone, t_s3cmd, t_local, t_minio = map(float, sys.argv[3:8])
+print(f"dump {raw / 2**20:.0f} MiB, stored {stored / 2**20:.0f} MiB; Garage single node on loopback")
+print(f"upload of the stored file:  tierback sync {stored / 1e6 / t_sync:6.1f} MB/s (verified)   rclone copyto {stored / 1e6 / t_rclone:6.1f} MB/s"
+      + (f"   s3cmd put {stored / 1e6 / t_s3cmd:6.1f} MB/s" if t_s3cmd else ""))
+print(f"  sync / rclone throughput {t_rclone / t_sync:.2f}" + (f", sync / s3cmd {t_s3cmd / t_sync:.2f}" if t_s3cmd else ""))
+print(f"cold sequential read through the mount: local {raw / 1e6 / t_local:6.0f} MB/s   minio (S3) {raw / 1e6 / t_minio:6.0f} MB/s")
+r = t_local / t_minio
+print(f"  S3 / local throughput {r:.2f}  goal >= 0.70  {'PASS' if r >= 0.7 else 'FAIL'}")
+PY
