@@ -210,7 +210,7 @@ const ROOT_XATTRS: [&str; 4] = [
 ];
 
 /// Decoding ahead further than this (1 MiB blocks) gains nothing on two cores and costs memory.
-const MAX_READAHEAD_BLOCKS: usize = 8;
+const MAX_READAHEAD_BLOCKS: usize = 16;
 
 impl Filesystem {
     /// Builds the view. `stores` maps tier names to their stores; `tiers` is the configured

@@ -61,9 +61,14 @@ pub fn run(
         file_mode: m.file_mode as u16,
         dir_mode: m.dir_mode as u16,
         cache_bytes: usize::try_from(cache_bytes).unwrap_or(usize::MAX),
-        // Twice the cores: a worker waiting on the tier's I/O leaves its core to another that
-        // inflates, so both cores keep decoding (cold reads come from disk or network).
-        readahead_threads: 2 * config.defaults.threads.max(1),
+        // More workers than cores: a worker waiting on the tier's I/O leaves its core to another
+        // that inflates. Remote tiers need several ranged GETs in flight to hide their latency
+        // (a few ms each, with a long tail), so they get more.
+        readahead_threads: if config.tiers.len() > 1 {
+            2 * config.defaults.threads.max(1) + 6
+        } else {
+            2 * config.defaults.threads.max(1)
+        },
     };
     let threads = config.defaults.threads.clamp(1, 8);
     let opts = ServeOptions {
