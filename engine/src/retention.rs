@@ -132,35 +132,22 @@ fn apply_policy(policy: &Retention, list: &mut [Decision], now: i64) {
         }
         return;
     }
-    type Bucket = fn(i64) -> i64;
-    let hour: Bucket = |t| t.div_euclid(3600);
-    let day: Bucket = |t| t.div_euclid(86_400);
-    // 1970-01-01 was a Thursday: +3 days makes weeks start on Monday.
-    let week: Bucket = |t| (t.div_euclid(86_400) + 3).div_euclid(7);
-    let month: Bucket = |t| {
-        let d = time::OffsetDateTime::from_unix_timestamp(t)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        d.year() as i64 * 12 + d.month() as i64
-    };
-    let year: Bucket =
-        |t| time::OffsetDateTime::from_unix_timestamp(t).map_or(1970, |d| d.year() as i64);
-    let last: Bucket = |t| t; // every backup is its own period
-    let rules: [(&str, Option<u32>, Bucket); 6] = [
-        ("last", policy.keep_last, last),
-        ("hourly", policy.keep_hourly, hour),
-        ("daily", policy.keep_daily, day),
-        ("weekly", policy.keep_weekly, week),
-        ("monthly", policy.keep_monthly, month),
-        ("yearly", policy.keep_yearly, year),
+    let rules: [(&str, Option<u32>); 6] = [
+        ("last", policy.keep_last),
+        ("hourly", policy.keep_hourly),
+        ("daily", policy.keep_daily),
+        ("weekly", policy.keep_weekly),
+        ("monthly", policy.keep_monthly),
+        ("yearly", policy.keep_yearly),
     ];
-    for (name, count, bucket) in rules {
+    for (name, count) in rules {
         let Some(mut left) = count else { continue };
         let mut previous = None;
         for d in list.iter_mut() {
             if left == 0 {
                 break;
             }
-            let b = bucket(d.taken_at);
+            let b = period(name, d.taken_at).expect("every rule names a period");
             if previous != Some(b) {
                 previous = Some(b);
                 d.keep = true;
@@ -181,6 +168,24 @@ fn apply_policy(policy: &Retention, list: &mut [Decision], now: i64) {
     for d in list.iter_mut().filter(|d| !d.keep) {
         d.reasons.push("outside the retention policy".into());
     }
+}
+
+/// The period a time (Unix seconds, UTC) falls in, shared by retention rules and copy policies:
+/// `hourly`, `daily`, `weekly` (weeks start on Monday), `monthly`, `yearly`; for `last` every
+/// backup is its own period. `None` for an unknown name.
+pub fn period(kind: &str, t: i64) -> Option<i64> {
+    let date =
+        || time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    Some(match kind {
+        "last" => t,
+        "hourly" => t.div_euclid(3600),
+        "daily" => t.div_euclid(86_400),
+        // 1970-01-01 was a Thursday: +3 days makes weeks start on Monday.
+        "weekly" => (t.div_euclid(86_400) + 3).div_euclid(7),
+        "monthly" => date().year() as i64 * 12 + date().month() as i64,
+        "yearly" => date().year() as i64,
+        _ => return None,
+    })
 }
 
 #[derive(Debug, Default, serde::Serialize)]

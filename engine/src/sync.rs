@@ -293,25 +293,17 @@ pub fn selected_backups(policy: &[String], artifacts: &[ArtifactRecord]) -> Hash
     backups.dedup();
     let mut selected = HashSet::new();
     for p in policy {
-        let period: fn(i64) -> i64 = match p.as_str() {
-            "all" => {
-                selected.extend(backups.iter().map(|b| b.2));
-                continue;
-            }
-            "hourly" => |t| t.div_euclid(3600),
-            "daily" => |t| t.div_euclid(86_400),
-            // 1970-01-01 was a Thursday: shifting by 3 days makes weeks start on Monday.
-            "weekly" => |t| (t.div_euclid(86_400) + 3).div_euclid(7),
-            "monthly" => |t| {
-                let d = time::OffsetDateTime::from_unix_timestamp(t)
-                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-                d.year() as i64 * 12 + d.month() as i64
-            },
-            _ => continue, // config validation rejects anything else
-        };
+        if p == "all" {
+            selected.extend(backups.iter().map(|b| b.2));
+            continue;
+        }
         let mut last: Option<(&str, i64)> = None;
         for &(service, taken_at, id) in &backups {
-            let key = (service, period(taken_at));
+            // Config validation rejects other names; an unknown one selects nothing.
+            let Some(period) = crate::retention::period(p, taken_at) else {
+                break;
+            };
+            let key = (service, period);
             if last != Some(key) {
                 selected.insert(id);
                 last = Some(key);
