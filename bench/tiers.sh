@@ -100,8 +100,14 @@ mkdir -p "$W/mnt"
 local_path=$("$tb" list --json | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print("shop/local/%s/%s" % (a["key"].split("/")[1], a["file"]))')
 minio_path=${local_path/\/local\//\/minio\/}
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+mpid=$(pgrep -f "tierback mount $W/mnt" | head -1)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system ticks
 drop; t_local=$(secs cat "$W/mnt/$local_path")
-drop; t_minio=$(secs cat "$W/mnt/$minio_path")
+drop; m0=$(cpu "$mpid"); g0=$(cpu "$gpid")
+t_minio=$(secs cat "$W/mnt/$minio_path")
+m1=$(cpu "$mpid"); g1=$(cpu "$gpid")
+tick=$(getconf CLK_TCK)
+echo "during the S3 read: tierback mount used $(python3 -c "print(round(($m1 - $m0) / $tick / $t_minio * 100))") % CPU, garage $(python3 -c "print(round(($g1 - $g0) / $tick / $t_minio * 100))") % (of 200 % on 2 cores)"
 cmp "$W/mnt/$minio_path" "$W/dump.sql"
 umount "$W/mnt"
 

@@ -331,6 +331,12 @@ impl Garage {
             &log,
             || probe.try_cli(&["bucket", "info", &bucket]),
         );
+        // And until the S3 API itself answers HTTP (an unsigned request gets an error status):
+        // requests sent earlier were seen reset on a loaded machine.
+        let s3_port = node.s3_port;
+        wait_for("garage S3 API", node.child.as_mut().unwrap(), &log, || {
+            http_status(s3_port, "/").is_some()
+        });
         Garage {
             node,
             access,
