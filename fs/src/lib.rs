@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod cache;
 pub mod catalog;
+pub mod coalesce;
 pub mod error;
 pub mod filesystem;
 pub mod fuse;

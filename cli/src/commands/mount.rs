@@ -12,6 +12,7 @@ use tierback_engine::config::{Config, TierKind};
 use tierback_engine::store::{Store, open_tier};
 use tierback_engine::units::parse_size;
 use tierback_fs::catalog::SqliteCatalog;
+use tierback_fs::coalesce::CoalescingStore;
 use tierback_fs::fuse::MountSpec;
 use tierback_fs::mount::{ServeOptions, check_mountpoint, serve};
 use tierback_fs::timeout::TimeoutStore;
@@ -98,9 +99,13 @@ fn build(config: &Config, settings: Settings) -> Result<Filesystem> {
             Ok(store) => {
                 let store: Arc<dyn Store> = Arc::from(store);
                 let store = match tier.kind {
-                    // A local disk read does not hang on a network; everything else gets a deadline.
+                    // A local disk read does not hang on a network; everything else gets a deadline,
+                    // and sequential reads coalesced into a few large ranged GETs.
                     TierKind::Local { .. } => store,
-                    _ => Arc::new(TimeoutStore::new(store, REMOTE_READ_TIMEOUT)),
+                    _ => Arc::new(CoalescingStore::new(Arc::new(TimeoutStore::new(
+                        store,
+                        REMOTE_READ_TIMEOUT,
+                    )))),
                 };
                 stores.insert(tier.name.to_string(), store);
             }

@@ -1,0 +1,226 @@
+//! Coalesced reads of a remote tier. Sequential read-ahead asks for consecutive members of a few
+//! hundred KiB each; one ranged GET per member costs a request's overhead every time, and an
+//! object store such as Garage reads and hashes a whole data block (1 MiB) to serve each small
+//! range. This wrapper fetches aligned windows of `WINDOW` bytes instead, once (concurrent
+//! readers of a window wait for the one fetch), and keeps the last few in memory, so a
+//! sequential reader costs one GET per window. Bytes are still verified per block by the
+//! block reader above; a failed fetch is not remembered, so the next read tries again.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use tierback_engine::store::{ObjectMeta, Store};
+use tierback_engine::{Error, Result};
+
+/// 4 MiB: about a dozen compressed 1 MiB blocks per request.
+const WINDOW: u64 = 4 << 20;
+/// Windows kept: 32 MiB, on top of the decompressed-block cache.
+const KEPT: usize = 8;
+/// Windows fetched ahead of a sequential reader: two GETs in flight hide the latency tail.
+const AHEAD: u64 = 2;
+
+type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+
+pub struct CoalescingStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    inner: Arc<dyn Store>,
+    sizes: Mutex<HashMap<String, u64>>,
+    slots: Mutex<(HashMap<(String, u64), Slot>, VecDeque<(String, u64)>)>,
+}
+
+impl CoalescingStore {
+    pub fn new(inner: Arc<dyn Store>) -> CoalescingStore {
+        CoalescingStore {
+            shared: Arc::new(Shared {
+                inner,
+                sizes: Mutex::default(),
+                slots: Mutex::default(),
+            }),
+        }
+    }
+}
+
+impl Shared {
+    fn size(&self, key: &str) -> Result<u64> {
+        if let Some(s) = self.sizes.lock().expect("sizes poisoned").get(key) {
+            return Ok(*s);
+        }
+        let size = self
+            .inner
+            .head(key)?
+            .ok_or_else(|| Error::NotFound {
+                tier: self.inner.name().to_owned(),
+                key: key.to_owned(),
+            })?
+            .size;
+        self.sizes
+            .lock()
+            .expect("sizes poisoned")
+            .insert(key.to_owned(), size);
+        Ok(size)
+    }
+
+    /// Window `idx` of `key`, fetched once however many readers want it.
+    fn window(&self, key: &str, idx: u64, size: u64) -> Result<Arc<Vec<u8>>> {
+        let slot: Slot = {
+            let mut guard = self.slots.lock().expect("slots poisoned");
+            let (map, order) = &mut *guard;
+            let id = (key.to_owned(), idx);
+            if let Some(s) = map.get(&id) {
+                s.clone()
+            } else {
+                let s = Slot::default();
+                map.insert(id.clone(), s.clone());
+                order.push_back(id);
+                while order.len() > KEPT {
+                    if let Some(old) = order.pop_front() {
+                        map.remove(&old);
+                    }
+                }
+                s
+            }
+        };
+        // Holding the slot's lock while fetching makes other readers of this window wait for
+        // this fetch instead of starting their own.
+        let mut data = slot.lock().expect("window poisoned");
+        if let Some(d) = &*data {
+            return Ok(d.clone());
+        }
+        let start = idx * WINDOW;
+        let len = WINDOW.min(size - start);
+        let fetched = Arc::new(self.inner.get_range(key, start, len)?);
+        *data = Some(fetched.clone());
+        Ok(fetched)
+    }
+
+    /// Starts fetching the windows after `idx` in the background, so a sequential reader finds
+    /// them ready instead of waiting a round trip at every window boundary.
+    fn fetch_next(self: &Arc<Self>, key: &str, idx: u64, size: u64) {
+        for next in idx + 1..=idx + AHEAD {
+            if next * WINDOW >= size {
+                return;
+            }
+            let present = {
+                let guard = self.slots.lock().expect("slots poisoned");
+                guard.0.contains_key(&(key.to_owned(), next))
+            };
+            if !present {
+                let (shared, key) = (self.clone(), key.to_owned());
+                std::thread::spawn(move || {
+                    let _ = shared.window(&key, next, size);
+                });
+            }
+        }
+    }
+}
+
+impl Store for CoalescingStore {
+    fn name(&self) -> &str {
+        self.shared.inner.name()
+    }
+
+    fn put_file(&self, _key: &str, _src: &Path) -> Result<()> {
+        Err(Error::Invalid("the mount never writes to a tier".into()))
+    }
+
+    fn put_bytes(&self, _key: &str, _bytes: &[u8]) -> Result<()> {
+        Err(Error::Invalid("the mount never writes to a tier".into()))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let shared = &self.shared;
+        if len == 0 || len > WINDOW {
+            return shared.inner.get_range(key, offset, len);
+        }
+        let size = shared.size(key)?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= size)
+            .ok_or_else(|| {
+                Error::io(
+                    format!(
+                        "tier {}: {key}: range {offset}+{len} past the end ({size})",
+                        shared.inner.name()
+                    ),
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                )
+            })?;
+        let mut out = Vec::with_capacity(len as usize);
+        let last = (end - 1) / WINDOW;
+        for idx in offset / WINDOW..=last {
+            let w = shared.window(key, idx, size)?;
+            let base = idx * WINDOW;
+            let from = offset.max(base) - base;
+            let to = end.min(base + w.len() as u64) - base;
+            out.extend_from_slice(&w[from as usize..to as usize]);
+        }
+        shared.fetch_next(key, last, size);
+        Ok(out)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        self.shared.inner.head(key)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.shared.inner.list(prefix)
+    }
+
+    fn delete(&self, _key: &str) -> Result<()> {
+        Err(Error::Invalid("the mount never writes to a tier".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tierback_engine::store::faulty::FaultyStore;
+    use tierback_engine::store::memory::MemoryStore;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i.wrapping_mul(31) >> 3) as u8).collect()
+    }
+
+    #[test]
+    fn ranges_anywhere_equal_the_object() {
+        let mem = MemoryStore::new("m");
+        let obj = data(3 * WINDOW as usize + 12_345);
+        mem.put_bytes("a/b", &obj).unwrap();
+        let s = CoalescingStore::new(Arc::new(mem));
+        for (off, len) in [
+            (0, 10),
+            (WINDOW - 5, 10),
+            (2 * WINDOW - 1, WINDOW),
+            (obj.len() as u64 - 7, 7),
+            (5, 3 * WINDOW),
+        ] {
+            assert_eq!(
+                s.get_range("a/b", off, len).unwrap(),
+                &obj[off as usize..(off + len) as usize],
+                "{off}+{len}"
+            );
+        }
+        assert!(s.get_range("a/b", obj.len() as u64 - 3, 10).is_err());
+        assert!(matches!(
+            s.get_range("no/such", 0, 1),
+            Err(Error::NotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn failed_fetches_are_retried_not_remembered() {
+        let faulty = FaultyStore::new(MemoryStore::new("m"));
+        let obj = data(100_000);
+        faulty.put_bytes("a/b", &obj).unwrap();
+        let faulty = Arc::new(faulty);
+        let s = CoalescingStore::new(faulty.clone());
+        s.shared.size("a/b").unwrap();
+        faulty.fail_next(1);
+        assert!(s.get_range("a/b", 10, 10).is_err());
+        assert_eq!(s.get_range("a/b", 10, 10).unwrap(), &obj[10..20]);
+    }
+}
