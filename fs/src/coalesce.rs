@@ -21,6 +21,10 @@ const KEPT: usize = 8;
 const AHEAD: u64 = 2;
 
 type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+/// A window of an object: (key, window number).
+type WindowId = (String, u64);
+/// The windows kept, and their order of arrival for eviction.
+type Windows = (HashMap<WindowId, Slot>, VecDeque<WindowId>);
 
 pub struct CoalescingStore {
     shared: Arc<Shared>,
@@ -29,7 +33,7 @@ pub struct CoalescingStore {
 struct Shared {
     inner: Arc<dyn Store>,
     sizes: Mutex<HashMap<String, u64>>,
-    slots: Mutex<(HashMap<(String, u64), Slot>, VecDeque<(String, u64)>)>,
+    slots: Mutex<Windows>,
 }
 
 impl CoalescingStore {
