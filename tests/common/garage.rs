@@ -352,7 +352,28 @@ impl Garage {
     /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never answered,
     /// the nastiest kind of dead server.
     pub fn freeze(&self) {
-        signal(self.node.child.as_ref().expect("running"), "-STOP");
+        let child = self.node.child.as_ref().expect("running");
+        signal(child, "-STOP");
+        // `kill` returns once the signal is sent; a thread of the server can still finish what
+        // it was doing. Wait until every thread is stopped, so the test's next request truly
+        // meets a frozen server.
+        let tasks = format!("/proc/{}/task", child.id());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let all_stopped = std::fs::read_dir(&tasks).unwrap().flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the parenthesised command name.
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().next())
+                    == Some("T")
+            });
+            if all_stopped {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "garage did not stop");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn thaw(&self) {
