@@ -17,6 +17,7 @@ pub const LAST_RUN_TIMESTAMP: &str = "backup_last_run_timestamp";
 pub const DURATION_SECONDS: &str = "backup_duration_seconds";
 pub const SIZE_BYTES: &str = "backup_size_bytes";
 pub const SUCCESS: &str = "backup_success";
+pub const RUNNING_SINCE: &str = "backup_running_since_timestamp";
 pub const AGE_HOURS: &str = "backup_age_hours";
 pub const NEWEST_TIMESTAMP: &str = "backup_newest_timestamp_seconds";
 pub const FILES_COUNT: &str = "backup_files_count";
