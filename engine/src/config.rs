@@ -402,6 +402,51 @@ impl Config {
                     .map_err(|e| at(v.span(), format!("[tiers.{name}] timeout: {e}")))?,
                 None => 60,
             };
+            // Keys of another tier type are mistakes (a copied block, a wrong `type`): refuse them.
+            let present = [
+                ("path", t.path.is_some()),
+                ("endpoint", t.endpoint.is_some()),
+                ("bucket", t.bucket.is_some()),
+                ("region", t.region.is_some()),
+                ("prefix", t.prefix.is_some()),
+                ("access_key", t.access_key.is_some()),
+                ("secret_key", t.secret_key.is_some()),
+                ("path_style", t.path_style.is_some()),
+                ("checksums", t.checksums.is_some()),
+                ("multipart_threshold", t.multipart_threshold.is_some()),
+                ("part_size", t.part_size.is_some()),
+                ("remote", t.remote.is_some()),
+                ("rclone", t.rclone.is_some()),
+            ];
+            let allowed: &[&str] = match t.kind.get_ref().as_str() {
+                "local" => &["path"],
+                "s3" => &[
+                    "endpoint",
+                    "bucket",
+                    "region",
+                    "prefix",
+                    "access_key",
+                    "secret_key",
+                    "path_style",
+                    "checksums",
+                    "multipart_threshold",
+                    "part_size",
+                ],
+                "rclone" => &["remote", "rclone"],
+                // An unknown type is reported below.
+                _ => &[],
+            };
+            if !allowed.is_empty()
+                && let Some((key, _)) = present.iter().find(|(k, set)| *set && !allowed.contains(k))
+            {
+                return Err(at(
+                    span.clone(),
+                    format!(
+                        "[tiers.{name}] key `{key}` does not apply to type {:?}",
+                        t.kind.get_ref()
+                    ),
+                ));
+            }
             let kind = match t.kind.get_ref().as_str() {
                 "local" => {
                     TierKind::Local {
@@ -532,6 +577,28 @@ impl Config {
                 Some(b) => check_block_size(b).map_err(|m| at(b.span(), m))?,
                 None => defaults.block_size,
             };
+            let misplaced = match s.driver.get_ref().as_str() {
+                "command" => s.paths.is_some().then_some("paths"),
+                "files" => [
+                    ("command", s.command.is_some()),
+                    ("artifact", s.artifact.is_some()),
+                    ("extension", s.extension.is_some()),
+                    ("env", !s.env.is_empty()),
+                ]
+                .into_iter()
+                .find(|(_, set)| *set)
+                .map(|(k, _)| k),
+                _ => None,
+            };
+            if let Some(key) = misplaced {
+                return Err(at(
+                    span.clone(),
+                    format!(
+                        "[services.{name}] key `{key}` does not apply to driver {:?}",
+                        s.driver.get_ref()
+                    ),
+                ));
+            }
             let driver = match s.driver.get_ref().as_str() {
                 "command" => {
                     let argv = s.command.ok_or_else(|| {
@@ -847,6 +914,28 @@ extension = "txt"
                 .unwrap_err()
                 .to_string()
                 .contains("must be type = \"local\"")
+        );
+    }
+
+    #[test]
+    fn keys_of_another_type_are_refused() {
+        let text = MINIMAL.replace(
+            "path = \"/tmp/local\"",
+            "path = \"/tmp/local\"\nendpoint = \"http://x\"",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`endpoint` does not apply to type \"local\"") && e.contains("line 5"),
+            "{e}"
+        );
+        let text = MINIMAL.replace(
+            "extension = \"txt\"",
+            "extension = \"txt\"\npaths = [\"/etc\"]",
+        );
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("`paths` does not apply to driver \"command\""),
+            "{e}"
         );
     }
 
