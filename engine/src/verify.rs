@@ -50,7 +50,7 @@ pub fn verify_copy(
             store
                 .get_range(key, e.offset, e.stored_len as u64)
                 .map(|member| {
-                    let check = verify_member(&label, i, e, &member, d).map(|_| ());
+                    let check = verify_member(&label, i, e, &member, d, true).map(|_| ());
                     (member, check)
                 })
         },

@@ -191,7 +191,7 @@ mod tests {
             .enumerate()
             .map(|(i, e)| {
                 let m = &out[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                verify_member("t", i, e, m, &mut d).unwrap()
+                verify_member("t", i, e, m, &mut d, true).unwrap()
             })
             .collect()
     }

@@ -105,11 +105,13 @@ pub fn parse_header(buf: &[u8]) -> Result<MemberHeader, String> {
     Ok(h)
 }
 
-/// Inflates a complete member and checks CRC32, ISIZE and SHA-256 against its own header.
-/// The caller separately checks that header against the catalog's index.
+/// Inflates a complete member and checks ISIZE, SHA-256 and (if `check_crc`) CRC32 against its
+/// own header. The caller separately checks that header against the catalog's index. Readers
+/// skip the CRC: the SHA-256 already decides whether the bytes are right; `verify` checks both.
 pub fn decode_member(
     member: &[u8],
     decompressor: &mut libdeflater::Decompressor,
+    check_crc: bool,
 ) -> Result<(MemberHeader, Vec<u8>), String> {
     let h = parse_header(member)?;
     if member.len() != h.member_len as usize {
@@ -135,7 +137,7 @@ pub fn decode_member(
     if n != raw.len() {
         return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
     }
-    if libdeflater::crc32(&raw) != crc {
+    if check_crc && libdeflater::crc32(&raw) != crc {
         return Err("CRC32 mismatch".into());
     }
     if <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
@@ -157,7 +159,7 @@ mod tests {
         let (member, h) = encode_member(&raw, &mut c);
         assert_eq!(h.member_len as usize, member.len());
         let mut d = libdeflater::Decompressor::new();
-        let (h2, back) = decode_member(&member, &mut d).unwrap();
+        let (h2, back) = decode_member(&member, &mut d, true).unwrap();
         assert_eq!(h, h2);
         assert_eq!(back, raw);
         // A generic gzip decoder (which skips FEXTRA) reads it too.
@@ -175,7 +177,7 @@ mod tests {
         for i in 0..member.len() {
             let mut bad = member.clone();
             bad[i] ^= 0x40;
-            match decode_member(&bad, &mut d) {
+            match decode_member(&bad, &mut d, true) {
                 Err(_) => {}
                 // Flipping mtime/xfl/os bytes changes nothing that is read: still correct data.
                 Ok((_, back)) => assert!(
@@ -187,11 +189,37 @@ mod tests {
     }
 
     #[test]
+    fn without_the_crc_no_flip_yields_wrong_data() {
+        let raw = b"COPY public.t (id) FROM stdin;\n".repeat(300);
+        let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(9).unwrap());
+        let (member, _) = encode_member(&raw, &mut c);
+        let mut d = libdeflater::Decompressor::new();
+        let mut accepted = Vec::new();
+        for i in 0..member.len() {
+            let mut bad = member.clone();
+            bad[i] ^= 0x08;
+            if let Ok((_, back)) = decode_member(&bad, &mut d, false) {
+                assert_eq!(back, raw, "flip at {i} gave wrong data");
+                accepted.push(i);
+            }
+        }
+        // Only bytes that carry no data may change unnoticed: mtime/xfl/os and the CRC itself.
+        let crc = member.len() - TRAILER_LEN;
+        assert!(
+            accepted
+                .iter()
+                .all(|&i| (4..10).contains(&i) || (crc..crc + 4).contains(&i)),
+            "{accepted:?}"
+        );
+    }
+
+    #[test]
     fn empty_block_is_a_valid_member() {
         let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(9).unwrap());
         let (member, h) = encode_member(b"", &mut c);
         assert_eq!(h.raw_len, 0);
-        let (_, back) = decode_member(&member, &mut libdeflater::Decompressor::new()).unwrap();
+        let (_, back) =
+            decode_member(&member, &mut libdeflater::Decompressor::new(), true).unwrap();
         assert!(back.is_empty());
     }
 }

@@ -34,7 +34,8 @@ impl Deref for VerifiedBlock {
     }
 }
 
-/// Checks a fetched member against the index entry the catalog holds for it.
+/// Checks a fetched member against the index entry the catalog holds for it: length, ISIZE and
+/// SHA-256 always, the gzip CRC32 too when `check_crc` (for `verify`; redundant for reads).
 /// `file` names the object in error messages.
 pub fn verify_member(
     file: &str,
@@ -42,6 +43,7 @@ pub fn verify_member(
     expected: &BlockEntry,
     member: &[u8],
     decompressor: &mut libdeflater::Decompressor,
+    check_crc: bool,
 ) -> Result<VerifiedBlock> {
     let fail = |reason: String| Error::integrity(file, Some(block as u64), reason);
     if member.len() != expected.stored_len as usize {
@@ -51,7 +53,7 @@ pub fn verify_member(
             expected.stored_len
         )));
     }
-    let (header, data) = decode_member(member, decompressor).map_err(fail)?;
+    let (header, data) = decode_member(member, decompressor, check_crc).map_err(fail)?;
     if header.raw_len != expected.raw_len || header.sha256 != expected.sha256 {
         return Err(fail(
             "member header differs from the catalog's index".into(),
@@ -89,7 +91,7 @@ impl ArtifactReader<'_> {
         let member = self
             .store
             .get_range(self.key, entry.offset, entry.stored_len as u64)?;
-        verify_member(&self.label(), i, entry, &member, decompressor)
+        verify_member(&self.label(), i, entry, &member, decompressor, false)
     }
 
     /// Streams every block, verified and in order, to `out`, decoding ahead on `threads`
