@@ -173,10 +173,15 @@ fn take(
         }
         Ok(())
     })();
-    if let Err(e) = outcome {
+    // On any failure below, nothing staged stays behind (renamed files are already gone from
+    // the staging names, so this only removes what was not published).
+    let discard_staged = || {
         for tmp in &temps {
             let _ = std::fs::remove_file(tmp);
         }
+    };
+    if let Err(e) = outcome {
+        discard_staged();
         return Err(e);
     }
 
@@ -194,9 +199,7 @@ fn take(
     let artifacts = match published {
         Ok(a) => a,
         Err(e) => {
-            for tmp in &temps {
-                let _ = std::fs::remove_file(tmp);
-            }
+            discard_staged();
             return Err(e);
         }
     };

@@ -38,6 +38,12 @@ impl ServiceLock {
     }
 }
 
+/// True if a process with this pid exists (it may belong to another user).
+pub fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

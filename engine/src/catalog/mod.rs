@@ -270,21 +270,7 @@ impl Catalog {
                      FROM runs WHERE service = ?1 AND kind = ?2 {filter} ORDER BY id DESC LIMIT 1"
                 ),
                 params![service, kind],
-                |r| {
-                    Ok((
-                        RunRecord {
-                            id: r.get(0)?,
-                            service: r.get(1)?,
-                            kind: r.get(2)?,
-                            started_at: r.get(3)?,
-                            finished_at: r.get(4)?,
-                            status: r.get(5)?,
-                            error: r.get(6)?,
-                            stderr_tail: r.get(7)?,
-                        },
-                        r.get::<_, Option<i64>>(8)?.map(|b| b as u64),
-                    ))
-                },
+                |r| Ok((run_from_row(r)?, r.get::<_, Option<i64>>(8)?.map(|b| b as u64))),
             )
             .optional()
             .map_err(|e| self.err(e))
@@ -350,20 +336,9 @@ impl Catalog {
                  FROM runs ORDER BY id DESC LIMIT ?1",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_map([limit as i64], |r| {
-            Ok(RunRecord {
-                id: r.get(0)?,
-                service: r.get(1)?,
-                kind: r.get(2)?,
-                started_at: r.get(3)?,
-                finished_at: r.get(4)?,
-                status: r.get(5)?,
-                error: r.get(6)?,
-                stderr_tail: r.get(7)?,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
+        stmt.query_map([limit as i64], run_from_row)
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
     }
 
     // ---- backups -------------------------------------------------------------------------
@@ -622,12 +597,23 @@ impl Catalog {
     }
 }
 
+/// A run row whose first eight columns are id, service, kind, started_at, finished_at,
+/// status, error, stderr_tail.
+fn run_from_row(r: &rusqlite::Row) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        service: r.get(1)?,
+        kind: r.get(2)?,
+        started_at: r.get(3)?,
+        finished_at: r.get(4)?,
+        status: r.get(5)?,
+        error: r.get(6)?,
+        stderr_tail: r.get(7)?,
+    })
+}
+
 fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+    i32::try_from(pid).is_ok_and(crate::lock::process_alive)
 }
 
 #[cfg(test)]

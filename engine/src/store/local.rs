@@ -67,7 +67,7 @@ impl LocalStore {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let pid: Option<i32> = name.split('.').next().and_then(|p| p.parse().ok());
-            let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM));
+            let alive = pid.is_some_and(crate::lock::process_alive);
             if !alive && fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
