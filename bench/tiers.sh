@@ -30,6 +30,8 @@ metadata_dir = "$W/meta"
 data_dir = "$W/data"
 db_engine = "sqlite"
 replication_factor = 1
+# Artifacts are gzip already: a second compression only costs CPU (MinIO does none by default).
+compression_level = "none"
 rpc_bind_addr = "127.0.0.1:$RPCP"
 rpc_public_addr = "127.0.0.1:$RPCP"
 rpc_secret = "$(hex 32)"

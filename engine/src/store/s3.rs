@@ -725,7 +725,17 @@ impl S3Store {
             .send()
             .await
             .map_err(|e| self.sdk_error("GET", key, e))?;
-        let body = tokio::time::timeout(self.timeout * MAX_ATTEMPTS, resp.body.collect())
+        // Chunks are appended straight into one buffer of the expected size (the SDK's
+        // `AggregatedBytes::to_vec` copies byte by byte: a tenth of the mount's CPU at 400 MB/s).
+        let mut stream = resp.body;
+        let read_body = async {
+            let mut body = Vec::with_capacity(len as usize);
+            while let Some(chunk) = stream.try_next().await? {
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, aws_sdk_s3::primitives::ByteStreamError>(body)
+        };
+        let body = tokio::time::timeout(self.timeout * MAX_ATTEMPTS, read_body)
             .await
             .map_err(|_| {
                 Error::io(
@@ -738,8 +748,7 @@ impl S3Store {
                     format!("tier {}: GET {key}: reading the body", self.name),
                     std::io::Error::new(std::io::ErrorKind::ConnectionReset, e),
                 )
-            })?
-            .to_vec();
+            })?;
         if body.len() as u64 != len {
             // S3 answers a range that runs past the end with the bytes that exist.
             return Err(Error::io(
