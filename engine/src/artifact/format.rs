@@ -130,20 +130,30 @@ pub fn decode_member(
             h.raw_len
         ));
     }
-    let mut raw = vec![0u8; h.raw_len as usize];
-    let n = decompressor
-        .deflate_decompress(&member[HEADER_LEN..member.len() - TRAILER_LEN], &mut raw)
-        .map_err(|e| format!("inflate failed: {e:?}"))?;
-    if n != raw.len() {
-        return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
+    // A reused buffer: the length check below guarantees the inflater overwrote all of it.
+    let mut raw = super::buffers::take(h.raw_len as usize);
+    let checked = (|| {
+        let n = decompressor
+            .deflate_decompress(&member[HEADER_LEN..member.len() - TRAILER_LEN], &mut raw)
+            .map_err(|e| format!("inflate failed: {e:?}"))?;
+        if n != raw.len() {
+            return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
+        }
+        if check_crc && libdeflater::crc32(&raw) != crc {
+            return Err("CRC32 mismatch".into());
+        }
+        if <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
+            return Err("SHA-256 mismatch".into());
+        }
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok((h, raw)),
+        Err(e) => {
+            super::buffers::give(raw);
+            Err(e)
+        }
     }
-    if check_crc && libdeflater::crc32(&raw) != crc {
-        return Err("CRC32 mismatch".into());
-    }
-    if <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
-        return Err("SHA-256 mismatch".into());
-    }
-    Ok((h, raw))
 }
 
 #[cfg(test)]
@@ -211,6 +221,24 @@ mod tests {
                 .all(|&i| (4..10).contains(&i) || (crc..crc + 4).contains(&i)),
             "{accepted:?}"
         );
+    }
+
+    #[test]
+    fn a_reused_buffer_never_leaks_the_previous_block() {
+        let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(6).unwrap());
+        let mut d = libdeflater::Decompressor::new();
+        let long = b"x".repeat(50_000);
+        let short = b"COPY t FROM stdin;\n".repeat(1000);
+        let (m_long, _) = encode_member(&long, &mut c);
+        let (m_short, _) = encode_member(&short, &mut c);
+        for _ in 0..20 {
+            let (_, a) = decode_member(&m_long, &mut d, true).unwrap();
+            assert_eq!(a, long);
+            super::super::buffers::give(a);
+            let (_, b) = decode_member(&m_short, &mut d, true).unwrap();
+            assert_eq!(b, short);
+            super::super::buffers::give(b);
+        }
     }
 
     #[test]

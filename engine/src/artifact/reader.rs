@@ -22,8 +22,15 @@ impl VerifiedBlock {
     pub fn block(&self) -> usize {
         self.block
     }
-    pub fn into_vec(self) -> Vec<u8> {
-        self.data
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+}
+
+impl Drop for VerifiedBlock {
+    /// The buffer goes back for the next block (see [`super::buffers`]).
+    fn drop(&mut self) {
+        super::buffers::give(std::mem::take(&mut self.data));
     }
 }
 
