@@ -355,3 +355,63 @@ fn a_mount_point_inside_the_local_tier_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("inside the local tier"), "{err}");
 }
+
+#[test]
+fn a_daemon_logs_to_a_file_and_a_bad_log_path_is_refused() {
+    let data = sql_dump(2 << 20, 9);
+    let env = env_with(&data);
+    let gz = env
+        .tier_files()
+        .into_iter()
+        .find(|f| f.ends_with(".sql.gz"))
+        .unwrap();
+    let gz = env.local_tier().join(gz);
+    let mut bytes = std::fs::read(&gz).unwrap();
+    let (off, len, _) = walk_members(&bytes)[3];
+    bytes[off + len / 2] ^= 0x55;
+    std::fs::write(&gz, &bytes).unwrap();
+
+    // Default: the log goes beside the catalog.
+    let dir = env.path().join("mnt");
+    std::fs::create_dir_all(&dir).unwrap();
+    env.ok(&["mount", dir.to_str().unwrap(), "--daemon"]);
+    let guard = Mount {
+        dir: dir.clone(),
+        child: None,
+    };
+    let file = dir.join(env.newest_path("shop", "local"));
+    assert!(
+        !sh(&format!("cat '{}' > /dev/null", file.display()))
+            .status
+            .success()
+    );
+    let log_path = env.path().join("mount.log");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("integrity check failed") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        log.contains("integrity check failed") && log.contains("block 3"),
+        "daemon log: {log}"
+    );
+    assert!(!log.contains('\x1b'), "colour codes in the log: {log:?}");
+    ok(&format!("fusermount3 -u '{}'", dir.display()));
+    drop(guard);
+
+    // A log file that cannot be opened is the caller's error, and nothing is mounted.
+    let mut config = std::fs::read_to_string(env.config()).unwrap();
+    config.push_str("\n[mount]\nlog_file = \"/nonexistent/tierback/mount.log\"\n");
+    std::fs::write(env.config(), config).unwrap();
+    let out = env.run(&["mount", dir.to_str().unwrap(), "--daemon"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("log file /nonexistent/tierback/mount.log"),
+        "{err}"
+    );
+    assert!(!is_mounted(&dir));
+}

@@ -12,7 +12,9 @@ fn main() {
     // SAFETY: resetting a signal disposition at startup, before any thread exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = args::Cli::parse();
-    output::init_logging(args.verbose, args.quiet);
+    // A daemon's stderr becomes its log file: no colour codes in it.
+    let daemon = matches!(args.command, args::Command::Mount { daemon: true, .. });
+    output::init_logging(args.verbose, args.quiet, !daemon);
     let code = match commands::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 use tierback_engine::backup::Progress;
 
-pub fn init_logging(verbose: u8, quiet: bool) {
+/// Logs to stderr; colours only when it is a terminal that stays attached (`ansi`).
+pub fn init_logging(verbose: u8, quiet: bool, ansi: bool) {
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -17,6 +18,7 @@ pub fn init_logging(verbose: u8, quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi && std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

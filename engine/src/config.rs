@@ -152,6 +152,8 @@ pub struct MountConfig {
     pub file_mode: u32,
     pub dir_mode: u32,
     pub audit_log: Option<PathBuf>,
+    /// Where `mount --daemon` writes its log (a foreground mount logs to stderr).
+    pub log_file: Option<PathBuf>,
 }
 
 impl Default for MountConfig {
@@ -164,6 +166,7 @@ impl Default for MountConfig {
             file_mode: 0o444,
             dir_mode: 0o555,
             audit_log: None,
+            log_file: None,
         }
     }
 }
@@ -297,6 +300,7 @@ struct RawMount {
     file_mode: Option<Spanned<String>>,
     dir_mode: Option<Spanned<String>>,
     audit_log: Option<PathBuf>,
+    log_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +563,7 @@ impl Config {
                     file_mode: mode(m.file_mode, d.file_mode).map_err(|(s, e)| at(s, e))?,
                     dir_mode: mode(m.dir_mode, d.dir_mode).map_err(|(s, e)| at(s, e))?,
                     audit_log: m.audit_log.map(&resolve),
+                    log_file: m.log_file.map(&resolve),
                 }
             }
         };

@@ -8,7 +8,9 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,8 @@ pub struct ServeOptions {
     pub spec: MountSpec,
     pub daemon: bool,
     pub read_ahead_kb: u32,
+    /// With `daemon`: the file that receives the daemon's log (its stderr), appended to.
+    pub log_file: Option<PathBuf>,
     /// How often the catalog is polled for changes (a new backup shows within this, plus the
     /// kernel's one-second entry cache).
     pub poll: Duration,
@@ -137,6 +141,18 @@ pub fn serve(
         block_signals();
         return run(&opts, build, None);
     }
+    // Opened before the fork, so that a bad path is the caller's error, not a silent daemon.
+    let log = match &opts.log_file {
+        Some(path) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(path)
+                .map_err(|e| MountError::Setup(format!("log file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     let mut fds = [0i32; 2];
     // SAFETY: plain syscalls on fresh descriptors, before any thread exists.
     if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
@@ -152,11 +168,12 @@ pub fn serve(
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
                 // Detach from the caller's terminal or pipes entirely (a caller reading our
                 // stderr to EOF would otherwise wait for the daemon's whole life). Setup errors
-                // still reach the caller through the readiness pipe.
+                // still reach the caller through the readiness pipe; the log goes to the file.
                 if null >= 0 {
                     libc::dup2(null, 0);
                     libc::dup2(null, 1);
-                    libc::dup2(null, 2);
+                    let err = log.as_ref().map_or(null, |f| f.as_raw_fd());
+                    libc::dup2(err, 2);
                 }
             }
             block_signals();

@@ -80,6 +80,15 @@ pub fn run(
         },
         daemon,
         read_ahead_kb: READ_AHEAD_KB,
+        // A daemon has no terminal: its warnings and integrity errors go beside the catalog
+        // unless [mount] log_file says otherwise.
+        log_file: Some(m.log_file.clone().unwrap_or_else(|| {
+            config
+                .catalog_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("mount.log")
+        })),
         poll: Duration::from_secs(1),
     };
     let config = config.clone();
