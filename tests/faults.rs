@@ -2,13 +2,15 @@
 //! tier) and real rclone with a crypt remote (the offsite tier). Each ends with every backup
 //! present and verified on every tier that should hold it.
 
+use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
+use tierback_tests::fuse::Mount;
 use tierback_tests::garage::{Garage, GarageCluster, S3Access};
 use tierback_tests::rclone::{Remotes, refused_remote};
-use tierback_tests::{Env, sql_dump};
+use tierback_tests::{Env, sql_dump, walk_members};
 
 const MIB: usize = 1 << 20;
 
@@ -200,6 +202,13 @@ fn corrupt_object_in_the_bucket_is_flagged_never_served_and_repaired() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
     store.put_bytes(&key, &bytes).unwrap();
+    // Which block that is, and where its bytes are in the decompressed file.
+    let members = walk_members(&bytes);
+    let bad = members
+        .iter()
+        .position(|&(off, len, _)| (off..off + len).contains(&mid))
+        .unwrap();
+    let raw_start: usize = members[..bad].iter().map(|m| m.2).sum();
 
     let out = s.run(&["verify", "--tier", "minio"]);
     assert_eq!(out.status.code(), Some(1));
@@ -211,14 +220,30 @@ fn corrupt_object_in_the_bucket_is_flagged_never_served_and_repaired() {
     let minio_path = s.env.newest_path("shop", "minio");
     let out = s.run(&["cat", &minio_path]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("block"));
+    let local = s.ok(&["cat", &s.env.newest_path("shop", "local")]).stdout;
+
+    // Through the mount: EIO for that block only.
+    let mount = Mount::start(&s.env, &[]);
+    let file = std::fs::File::open(mount.path(&minio_path)).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let err = file
+        .read_exact_at(&mut buf, raw_start as u64 + 100)
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let other = if bad == 0 { members[0].2 } else { 0 };
+    file.read_exact_at(&mut buf, other as u64).unwrap();
+    assert_eq!(buf, local[other..other + 4096]);
 
     let out = s.ok(&["sync"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("minio      1 uploaded"));
     s.assert_complete(1);
-    assert_eq!(
-        s.ok(&["cat", &minio_path]).stdout,
-        s.ok(&["cat", &s.env.newest_path("shop", "local")]).stdout
-    );
+    assert_eq!(s.ok(&["cat", &minio_path]).stdout, local);
+    // The same mount, not remounted, now reads the repaired object: nothing stale was kept.
+    file.read_exact_at(&mut buf, raw_start as u64 + 100)
+        .unwrap();
+    assert_eq!(buf, local[raw_start + 100..raw_start + 4196]);
+    drop(file);
+    assert_eq!(std::fs::read(mount.path(&minio_path)).unwrap(), local);
 }
 
 #[test]

@@ -170,6 +170,16 @@ impl Store for CoalescingStore {
         self.shared.inner.head(key)
     }
 
+    fn forget(&self, key: &str) {
+        let shared = &self.shared;
+        shared.sizes.lock().expect("sizes poisoned").remove(key);
+        let mut guard = shared.slots.lock().expect("slots poisoned");
+        let (map, order) = &mut *guard;
+        map.retain(|(k, _), _| k != key);
+        order.retain(|(k, _)| k != key);
+        shared.inner.forget(key);
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.shared.inner.list(prefix)
     }
@@ -213,6 +223,22 @@ mod tests {
             s.get_range("no/such", 0, 1),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn forgotten_windows_are_fetched_again() {
+        let mem = Arc::new(MemoryStore::new("m"));
+        let obj = data(100_000);
+        mem.put_bytes("a/b", &obj).unwrap();
+        let s = CoalescingStore::new(mem.clone());
+        assert_eq!(s.get_range("a/b", 10, 10).unwrap(), &obj[10..20]);
+        // The object changes underneath (a repair): the kept window still has the old bytes...
+        let repaired = data(100_000).iter().map(|b| b ^ 1).collect::<Vec<u8>>();
+        mem.put_bytes("a/b", &repaired).unwrap();
+        assert_eq!(s.get_range("a/b", 10, 10).unwrap(), &obj[10..20]);
+        // ...until the reader that found them bad says so.
+        s.forget("a/b");
+        assert_eq!(s.get_range("a/b", 10, 10).unwrap(), &repaired[10..20]);
     }
 
     #[test]

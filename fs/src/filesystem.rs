@@ -131,9 +131,17 @@ impl Shared {
                 key: &copy.file.key,
                 index: &copy.index,
             };
-            DECOMPRESSOR
-                .with(|d| reader.read_block(i, &mut d.borrow_mut()))
-                .map_err(|e| self.failed(copy, key, e))
+            let read = || DECOMPRESSOR.with(|d| reader.read_block(i, &mut d.borrow_mut()));
+            match read() {
+                // Bytes a wrapper kept (a coalesced window) may predate a repair of this copy:
+                // fetch them once more before calling the block corrupt.
+                Err(tierback_engine::Error::Integrity { .. }) => {
+                    copy.store.forget(&copy.file.key);
+                    read()
+                }
+                other => other,
+            }
+            .map_err(|e| self.failed(copy, key, e))
         })
     }
 

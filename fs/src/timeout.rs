@@ -60,6 +60,10 @@ impl Store for TimeoutStore {
         self.inner.head(key)
     }
 
+    fn forget(&self, key: &str) {
+        self.inner.forget(key)
+    }
+
     fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.inner.list(prefix)
     }

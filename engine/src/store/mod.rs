@@ -51,6 +51,11 @@ pub trait Store: Send + Sync {
     /// Removes the object; removing an absent object succeeds.
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Drops whatever bytes of `key` a caching wrapper holds, because they failed a check: the
+    /// next read fetches them again (a copy repaired by `sync` then reads correctly). Stores
+    /// that cache nothing have nothing to do.
+    fn forget(&self, _key: &str) {}
+
     /// Reads a whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let meta = self.head(key)?.ok_or_else(|| crate::Error::NotFound {
