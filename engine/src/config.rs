@@ -191,6 +191,21 @@ pub enum Driver {
     },
     /// A tar of `paths`.
     Files { paths: Vec<PathBuf> },
+    /// `pg_dump` of each database, and `pg_dumpall --globals-only`.
+    Postgres {
+        host: String,
+        port: u16,
+        user: String,
+        password: Option<SecretRef>,
+        databases: Vec<String>,
+        globals: bool,
+    },
+    /// The RDB snapshot, through `redis-cli --rdb`.
+    Redis {
+        host: String,
+        port: u16,
+        password: Option<SecretRef>,
+    },
 }
 
 impl Driver {
@@ -198,8 +213,42 @@ impl Driver {
         match self {
             Driver::Command { .. } => "command",
             Driver::Files { .. } => "files",
+            Driver::Postgres { .. } => "postgres",
+            Driver::Redis { .. } => "redis",
         }
     }
+}
+
+/// A TCP port, or `default` when absent.
+fn check_port(
+    port: Option<Spanned<i64>>,
+    default: u16,
+    service: &str,
+) -> std::result::Result<u16, (std::ops::Range<usize>, String)> {
+    match port {
+        None => Ok(default),
+        Some(p) => u16::try_from(*p.get_ref())
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| {
+                (
+                    p.span(),
+                    format!(
+                        "[services.{service}] port {} is not a TCP port",
+                        p.get_ref()
+                    ),
+                )
+            }),
+    }
+}
+
+/// An optional secret reference (`env:`, `file:`, `vault:`).
+fn secret_opt(
+    value: Option<Spanned<String>>,
+) -> std::result::Result<Option<SecretRef>, (std::ops::Range<usize>, String)> {
+    value
+        .map(|v| SecretRef::parse(v.get_ref()).map_err(|m| (v.span(), m)))
+        .transpose()
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -318,6 +367,13 @@ struct RawService {
     env: BTreeMap<String, Spanned<String>>,
     // files
     paths: Option<Spanned<Vec<PathBuf>>>,
+    // postgres, redis
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    databases: Option<Spanned<Vec<String>>>,
+    globals: Option<bool>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -582,19 +638,33 @@ impl Config {
                 Some(b) => check_block_size(b).map_err(|m| at(b.span(), m))?,
                 None => defaults.block_size,
             };
-            let misplaced = match s.driver.get_ref().as_str() {
-                "command" => s.paths.is_some().then_some("paths"),
-                "files" => [
-                    ("command", s.command.is_some()),
-                    ("artifact", s.artifact.is_some()),
-                    ("extension", s.extension.is_some()),
-                    ("env", !s.env.is_empty()),
-                ]
-                .into_iter()
-                .find(|(_, set)| *set)
-                .map(|(k, _)| k),
-                _ => None,
+            // Keys that belong to one driver are errors under another, named with their line.
+            let driver_keys: &[&str] = match s.driver.get_ref().as_str() {
+                "command" => &["command", "artifact", "extension", "env"],
+                "files" => &["paths"],
+                "postgres" => &["host", "port", "user", "password", "databases", "globals"],
+                "redis" => &["host", "port", "password"],
+                _ => &[],
             };
+            let set_keys = [
+                ("command", s.command.is_some()),
+                ("artifact", s.artifact.is_some()),
+                ("extension", s.extension.is_some()),
+                ("env", !s.env.is_empty()),
+                ("paths", s.paths.is_some()),
+                ("host", s.host.is_some()),
+                ("port", s.port.is_some()),
+                ("user", s.user.is_some()),
+                ("password", s.password.is_some()),
+                ("databases", s.databases.is_some()),
+                ("globals", s.globals.is_some()),
+            ];
+            let known =
+                ["command", "files", "postgres", "redis"].contains(&s.driver.get_ref().as_str());
+            let misplaced = set_keys
+                .into_iter()
+                .find(|(k, set)| known && *set && !driver_keys.contains(k))
+                .map(|(k, _)| k);
             if let Some(key) = misplaced {
                 return Err(at(
                     span.clone(),
@@ -660,11 +730,57 @@ impl Config {
                         paths: paths.into_inner().into_iter().map(&resolve).collect(),
                     }
                 }
+                "postgres" => {
+                    let databases = s.databases.ok_or_else(|| {
+                        at(
+                            span.clone(),
+                            format!("[services.{name}] driver \"postgres\" needs `databases`"),
+                        )
+                    })?;
+                    let globals = s.globals.unwrap_or(true);
+                    if databases.get_ref().is_empty() {
+                        return Err(at(
+                            databases.span(),
+                            format!("[services.{name}] databases is empty"),
+                        ));
+                    }
+                    for db in databases.get_ref() {
+                        crate::id::validate_file_part(db, "database name")
+                            .map_err(|e| at(databases.span(), format!("[services.{name}] {e}")))?;
+                        if globals && db == crate::source::postgres::GLOBALS {
+                            return Err(at(
+                                databases.span(),
+                                format!(
+                                    "[services.{name}] a database named \"globals\" would clash with the globals dump; set globals = false"
+                                ),
+                            ));
+                        }
+                    }
+                    Driver::Postgres {
+                        host: s
+                            .host
+                            .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
+                        port: check_port(s.port, 5432, &name).map_err(|(sp, m)| at(sp, m))?,
+                        user: s
+                            .user
+                            .map_or_else(|| "postgres".into(), Spanned::into_inner),
+                        password: secret_opt(s.password).map_err(|(sp, m)| at(sp, m))?,
+                        databases: databases.into_inner(),
+                        globals,
+                    }
+                }
+                "redis" => Driver::Redis {
+                    host: s
+                        .host
+                        .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
+                    port: check_port(s.port, 6379, &name).map_err(|(sp, m)| at(sp, m))?,
+                    password: secret_opt(s.password).map_err(|(sp, m)| at(sp, m))?,
+                },
                 other => {
                     return Err(at(
                         s.driver.span(),
                         format!(
-                            "[services.{name}] driver {other:?} is not known (known: command, files)"
+                            "[services.{name}] driver {other:?} is not known (known: command, files, postgres, redis)"
                         ),
                     ));
                 }
@@ -942,6 +1058,61 @@ extension = "txt"
             e.contains("`paths` does not apply to driver \"command\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn postgres_and_redis_services_as_the_design_writes_them() {
+        let text = format!(
+            "{MINIMAL}\n[services.postgresql]\ndriver = \"postgres\"\nschedule = [\"0 * * * *\"]\n\
+             host = \"127.0.0.1\"\nport = 5432\nuser = \"backup\"\n\
+             password = \"vault:secret/zentoria/backup/postgresql#password\"\n\
+             databases = [\"zentoria_main\", \"n8n\"]\n\n[services.redis]\ndriver = \"redis\"\n\
+             password = \"env:REDIS_PASSWORD\"\n"
+        );
+        let c = parse(&text).unwrap();
+        match &c.service("postgresql").unwrap().driver {
+            Driver::Postgres {
+                port,
+                user,
+                databases,
+                globals,
+                password,
+                ..
+            } => {
+                assert_eq!((*port, user.as_str(), *globals), (5432, "backup", true));
+                assert_eq!(databases, &["zentoria_main", "n8n"]);
+                assert!(password.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.service("redis").unwrap().driver {
+            Driver::Redis { host, port, .. } => {
+                assert_eq!((host.as_str(), *port), ("127.0.0.1", 6379))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Mistakes name the key and the line.
+        for (bad, expect) in [
+            ("port = 5432", "port = 70000"),
+            ("databases = [\"zentoria_main\", \"n8n\"]", "databases = []"),
+            (
+                "databases = [\"zentoria_main\", \"n8n\"]",
+                "databases = [\"../etc\"]",
+            ),
+            (
+                "databases = [\"zentoria_main\", \"n8n\"]",
+                "databases = [\"globals\"]",
+            ),
+            ("user = \"backup\"", "user = \"backup\"\ncommand = [\"x\"]"),
+            ("password = \"env:REDIS_PASSWORD\"", "password = \"env:\""),
+        ] {
+            let e = parse(&text.replace(bad, expect)).unwrap_err().to_string();
+            assert!(e.contains("line "), "{expect}: {e}");
+        }
+        let e = parse(&text.replace("databases = [\"zentoria_main\", \"n8n\"]\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs `databases`"), "{e}");
     }
 
     #[test]

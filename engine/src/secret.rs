@@ -91,6 +91,11 @@ impl SecretRef {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value that must be handled as a secret from here on.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
     /// The value, for handing to a child's environment or an HTTP header. Never log it.
     pub fn expose(&self) -> &str {
         &self.0

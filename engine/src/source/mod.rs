@@ -4,7 +4,9 @@
 
 pub mod command;
 pub mod files;
+pub mod postgres;
 pub mod process;
+pub mod redis;
 
 use std::io::Read;
 
@@ -56,6 +58,32 @@ pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
         Driver::Files { paths } => Box::new(files::FilesSource {
             service: name,
             paths: paths.clone(),
+        }),
+        Driver::Postgres {
+            host,
+            port,
+            user,
+            password,
+            databases,
+            globals,
+        } => Box::new(postgres::PostgresSource {
+            service: name,
+            host: host.clone(),
+            port: *port,
+            user: user.clone(),
+            password: password.clone(),
+            databases: databases.clone(),
+            globals: *globals,
+        }),
+        Driver::Redis {
+            host,
+            port,
+            password,
+        } => Box::new(redis::RedisSource {
+            service: name,
+            host: host.clone(),
+            port: *port,
+            password: password.clone(),
         }),
     }
 }

@@ -15,6 +15,9 @@ use crate::{Error, Result};
 const TAIL_BYTES: usize = 16 * 1024;
 const TAIL_LINES: usize = 20;
 
+/// What a driver runs: an argv (never a secret in it) and the variables its child gets.
+pub type Invocation = (Vec<String>, Vec<(String, Secret)>);
+
 pub struct ChildDump {
     service: String,
     program: String,

@@ -1,0 +1,261 @@
+//! The native `postgres` and `redis` drivers against real servers the test starts itself
+//! (PostgreSQL 15 from Debian, `redis-server`): backups restore into fresh servers, facts come
+//! from the dump stream, secrets stay out of argv and the catalog, and failures store nothing.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tierback_tests::pg::PgServer;
+use tierback_tests::{Env, sh};
+
+/// The artifacts of `service` as the mount and `cat` name them, by file stem.
+fn paths(env: &Env, service: &str) -> Vec<(String, String, serde_json::Value)> {
+    env.list_json()
+        .into_iter()
+        .filter(|a| a["service"] == service)
+        .map(|a| {
+            let key = a["key"].as_str().unwrap();
+            let date = key.split('/').nth(1).unwrap();
+            let file = a["file"].as_str().unwrap().to_owned();
+            let stem = file.rsplit_once('_').unwrap().0.to_owned();
+            (
+                stem,
+                format!("{service}/local/{date}/{file}"),
+                a["facts"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn catalog_bytes(env: &Env) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(env.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("catalog.db")
+        {
+            all.extend(std::fs::read(p).unwrap());
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
+    let pg = PgServer::start();
+    pg.query("postgres", "CREATE DATABASE shop");
+    pg.query("postgres", "CREATE ROLE auditor LOGIN");
+    pg.query(
+        "shop",
+        "CREATE TABLE accounts (id int PRIMARY KEY, name text, balance numeric); \
+         INSERT INTO accounts SELECT g, 'name ' || g, g * 1.5 FROM generate_series(1, 2500) g; \
+         CREATE TABLE \"Empty\" (id int)",
+    );
+    let env = Env::new(&format!(
+        "[services.postgresql]\ndriver = \"postgres\"\nhost = \"{}\"\nport = {}\nuser = \"postgres\"\n\
+         password = \"env:TB_TEST_PG_PASSWORD\"\ndatabases = [\"shop\"]\n",
+        pg.socket_dir().display(),
+        pg.port
+    ));
+    let secret = "pg-secret-4b1d9e";
+    let out = env
+        .cmd(&["backup", "postgresql"])
+        .env("TB_TEST_PG_PASSWORD", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let arts = paths(&env, "postgresql");
+    let mut stems: Vec<&str> = arts.iter().map(|a| a.0.as_str()).collect();
+    stems.sort();
+    assert_eq!(stems, ["globals", "shop"]);
+    let (_, shop, facts) = arts.iter().find(|a| a.0 == "shop").unwrap();
+    assert_eq!(facts["row_counts"]["public.accounts"], 2500, "{facts}");
+    assert_eq!(facts["row_counts"]["public.\"Empty\""], 0, "{facts}");
+    assert!(
+        facts["server_version"].as_str().unwrap().starts_with("15."),
+        "{facts}"
+    );
+    assert!(!contains(&catalog_bytes(&env), secret.as_bytes()));
+
+    // `tierback cat … | psql` restores into a fresh database.
+    pg.query("postgres", "CREATE DATABASE fresh");
+    let restore = sh(&format!(
+        "TIERBACK_CONFIG='{}' '{}' cat '{shop}' | psql -X -q -v ON_ERROR_STOP=1 -h '{}' -p {} -U postgres -d fresh",
+        env.config().display(),
+        tierback_tests::tierback_bin().display(),
+        pg.socket_dir().display(),
+        pg.port
+    ));
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    assert_eq!(
+        pg.query("fresh", "SELECT count(*), sum(balance) FROM accounts"),
+        pg.query("shop", "SELECT count(*), sum(balance) FROM accounts")
+    );
+    let (_, globals, _) = arts.iter().find(|a| a.0 == "globals").unwrap();
+    let roles = String::from_utf8(env.ok(&["cat", globals]).stdout).unwrap();
+    assert!(roles.contains("CREATE ROLE auditor"), "{roles}");
+
+    // A database that does not exist: the error says so, and nothing more is stored.
+    let before = env.tier_files();
+    std::fs::write(
+        env.config(),
+        std::fs::read_to_string(env.config())
+            .unwrap()
+            .replace("[\"shop\"]", "[\"shop\", \"nosuchdb\"]"),
+    )
+    .unwrap();
+    let out = env
+        .cmd(&["backup", "postgresql"])
+        .env("TB_TEST_PG_PASSWORD", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("postgresql") && err.contains("nosuchdb"),
+        "{err}"
+    );
+    let after = env.tier_files();
+    assert!(
+        after
+            .iter()
+            .all(|f| before.contains(f) || f.contains("/shop_") || f.contains("/globals_")),
+        "a failed database left files: {after:?}"
+    );
+    assert!(!after.iter().any(|f| f.contains("nosuchdb")));
+}
+
+/// A real redis-server on a free port, without persistence, answering a replica sync at once.
+struct Redis {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn start(password: &str, dbfile: Option<&Path>) -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .args(["--requirepass", password])
+            .args(["--dir", dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(f) = dbfile {
+            std::fs::copy(f, dir.path().join("dump.rdb")).unwrap();
+            cmd.args(["--dbfilename", "dump.rdb"]);
+        }
+        let child = cmd.spawn().expect("redis-server (make test installs it)");
+        let r = Redis { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.cli(password, &["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn cli(&self, password: &str, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .env("REDISCLI_AUTH", password)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() {
+    let password = "redis-secret-77c2";
+    let redis = Redis::start(password, None);
+    for i in 0..500 {
+        redis.cli(
+            password,
+            &["SET", &format!("key:{i}"), &format!("value {i}")],
+        );
+    }
+    redis.cli(password, &["RPUSH", "queue", "a", "b", "c"]);
+    let env = Env::new(&format!(
+        "[services.redis]\ndriver = \"redis\"\nport = {}\npassword = \"env:TB_TEST_REDIS_PASSWORD\"\n",
+        redis.port
+    ));
+    let out = env
+        .cmd(&["backup", "redis"])
+        .env("TB_TEST_REDIS_PASSWORD", password)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let arts = paths(&env, "redis");
+    assert_eq!(arts.len(), 1);
+    let (stem, path, facts) = &arts[0];
+    assert_eq!(stem, "dump");
+    assert!(path.ends_with(".rdb"), "{path}");
+    assert!(facts["rdb_version"].as_str().is_some(), "{facts}");
+    assert!(!contains(&catalog_bytes(&env), password.as_bytes()));
+
+    // The stored RDB is valid (redis-check-rdb) and a new server loads every key from it.
+    let rdb = env.path().join("restored.rdb");
+    std::fs::write(&rdb, env.ok(&["cat", path]).stdout).unwrap();
+    let check = Command::new("redis-check-rdb").arg(&rdb).output().unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let fresh = Redis::start("other", Some(&rdb));
+    assert_eq!(fresh.cli("other", &["DBSIZE"]).trim(), "501");
+    assert_eq!(fresh.cli("other", &["GET", "key:123"]).trim(), "value 123");
+    assert_eq!(
+        fresh.cli("other", &["LRANGE", "queue", "0", "-1"]),
+        "a\nb\nc\n"
+    );
+    drop(fresh);
+
+    // A wrong password: a clear error from redis-cli, and nothing new stored.
+    let before = env.tier_files();
+    let out = env
+        .cmd(&["backup", "redis"])
+        .env("TB_TEST_REDIS_PASSWORD", "wrong")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redis"), "{err}");
+    assert_eq!(env.tier_files(), before);
+    let _ = &redis.dir;
+}
