@@ -111,6 +111,58 @@ fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
     let roles = String::from_utf8(env.ok(&["cat", globals]).stdout).unwrap();
     assert!(roles.contains("CREATE ROLE auditor"), "{roles}");
 
+    // restore-test replays the dump into a scratch database, counts every table, drops it.
+    let rt = |env: &Env| {
+        env.cmd(&["restore-test", "postgresql"])
+            .env("TB_TEST_PG_PASSWORD", secret)
+            .output()
+            .unwrap()
+    };
+    let out = rt(&env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("PASSED") && text.contains("2500 rows") && text.contains("SKIPPED"),
+        "{text}"
+    );
+    assert_eq!(
+        pg.query(
+            "postgres",
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'tierback_restore_test%'"
+        ),
+        "0"
+    );
+    let metrics = String::from_utf8(env.ok(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics.contains("backup_restore_test_success{service=\"postgresql\"} 1"),
+        "{metrics}"
+    );
+    // A damaged block: the test fails naming it, and the metric says so.
+    let gz = env.local_tier().join(
+        env.tier_files()
+            .into_iter()
+            .find(|f| f.contains("/shop_") && f.ends_with(".sql.gz"))
+            .unwrap(),
+    );
+    let original = std::fs::read(&gz).unwrap();
+    let mut damaged = original.clone();
+    damaged[original.len() / 2] ^= 0x20;
+    std::fs::write(&gz, &damaged).unwrap();
+    let out = rt(&env);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAILED") && text.contains("block"), "{text}");
+    let metrics = String::from_utf8(env.ok(&["metrics"]).stdout).unwrap();
+    assert!(
+        metrics.contains("backup_restore_test_success{service=\"postgresql\"} 0"),
+        "{metrics}"
+    );
+    std::fs::write(&gz, &original).unwrap();
+
     // A database that does not exist: the error says so, and nothing more is stored.
     let before = env.tier_files();
     std::fs::write(
@@ -245,6 +297,12 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
         "a\nb\nc\n"
     );
     drop(fresh);
+    let out = env.run(&["restore-test", "redis"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("PASSED") && text.contains("redis-check-rdb"),
+        "{text}"
+    );
 
     // A wrong password: a clear error from redis-cli, and nothing new stored.
     let before = env.tier_files();

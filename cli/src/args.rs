@@ -71,6 +71,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the newest backup of SERVICE into a scratch target and compare it with the facts
+    /// recorded at backup time (PostgreSQL: a scratch database and every table's row count).
+    /// Exit 1 if anything differs.
+    RestoreTest {
+        service: String,
+        /// Test the copy on this tier (default: the first tier).
+        #[arg(long)]
+        tier: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Copy backups to the tiers whose policy wants them; verify each upload.
     Sync {
         /// Only this tier.

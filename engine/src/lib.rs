@@ -16,6 +16,7 @@ pub mod lock;
 pub mod metrics;
 pub mod parallel;
 pub mod rebuild;
+pub mod restore_test;
 pub mod retention;
 pub mod schedule;
 pub mod secret;

@@ -8,6 +8,7 @@ mod list;
 mod metrics;
 mod mount;
 mod prune;
+mod restore_test;
 mod run;
 mod status;
 mod sync;
@@ -40,6 +41,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             list::run(&Config::load(&cli.config)?, service.as_deref(), json)
         }
         Command::Cat { path } => cat::run(&Config::load(&cli.config)?, &path),
+        Command::RestoreTest {
+            service,
+            tier,
+            json,
+        } => restore_test::run(&Config::load(&cli.config)?, &service, tier.as_deref(), json),
         Command::Verify {
             service,
             tier,
