@@ -98,6 +98,18 @@ fn run_does_what_is_due_once_and_writes_metrics() {
         metric(&text, "backup_checksum_failures{service=\"all\"}"),
         Some(0.0)
     );
+    // So did the weekly restore test (first run: never tested before): a command source's
+    // backup is read back whole, every block verified.
+    assert_eq!(
+        metric(&text, "backup_restore_test_success{service=\"shop\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "backup_restore_test_success{service=\"broken\"}"),
+        None,
+        "no backup, no test: {text}"
+    );
     for name in [
         "backup_last_run_timestamp",
         "backup_duration_seconds",

@@ -45,6 +45,8 @@ pub struct Jobs {
     pub sync: Vec<String>,
     pub verify: Vec<String>,
     pub prune: Vec<String>,
+    /// Every service's newest backup replayed and compared (`restore-test`).
+    pub restore_test: Vec<String>,
 }
 
 impl Default for Jobs {
@@ -53,6 +55,8 @@ impl Default for Jobs {
             sync: Vec::new(),
             verify: vec!["0 7 * * *".into()],
             prune: vec!["0 23 * * *".into()],
+            // The seed's weekly full restore test: Sunday 14:00.
+            restore_test: vec!["0 14 * * 0".into()],
         }
     }
 }
@@ -273,6 +277,7 @@ struct RawJobs {
     sync: Option<Spanned<Vec<String>>>,
     verify: Option<Spanned<Vec<String>>>,
     prune: Option<Spanned<Vec<String>>>,
+    restore_test: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -813,6 +818,7 @@ impl Config {
                 (&mut jobs.sync, j.sync, "sync"),
                 (&mut jobs.verify, j.verify, "verify"),
                 (&mut jobs.prune, j.prune, "prune"),
+                (&mut jobs.restore_test, j.restore_test, "restore_test"),
             ] {
                 if let Some(v) = value {
                     for expr in v.get_ref() {

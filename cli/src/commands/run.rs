@@ -112,6 +112,28 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         }
     }
 
+    if job_due(&catalog, &config.jobs.restore_test, "restore-test-job", t)? {
+        let run = catalog.begin_run("*", "restore-test-job")?;
+        let mut all_ok = true;
+        for svc in config.services.values() {
+            let name = svc.name.as_str();
+            // Nothing to test yet is not a failed test.
+            if catalog.artifacts(Some(name))?.is_empty() {
+                continue;
+            }
+            match super::restore_test::run(config, name, None, false) {
+                Ok(EXIT_OK) => {}
+                Ok(_) => all_ok = false,
+                Err(e) => {
+                    all_ok = false;
+                    eprintln!("tierback: error: restore test of {name}: {e}");
+                }
+            }
+        }
+        catalog.finish_run(run, if all_ok { "ok" } else { "failed" }, None, None)?;
+        if all_ok { ok += 1 } else { failed += 1 }
+    }
+
     if let Some(path) = &config.metrics.textfile {
         let catalog = Catalog::open_read_only(&config.catalog_path)?;
         let text = tierback_engine::metrics::render(config, &catalog, now())?;
