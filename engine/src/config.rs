@@ -223,6 +223,17 @@ impl Driver {
     }
 }
 
+/// Every driver, with the service keys that only it takes.
+const DRIVER_KEYS: [(&str, &[&str]); 4] = [
+    ("command", &["command", "artifact", "extension", "env"]),
+    ("files", &["paths"]),
+    (
+        "postgres",
+        &["host", "port", "user", "password", "databases", "globals"],
+    ),
+    ("redis", &["host", "port", "password"]),
+];
+
 /// A TCP port, or `default` when absent.
 fn check_port(
     port: Option<Spanned<i64>>,
@@ -644,13 +655,12 @@ impl Config {
                 None => defaults.block_size,
             };
             // Keys that belong to one driver are errors under another, named with their line.
-            let driver_keys: &[&str] = match s.driver.get_ref().as_str() {
-                "command" => &["command", "artifact", "extension", "env"],
-                "files" => &["paths"],
-                "postgres" => &["host", "port", "user", "password", "databases", "globals"],
-                "redis" => &["host", "port", "password"],
-                _ => &[],
-            };
+            // (An unknown driver is reported below, by name.)
+            let driver_keys = DRIVER_KEYS
+                .iter()
+                .find(|(d, _)| d == s.driver.get_ref())
+                .map_or(&[][..], |(_, keys)| *keys);
+            let known = DRIVER_KEYS.iter().any(|(d, _)| d == s.driver.get_ref());
             let set_keys = [
                 ("command", s.command.is_some()),
                 ("artifact", s.artifact.is_some()),
@@ -664,8 +674,6 @@ impl Config {
                 ("databases", s.databases.is_some()),
                 ("globals", s.globals.is_some()),
             ];
-            let known =
-                ["command", "files", "postgres", "redis"].contains(&s.driver.get_ref().as_str());
             let misplaced = set_keys
                 .into_iter()
                 .find(|(k, set)| known && *set && !driver_keys.contains(k))
@@ -785,7 +793,8 @@ impl Config {
                     return Err(at(
                         s.driver.span(),
                         format!(
-                            "[services.{name}] driver {other:?} is not known (known: command, files, postgres, redis)"
+                            "[services.{name}] driver {other:?} is not known (known: {})",
+                            DRIVER_KEYS.map(|(d, _)| d).join(", ")
                         ),
                     ));
                 }

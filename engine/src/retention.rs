@@ -366,22 +366,8 @@ mod tests {
             error: None,
         };
         let rec = |id: i64, t: i64, state: &str| ArtifactRecord {
-            id,
-            backup_id: id,
-            service: "pg".into(),
-            taken_at: t,
-            driver: "command".into(),
-            file: format!("f{id}"),
-            key: format!("pg/d/f{id}.gz"),
-            raw_size: 0,
-            raw_sha256: String::new(),
-            stored_size: 0,
-            stored_sha256: String::new(),
-            block_size: 1,
-            compression_level: 9,
-            block_count: 1,
-            facts: serde_json::Value::Null,
             copies: vec![copy(state)],
+            ..ArtifactRecord::for_test(id, "pg", t)
         };
         // The newest backup is a tombstone: it goes, and the next one is the newest verified.
         let decisions = plan(&config, &[rec(2, 200, MISSING), rec(1, 100, PRESENT)], 300);

@@ -318,24 +318,7 @@ mod tests {
     use super::*;
 
     fn rec(backup_id: i64, service: &str, taken_at: i64) -> ArtifactRecord {
-        ArtifactRecord {
-            id: backup_id,
-            backup_id,
-            service: service.into(),
-            taken_at,
-            driver: "command".into(),
-            file: "f".into(),
-            key: "k".into(),
-            raw_size: 0,
-            raw_sha256: String::new(),
-            stored_size: 0,
-            stored_sha256: String::new(),
-            block_size: 1,
-            compression_level: 9,
-            block_count: 1,
-            facts: serde_json::Value::Null,
-            copies: vec![],
-        }
+        ArtifactRecord::for_test(backup_id, service, taken_at)
     }
 
     #[test]

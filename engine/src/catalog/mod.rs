@@ -52,6 +52,29 @@ impl ArtifactRecord {
     pub fn copy_on(&self, tier: &str) -> Option<&CopyRecord> {
         self.copies.iter().find(|c| c.tier == tier)
     }
+
+    /// A record with only what the planning tests look at (one artifact per backup, no copies).
+    #[cfg(test)]
+    pub(crate) fn for_test(backup_id: i64, service: &str, taken_at: i64) -> ArtifactRecord {
+        ArtifactRecord {
+            id: backup_id,
+            backup_id,
+            service: service.into(),
+            taken_at,
+            driver: "command".into(),
+            file: format!("f{backup_id}"),
+            key: format!("{service}/d/f{backup_id}.gz"),
+            raw_size: 0,
+            raw_sha256: String::new(),
+            stored_size: 0,
+            stored_sha256: String::new(),
+            block_size: 1,
+            compression_level: 9,
+            block_count: 1,
+            facts: serde_json::Value::Null,
+            copies: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

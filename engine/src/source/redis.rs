@@ -7,7 +7,7 @@
 //! valid RDB. The scratch file is deleted when the dump is finished or dropped.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 
 use super::process::{ChildDump, Invocation};
 use super::{ArtifactPlan, Dump, Facts, Source};
@@ -72,6 +72,8 @@ impl Source for RedisSource {
             .map_err(|e| Error::io("reopening the RDB", e))?;
         let mut magic = [0u8; 9];
         file.read_exact(&mut magic).ok();
+        file.rewind()
+            .map_err(|e| Error::io("rewinding the RDB", e))?;
         if &magic[..5] != b"REDIS" {
             return Err(Error::Source {
                 service: self.service.clone(),
@@ -83,9 +85,6 @@ impl Source for RedisSource {
             "rdb_version".into(),
             String::from_utf8_lossy(&magic[5..]).into_owned().into(),
         );
-        let file = scratch
-            .reopen()
-            .map_err(|e| Error::io("reopening the RDB", e))?;
         Ok(Box::new(RdbDump {
             file,
             _scratch: scratch,
