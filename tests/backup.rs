@@ -341,16 +341,9 @@ fn secrets_stay_out_of_catalog_logs_and_argv() {
         ),
     )
     .unwrap();
-    let out = env
-        .cmd(&["-vv", "backup", "db"])
-        .env("TB_TEST_SECRET", secret)
-        .env("EXPECTED", secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = env.ok_with(
+        &["-vv", "backup", "db"],
+        &[("TB_TEST_SECRET", secret), ("EXPECTED", secret)],
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains(secret));
     assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));

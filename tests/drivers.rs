@@ -65,16 +65,8 @@ fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
         pg.port
     ));
     let secret = "pg-secret-4b1d9e";
-    let out = env
-        .cmd(&["backup", "postgresql"])
-        .env("TB_TEST_PG_PASSWORD", secret)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let pg_password = [("TB_TEST_PG_PASSWORD", secret)];
+    env.ok_with(&["backup", "postgresql"], &pg_password);
 
     let arts = paths(&env, "postgresql");
     let mut stems: Vec<&str> = arts.iter().map(|a| a.0.as_str()).collect();
@@ -112,12 +104,7 @@ fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
     assert!(roles.contains("CREATE ROLE auditor"), "{roles}");
 
     // restore-test replays the dump into a scratch database, counts every table, drops it.
-    let rt = |env: &Env| {
-        env.cmd(&["restore-test", "postgresql"])
-            .env("TB_TEST_PG_PASSWORD", secret)
-            .output()
-            .unwrap()
-    };
+    let rt = |env: &Env| env.run_with(&["restore-test", "postgresql"], &pg_password);
     let out = rt(&env);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -172,11 +159,7 @@ fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
             .replace("[\"shop\"]", "[\"shop\", \"nosuchdb\"]"),
     )
     .unwrap();
-    let out = env
-        .cmd(&["backup", "postgresql"])
-        .env("TB_TEST_PG_PASSWORD", secret)
-        .output()
-        .unwrap();
+    let out = env.run_with(&["backup", "postgresql"], &pg_password);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -262,15 +245,9 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
         "[services.redis]\ndriver = \"redis\"\nport = {}\npassword = \"env:TB_TEST_REDIS_PASSWORD\"\n",
         redis.port
     ));
-    let out = env
-        .cmd(&["backup", "redis"])
-        .env("TB_TEST_REDIS_PASSWORD", password)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    env.ok_with(
+        &["backup", "redis"],
+        &[("TB_TEST_REDIS_PASSWORD", password)],
     );
     let arts = paths(&env, "redis");
     assert_eq!(arts.len(), 1);
@@ -306,11 +283,7 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
 
     // A wrong password: a clear error from redis-cli, and nothing new stored.
     let before = env.tier_files();
-    let out = env
-        .cmd(&["backup", "redis"])
-        .env("TB_TEST_REDIS_PASSWORD", "wrong")
-        .output()
-        .unwrap();
+    let out = env.run_with(&["backup", "redis"], &[("TB_TEST_REDIS_PASSWORD", "wrong")]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("redis"), "{err}");

@@ -57,6 +57,20 @@ fn getxattr(path: &Path, name: &str) -> String {
     String::from_utf8(buf).unwrap()
 }
 
+/// Flips one byte in the middle of block `block` of the stored dump on the local tier.
+fn flip_a_byte_of_block(env: &Env, block: usize) {
+    let gz = env
+        .tier_files()
+        .into_iter()
+        .find(|f| f.ends_with(".sql.gz"))
+        .unwrap();
+    let gz = env.local_tier().join(gz);
+    let mut bytes = std::fs::read(&gz).unwrap();
+    let (off, len, _) = walk_members(&bytes)[block];
+    bytes[off + len / 2] ^= 0x55;
+    std::fs::write(&gz, &bytes).unwrap();
+}
+
 fn errno_of<T>(r: std::io::Result<T>) -> Option<i32> {
     r.err().and_then(|e| e.raw_os_error())
 }
@@ -206,18 +220,8 @@ fn tools_see_exact_files_and_random_reads_equal_the_source() {
 fn a_flipped_stored_byte_fails_exactly_the_reads_of_its_block() {
     let data = sql_dump(3 * (1 << 20), 5);
     let env = env_with(&data);
-    let gz = env
-        .tier_files()
-        .into_iter()
-        .find(|f| f.ends_with(".sql.gz"))
-        .unwrap();
-    let gz = env.local_tier().join(gz);
-    let mut bytes = std::fs::read(&gz).unwrap();
-    let members = walk_members(&bytes);
     let bad = 5;
-    let (off, len, _) = members[bad];
-    bytes[off + len / 2] ^= 0x55;
-    std::fs::write(&gz, &bytes).unwrap();
+    flip_a_byte_of_block(&env, bad);
 
     let m = Mount::start(&env, &[]);
     let file = m.path(&env.newest_path("shop", "local"));
@@ -360,16 +364,7 @@ fn a_mount_point_inside_the_local_tier_is_refused() {
 fn a_daemon_logs_to_a_file_and_a_bad_log_path_is_refused() {
     let data = sql_dump(2 << 20, 9);
     let env = env_with(&data);
-    let gz = env
-        .tier_files()
-        .into_iter()
-        .find(|f| f.ends_with(".sql.gz"))
-        .unwrap();
-    let gz = env.local_tier().join(gz);
-    let mut bytes = std::fs::read(&gz).unwrap();
-    let (off, len, _) = walk_members(&bytes)[3];
-    bytes[off + len / 2] ^= 0x55;
-    std::fs::write(&gz, &bytes).unwrap();
+    flip_a_byte_of_block(&env, 3);
 
     // Default: the log goes beside the catalog.
     let dir = env.path().join("mnt");

@@ -69,12 +69,25 @@ impl Env {
 
     /// Runs `tierback ARGS`; returns the output whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("run tierback")
+        self.run_with(args, &[])
+    }
+
+    /// Runs `tierback ARGS` with `vars` added to its environment (secrets given by reference).
+    pub fn run_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        self.cmd(args)
+            .envs(vars.iter().copied())
+            .output()
+            .expect("run tierback")
     }
 
     /// Runs `tierback ARGS` and panics with its stderr unless it exits 0.
     pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
+        self.ok_with(args, &[])
+    }
+
+    /// [`Env::ok`] with `vars` added to the environment.
+    pub fn ok_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let out = self.run_with(args, vars);
         assert!(
             out.status.success(),
             "tierback {args:?} failed ({}):\n{}",
