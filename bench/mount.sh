@@ -28,14 +28,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
-now() { date +%s.%N; }
+. bench/lib.sh
 # mbps SECONDS → MB/s of the dump
 mbps() { python3 -c "print(round($bytes / 1e6 / $1))"; }
 # time_cat FILE → seconds to read FILE to /dev/null
 time_cat() { local t0 t1; t0=$(now); cat "$1" > /dev/null; t1=$(now); python3 -c "print($t1 - $t0)"; }
 # median_of CMD... → median over $runs runs of CMD's printed seconds
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 median_of() { local i out=(); for i in $(seq "$runs"); do out+=("$("$@")"); done; median "${out[@]}"; }
 cold_cat() { drop; time_cat "$1"; }
 # time_dc TOOL FILE → seconds of TOOL -dc FILE, cold

@@ -8,8 +8,7 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-500}
 RUNS=${RUNS:-3}
 PROFILE=${PROFILE:-release}
-GARAGE=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
-[ -x "$GARAGE" ] || { echo "garage missing: run scripts/install-deps.sh" >&2; exit 1; }
+. bench/lib.sh
 for t in rclone s3cmd; do command -v $t >/dev/null || { echo "$t missing: run scripts/install-deps.sh" >&2; exit 1; }; done
 
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
@@ -19,30 +18,8 @@ PUT=target/$PROFILE/examples/s3_put
 work=$(mktemp -d /tmp/tierback-bench-s3.XXXXXX)
 cleanup() { [ -n "${gpid:-}" ] && kill "$gpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-S3P=$(port); RPCP=$(port); ADMP=$(port)
-cat > "$work/garage.toml" <<EOT
-metadata_dir = "$work/meta"
-data_dir = "$work/data"
-db_engine = "sqlite"
-replication_factor = 1
-rpc_bind_addr = "127.0.0.1:$RPCP"
-rpc_public_addr = "127.0.0.1:$RPCP"
-rpc_secret = "$(openssl rand -hex 32 2>/dev/null || head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3P"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$ADMP"
-EOT
-export S3_ACCESS_KEY="GK$(head -c12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export S3_SECRET_KEY="$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-GARAGE_DEFAULT_ACCESS_KEY=$S3_ACCESS_KEY GARAGE_DEFAULT_SECRET_KEY=$S3_SECRET_KEY GARAGE_DEFAULT_BUCKET=bench \
-    RUST_LOG=garage=warn "$GARAGE" -c "$work/garage.toml" server --single-node --default-bucket > "$work/garage.log" 2>&1 &
-gpid=$!
-for _ in $(seq 100); do "$GARAGE" -c "$work/garage.toml" bucket info bench >/dev/null 2>&1 && break; sleep 0.2; done
-EP=http://127.0.0.1:$S3P
+start_garage "$work"
+export S3_ACCESS_KEY=$AK S3_SECRET_KEY=$SK
 
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$work/file"
 cat "$work/file" > /dev/null   # page cache warm for everyone

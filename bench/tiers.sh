@@ -11,8 +11,7 @@ size=${1:-1GiB}
 tb="$root/target/release/tierback"
 gen="$root/target/release/examples/gen_sql"
 [ -x "$tb" ] && [ -x "$gen" ] || { echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2; exit 1; }
-GARAGE=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
-[ -x "$GARAGE" ] || { echo "garage missing: run scripts/install-deps.sh" >&2; exit 1; }
+. bench/lib.sh
 
 W=$(mktemp -d /tmp/tierback-bench-tiers.XXXXXX)
 cleanup() {
@@ -22,32 +21,8 @@ cleanup() {
     rm -rf "$W"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
-S3P=$(port); RPCP=$(port); ADMP=$(port)
-cat > "$W/garage.toml" <<EOT
-metadata_dir = "$W/meta"
-data_dir = "$W/data"
-db_engine = "sqlite"
-replication_factor = 1
 # Artifacts are gzip already: a second compression only costs CPU (MinIO does none by default).
-compression_level = "none"
-rpc_bind_addr = "127.0.0.1:$RPCP"
-rpc_public_addr = "127.0.0.1:$RPCP"
-rpc_secret = "$(hex 32)"
-[s3_api]
-s3_region = "garage"
-api_bind_addr = "127.0.0.1:$S3P"
-root_domain = ".s3.garage.localhost"
-[admin]
-api_bind_addr = "127.0.0.1:$ADMP"
-EOT
-AK="GK$(hex 12)"; SK="$(hex 32)"
-GARAGE_DEFAULT_ACCESS_KEY=$AK GARAGE_DEFAULT_SECRET_KEY=$SK GARAGE_DEFAULT_BUCKET=bench \
-    RUST_LOG=garage=warn "$GARAGE" -c "$W/garage.toml" server --single-node --default-bucket > "$W/garage.log" 2>&1 &
-gpid=$!
-for _ in $(seq 100); do "$GARAGE" -c "$W/garage.toml" bucket info bench >/dev/null 2>&1 && break; sleep 0.2; done
-EP=http://127.0.0.1:$S3P
+start_garage "$W" 'compression_level = "none"'
 
 "$gen" "$size" 3 > "$W/dump.sql"
 export TB_AK=$AK TB_SK=$SK
@@ -75,7 +50,6 @@ gz=$(find "$W/local/shop" -name '*.sql.gz')
 stored=$(stat -c %s "$gz")
 cat "$gz" > /dev/null
 
-now() { date +%s.%N; }
 secs() { local t0 t1; t0=$(now); "$@" > /dev/null 2> "$W/err" || { cat "$W/err" >&2; exit 1; }; t1=$(now); python3 -c "print($t1 - $t0)"; }
 t_sync=$(secs "$tb" sync)
 export RCLONE_CONFIG_G_TYPE=s3 RCLONE_CONFIG_G_PROVIDER=Other RCLONE_CONFIG_G_ENDPOINT=$EP \
@@ -101,11 +75,9 @@ mkdir -p "$W/mnt"
 "$tb" mount "$W/mnt" --daemon
 local_path=$("$tb" list --json | python3 -c 'import json,sys; a=json.load(sys.stdin)[0]; print("shop/local/%s/%s" % (a["key"].split("/")[1], a["file"]))')
 minio_path=${local_path/\/local\//\/minio\/}
-drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 mpid=$(pgrep -f "tierback mount $W/mnt" | head -1)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system ticks
 # Medians of RUNS (default 3) alternating cold reads: single runs vary by ±10 % on a shared machine.
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 locals=(); minios=(); m_ticks=0; g_ticks=0; t_all=0
 for _ in $(seq "${RUNS:-3}"); do
     drop; locals+=("$(secs cat "$W/mnt/$local_path")")
