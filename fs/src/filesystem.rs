@@ -493,9 +493,16 @@ impl Filesystem {
         }
         let first = index.block_of(offset);
         let last = index.block_of(end - 1);
+        let key = |block| BlockKey {
+            copy: copy.ino,
+            block,
+        };
         if first == last {
             let block = self.shared.block(&copy, first)?;
             let base = index.raw_offset(first);
+            self.shared
+                .cache
+                .delivered(key(first), (end - offset) as usize);
             return Ok(ReadData::Slice(
                 block,
                 (offset - base) as usize..(end - base) as usize,
@@ -510,6 +517,14 @@ impl Filesystem {
             out.extend_from_slice(&block[from as usize..to as usize]);
         }
         debug_assert_eq!(out.len() as u64, end - offset);
+        // Counted only once the whole read succeeded: a failed read delivered nothing.
+        for b in first..=last {
+            let base = index.raw_offset(b);
+            let len = index.entries[b].raw_len as u64;
+            self.shared
+                .cache
+                .delivered(key(b), (end.min(base + len) - offset.max(base)) as usize);
+        }
         Ok(ReadData::Owned(out))
     }
 
