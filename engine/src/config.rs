@@ -210,6 +210,17 @@ pub enum Driver {
         port: u16,
         password: Option<SecretRef>,
     },
+    /// Collection snapshots (and a full one) through Qdrant's REST API.
+    Qdrant {
+        url: String,
+        api_key: Option<SecretRef>,
+        collections: Option<Vec<String>>,
+        full: bool,
+    },
+    /// A Raft snapshot through Vault's API.
+    Vault { url: String, token: SecretRef },
+    /// Every workflow through n8n's public API.
+    N8n { url: String, api_key: SecretRef },
 }
 
 impl Driver {
@@ -219,12 +230,15 @@ impl Driver {
             Driver::Files { .. } => "files",
             Driver::Postgres { .. } => "postgres",
             Driver::Redis { .. } => "redis",
+            Driver::Qdrant { .. } => "qdrant",
+            Driver::Vault { .. } => "vault",
+            Driver::N8n { .. } => "n8n",
         }
     }
 }
 
 /// Every driver, with the service keys that only it takes.
-const DRIVER_KEYS: [(&str, &[&str]); 4] = [
+const DRIVER_KEYS: [(&str, &[&str]); 7] = [
     ("command", &["command", "artifact", "extension", "env"]),
     ("files", &["paths"]),
     (
@@ -232,6 +246,9 @@ const DRIVER_KEYS: [(&str, &[&str]); 4] = [
         &["host", "port", "user", "password", "databases", "globals"],
     ),
     ("redis", &["host", "port", "password"]),
+    ("qdrant", &["url", "api_key", "collections", "full"]),
+    ("vault", &["url", "token"]),
+    ("n8n", &["url", "api_key"]),
 ];
 
 /// A TCP port, or `default` when absent.
@@ -258,6 +275,27 @@ fn check_port(
 }
 
 /// An optional secret reference (`env:`, `file:`, `vault:`).
+/// An http(s) base URL, or `default` when absent.
+fn check_url(
+    url: Option<Spanned<String>>,
+    default: &str,
+    service: &str,
+) -> std::result::Result<String, (std::ops::Range<usize>, String)> {
+    match url {
+        None => Ok(default.to_owned()),
+        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
+            Ok(u.into_inner())
+        }
+        Some(u) => Err((
+            u.span(),
+            format!(
+                "[services.{service}] url {:?} is not an http:// or https:// URL",
+                u.get_ref()
+            ),
+        )),
+    }
+}
+
 fn secret_opt(
     value: Option<Spanned<String>>,
 ) -> std::result::Result<Option<SecretRef>, (std::ops::Range<usize>, String)> {
@@ -390,6 +428,12 @@ struct RawService {
     password: Option<Spanned<String>>,
     databases: Option<Spanned<Vec<String>>>,
     globals: Option<bool>,
+    // qdrant, vault, n8n
+    url: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+    collections: Option<Spanned<Vec<String>>>,
+    full: Option<bool>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -673,6 +717,11 @@ impl Config {
                 ("password", s.password.is_some()),
                 ("databases", s.databases.is_some()),
                 ("globals", s.globals.is_some()),
+                ("url", s.url.is_some()),
+                ("api_key", s.api_key.is_some()),
+                ("token", s.token.is_some()),
+                ("collections", s.collections.is_some()),
+                ("full", s.full.is_some()),
             ];
             let misplaced = set_keys
                 .into_iter()
@@ -788,6 +837,57 @@ impl Config {
                         .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
                     port: check_port(s.port, 6379, &name).map_err(|(sp, m)| at(sp, m))?,
                     password: secret_opt(s.password).map_err(|(sp, m)| at(sp, m))?,
+                },
+                "qdrant" => {
+                    let collections = match s.collections {
+                        Some(c) => {
+                            if c.get_ref().is_empty() {
+                                return Err(at(
+                                    c.span(),
+                                    format!(
+                                        "[services.{name}] collections is empty (leave it out for every collection)"
+                                    ),
+                                ));
+                            }
+                            for col in c.get_ref() {
+                                crate::id::validate_file_part(col, "collection name")
+                                    .map_err(|e| at(c.span(), format!("[services.{name}] {e}")))?;
+                            }
+                            Some(c.into_inner())
+                        }
+                        None => None,
+                    };
+                    Driver::Qdrant {
+                        url: check_url(s.url, "http://127.0.0.1:6333", &name)
+                            .map_err(|(sp, m)| at(sp, m))?,
+                        api_key: secret_opt(s.api_key).map_err(|(sp, m)| at(sp, m))?,
+                        collections,
+                        full: s.full.unwrap_or(true),
+                    }
+                }
+                "vault" => Driver::Vault {
+                    url: check_url(s.url, "http://127.0.0.1:8200", &name)
+                        .map_err(|(sp, m)| at(sp, m))?,
+                    token: secret_opt(s.token)
+                        .map_err(|(sp, m)| at(sp, m))?
+                        .ok_or_else(|| {
+                            at(
+                                span.clone(),
+                                format!("[services.{name}] driver \"vault\" needs `token`"),
+                            )
+                        })?,
+                },
+                "n8n" => Driver::N8n {
+                    url: check_url(s.url, "http://127.0.0.1:5678", &name)
+                        .map_err(|(sp, m)| at(sp, m))?,
+                    api_key: secret_opt(s.api_key)
+                        .map_err(|(sp, m)| at(sp, m))?
+                        .ok_or_else(|| {
+                            at(
+                                span.clone(),
+                                format!("[services.{name}] driver \"n8n\" needs `api_key`"),
+                            )
+                        })?,
                 },
                 other => {
                     return Err(at(

@@ -4,9 +4,13 @@
 
 pub mod command;
 pub mod files;
+pub mod http;
+pub mod n8n;
 pub mod postgres;
 pub mod process;
+pub mod qdrant;
 pub mod redis;
+pub mod vault;
 
 use std::io::Read;
 
@@ -84,6 +88,28 @@ pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
             host: host.clone(),
             port: *port,
             password: password.clone(),
+        }),
+        Driver::Qdrant {
+            url,
+            api_key,
+            collections,
+            full,
+        } => Box::new(qdrant::QdrantSource {
+            service: name,
+            url: url.clone(),
+            api_key: api_key.clone(),
+            collections: collections.clone(),
+            full: *full,
+        }),
+        Driver::Vault { url, token } => Box::new(vault::VaultSource {
+            service: name,
+            url: url.clone(),
+            token: token.clone(),
+        }),
+        Driver::N8n { url, api_key } => Box::new(n8n::N8nSource {
+            service: name,
+            url: url.clone(),
+            api_key: api_key.clone(),
         }),
     }
 }

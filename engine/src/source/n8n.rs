@@ -1,0 +1,94 @@
+//! `driver = "n8n"`: every workflow (`workflows_HHMMSS.json`) through n8n's public REST API
+//! (`GET /api/v1/workflows`, followed page by page through `nextCursor`), written as one JSON
+//! array — the shape of `n8n export:workflow --all`, so `n8n import:workflow --input=FILE`
+//! restores it. The API key reaches n8n in the `X-N8N-API-KEY` header only. Credentials are not
+//! exported: the public API never returns their secrets.
+
+use std::io::{Cursor, Read};
+
+use super::http::{Api, encode};
+use super::{ArtifactPlan, Dump, Facts, Source};
+use crate::Result;
+use crate::secret::SecretRef;
+
+/// Workflows per page (the API's maximum).
+const PAGE: usize = 250;
+/// A cursor loop longer than this is a server bug, not a big instance.
+const MAX_PAGES: usize = 100_000;
+
+pub struct N8nSource {
+    pub service: String,
+    pub url: String,
+    pub api_key: SecretRef,
+}
+
+impl Source for N8nSource {
+    fn driver(&self) -> &'static str {
+        "n8n"
+    }
+
+    fn plan(&self) -> Result<Vec<ArtifactPlan>> {
+        Ok(vec![ArtifactPlan {
+            stem: "workflows".into(),
+            extension: "json".into(),
+        }])
+    }
+
+    fn open(&self, _artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
+        let api = Api::new(
+            &self.service,
+            &self.url,
+            Some(("X-N8N-API-KEY", self.api_key.resolve()?)),
+        );
+        let mut workflows = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let mut path = format!("/api/v1/workflows?limit={PAGE}");
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={}", encode(c)));
+            }
+            let page = api.json("GET", &path)?;
+            let data = page["data"]
+                .as_array()
+                .ok_or_else(|| api.fail(format!("GET {path}: no data array in the answer")))?;
+            workflows.extend(data.iter().cloned());
+            cursor = page["nextCursor"]
+                .as_str()
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned);
+            if cursor.is_none() {
+                let active = workflows.iter().filter(|w| w["active"] == true).count();
+                let mut facts = Facts::new();
+                facts.insert("workflow_count".into(), workflows.len().into());
+                facts.insert("active_workflows".into(), active.into());
+                let mut json = serde_json::to_vec_pretty(&workflows)
+                    .map_err(|e| api.fail(format!("encoding the workflows: {e}")))?;
+                json.push(b'\n');
+                return Ok(Box::new(JsonDump {
+                    data: Cursor::new(json),
+                    facts,
+                }));
+            }
+        }
+        Err(api.fail(format!(
+            "GET /api/v1/workflows: still a nextCursor after {MAX_PAGES} pages"
+        )))
+    }
+}
+
+struct JsonDump {
+    data: Cursor<Vec<u8>>,
+    facts: Facts,
+}
+
+impl Read for JsonDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.data.read(buf)
+    }
+}
+
+impl Dump for JsonDump {
+    fn finish(self: Box<Self>) -> Result<Facts> {
+        Ok(self.facts)
+    }
+}

@@ -1,0 +1,172 @@
+//! `driver = "qdrant"`: a snapshot of each collection (`<collection>_HHMMSS.snapshot`) and, unless
+//! `full = false`, a full-storage snapshot (`full_cluster_HHMMSS.snapshot`), through Qdrant's
+//! REST API: create (`POST …/snapshots?wait=true`), download, delete. The server announces each
+//! snapshot's size and SHA-256; a download that differs is an error and nothing is kept. The
+//! snapshot is deleted from the server once downloaded (or abandoned), so Qdrant's disk does not
+//! fill with copies. The API key reaches Qdrant in the `api-key` header only.
+//!
+//! Restore: a collection snapshot through `PUT /collections/{c}/snapshots/recover` or the upload
+//! endpoint; a full snapshot only at startup (`qdrant --storage-snapshot FILE`).
+
+use std::io::Read;
+use std::sync::Arc;
+
+use super::http::{Api, Download, Expected, encode};
+use super::{ArtifactPlan, Dump, Facts, Source};
+use crate::Result;
+use crate::secret::SecretRef;
+
+/// The stem of the full-storage snapshot.
+pub const FULL: &str = "full_cluster";
+
+pub struct QdrantSource {
+    pub service: String,
+    pub url: String,
+    pub api_key: Option<SecretRef>,
+    /// None: every collection the server has.
+    pub collections: Option<Vec<String>>,
+    pub full: bool,
+}
+
+impl QdrantSource {
+    fn api(&self) -> Result<Api> {
+        let auth = match &self.api_key {
+            Some(k) => Some(("api-key", k.resolve()?)),
+            None => None,
+        };
+        Ok(Api::new(&self.service, &self.url, auth))
+    }
+}
+
+impl Source for QdrantSource {
+    fn driver(&self) -> &'static str {
+        "qdrant"
+    }
+
+    fn plan(&self) -> Result<Vec<ArtifactPlan>> {
+        let api = self.api()?;
+        let names = match &self.collections {
+            Some(c) => c.clone(),
+            None => {
+                let listed = api.json("GET", "/collections")?;
+                listed["result"]["collections"]
+                    .as_array()
+                    .ok_or_else(|| api.fail("GET /collections: no result.collections".into()))?
+                    .iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            }
+        };
+        let mut plan = Vec::new();
+        for name in names {
+            crate::id::validate_file_part(&name, "collection name")
+                .map_err(|e| api.fail(format!("collection {name:?} cannot name a file: {e}")))?;
+            if name == FULL && self.full {
+                return Err(api.fail(format!(
+                    "a collection named {FULL:?} would clash with the full snapshot; set full = false"
+                )));
+            }
+            plan.push(ArtifactPlan {
+                stem: name,
+                extension: "snapshot".into(),
+            });
+        }
+        if self.full {
+            plan.push(ArtifactPlan {
+                stem: FULL.into(),
+                extension: "snapshot".into(),
+            });
+        }
+        if plan.is_empty() {
+            return Err(api.fail(
+                "the server has no collections and full = false: nothing to back up".into(),
+            ));
+        }
+        Ok(plan)
+    }
+
+    fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
+        let api = Arc::new(self.api()?);
+        let mut facts = Facts::new();
+        if let Ok(about) = api.json("GET", "/")
+            && let Some(v) = about["version"].as_str()
+        {
+            facts.insert("qdrant_version".into(), v.into());
+        }
+        let base = if artifact.stem == FULL {
+            "/snapshots".to_owned()
+        } else {
+            let collection = format!("/collections/{}", encode(&artifact.stem));
+            let info = api.json("GET", &collection)?;
+            if let Some(n) = info["result"]["points_count"].as_u64() {
+                facts.insert("points_count".into(), n.into());
+            }
+            facts.insert("collection".into(), artifact.stem.clone().into());
+            format!("{collection}/snapshots")
+        };
+        let created = api.json("POST", &format!("{base}?wait=true"))?;
+        let snapshot = &created["result"];
+        let name = snapshot["name"]
+            .as_str()
+            .ok_or_else(|| api.fail(format!("POST {base}: no result.name in the answer")))?
+            .to_owned();
+        facts.insert("snapshot".into(), name.clone().into());
+        let path = format!("{base}/{}", encode(&name));
+        let expect = Expected {
+            size: snapshot["size"].as_u64(),
+            sha256: snapshot["checksum"].as_str().map(str::to_owned),
+        };
+        let download = match api.download(&path, expect) {
+            Ok(d) => d,
+            Err(e) => {
+                delete(&api, &path);
+                return Err(e);
+            }
+        };
+        Ok(Box::new(SnapshotDump {
+            api,
+            path,
+            download,
+            facts: Some(facts),
+        }))
+    }
+}
+
+/// Deletes a snapshot from the server; a failure leaves a file on Qdrant's disk, not a bad backup.
+fn delete(api: &Api, path: &str) {
+    if let Err(e) = api.json("DELETE", path) {
+        tracing::warn!("could not delete the snapshot from Qdrant (delete it by hand): {e}");
+    }
+}
+
+struct SnapshotDump {
+    api: Arc<Api>,
+    path: String,
+    download: Download,
+    /// Taken by `finish`; while present, drop deletes the snapshot.
+    facts: Option<Facts>,
+}
+
+impl Read for SnapshotDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.download.read(buf)
+    }
+}
+
+impl Dump for SnapshotDump {
+    fn finish(mut self: Box<Self>) -> Result<Facts> {
+        let mut facts = self.facts.take().unwrap_or_default();
+        let checked = self.download.check();
+        delete(&self.api, &self.path);
+        facts.extend(checked?);
+        Ok(facts)
+    }
+}
+
+impl Drop for SnapshotDump {
+    fn drop(&mut self) {
+        if self.facts.is_some() {
+            delete(&self.api, &self.path);
+        }
+    }
+}
