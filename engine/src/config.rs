@@ -221,6 +221,16 @@ pub enum Driver {
     Vault { url: String, token: SecretRef },
     /// Every workflow through n8n's public API.
     N8n { url: String, api_key: SecretRef },
+    /// Each bucket of an S3-compatible server, mirrored into a tar.
+    Minio {
+        endpoint: String,
+        region: String,
+        access_key: SecretRef,
+        secret_key: SecretRef,
+        buckets: Option<Vec<String>>,
+        /// The buckets the config's s3 tiers write to (never taken when listing all).
+        exclude: Vec<String>,
+    },
 }
 
 impl Driver {
@@ -233,12 +243,13 @@ impl Driver {
             Driver::Qdrant { .. } => "qdrant",
             Driver::Vault { .. } => "vault",
             Driver::N8n { .. } => "n8n",
+            Driver::Minio { .. } => "minio",
         }
     }
 }
 
 /// Every driver, with the service keys that only it takes.
-const DRIVER_KEYS: [(&str, &[&str]); 7] = [
+const DRIVER_KEYS: [(&str, &[&str]); 8] = [
     ("command", &["command", "artifact", "extension", "env"]),
     ("files", &["paths"]),
     (
@@ -249,6 +260,10 @@ const DRIVER_KEYS: [(&str, &[&str]); 7] = [
     ("qdrant", &["url", "api_key", "collections", "full"]),
     ("vault", &["url", "token"]),
     ("n8n", &["url", "api_key"]),
+    (
+        "minio",
+        &["endpoint", "region", "access_key", "secret_key", "buckets"],
+    ),
 ];
 
 /// A TCP port, or `default` when absent.
@@ -434,6 +449,12 @@ struct RawService {
     token: Option<Spanned<String>>,
     collections: Option<Spanned<Vec<String>>>,
     full: Option<bool>,
+    // minio
+    endpoint: Option<Spanned<String>>,
+    region: Option<String>,
+    access_key: Option<Spanned<String>>,
+    secret_key: Option<Spanned<String>>,
+    buckets: Option<Spanned<Vec<String>>>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -722,6 +743,11 @@ impl Config {
                 ("token", s.token.is_some()),
                 ("collections", s.collections.is_some()),
                 ("full", s.full.is_some()),
+                ("endpoint", s.endpoint.is_some()),
+                ("region", s.region.is_some()),
+                ("access_key", s.access_key.is_some()),
+                ("secret_key", s.secret_key.is_some()),
+                ("buckets", s.buckets.is_some()),
             ];
             let misplaced = set_keys
                 .into_iter()
@@ -889,6 +915,49 @@ impl Config {
                             )
                         })?,
                 },
+                "minio" => {
+                    let need = |v: Option<Spanned<String>>, key: &str| {
+                        secret_opt(v).map_err(|(sp, m)| at(sp, m))?.ok_or_else(|| {
+                            at(
+                                span.clone(),
+                                format!("[services.{name}] driver \"minio\" needs `{key}`"),
+                            )
+                        })
+                    };
+                    let buckets = match s.buckets {
+                        Some(b) => {
+                            if b.get_ref().is_empty() {
+                                return Err(at(
+                                    b.span(),
+                                    format!(
+                                        "[services.{name}] buckets is empty (leave it out for every bucket)"
+                                    ),
+                                ));
+                            }
+                            for bucket in b.get_ref() {
+                                crate::id::validate_file_part(bucket, "bucket name")
+                                    .map_err(|e| at(b.span(), format!("[services.{name}] {e}")))?;
+                            }
+                            Some(b.into_inner())
+                        }
+                        None => None,
+                    };
+                    Driver::Minio {
+                        endpoint: check_url(s.endpoint, "http://127.0.0.1:9000", &name)
+                            .map_err(|(sp, m)| at(sp, m))?,
+                        region: s.region.unwrap_or_else(|| "us-east-1".into()),
+                        access_key: need(s.access_key, "access_key")?,
+                        secret_key: need(s.secret_key, "secret_key")?,
+                        buckets,
+                        exclude: tiers
+                            .iter()
+                            .filter_map(|t| match &t.kind {
+                                TierKind::S3 { bucket, .. } => Some(bucket.clone()),
+                                _ => None,
+                            })
+                            .collect(),
+                    }
+                }
                 other => {
                     return Err(at(
                         s.driver.span(),
@@ -1245,5 +1314,15 @@ extension = "txt"
         let c = parse(EXAMPLE_CONFIG).unwrap();
         assert!(c.services.len() >= 2);
         assert_eq!(c.tiers.len(), 3);
+        // The minio service never mirrors the bucket the minio tier writes backups to.
+        let minio = c
+            .services
+            .values()
+            .find(|s| s.driver.name() == "minio")
+            .unwrap();
+        let Driver::Minio { exclude, .. } = &minio.driver else {
+            unreachable!()
+        };
+        assert_eq!(exclude, &["backups"]);
     }
 }

@@ -6,7 +6,7 @@
 //!   needed), every table's rows counted against the dump's own counts, then dropped. The
 //!   globals are not replayed: roles are cluster-wide and would change the live server.
 //! - redis: the RDB checked by `redis-check-rdb`.
-//! - files: the tar listed by `tar -t`, its entry count against the recorded one.
+//! - files, minio: the tar listed by `tar -t`, its entry count against the recorded one.
 //! - qdrant: the snapshot listed by `tar -t` (replaying would create a collection on the live
 //!   server).
 //! - vault: the snapshot unpacked and its `SHA256SUMS` checked by `sha256sum -c`.
@@ -80,7 +80,8 @@ pub fn test_artifact(
                 Outcome::Failed(format!("redis-check-rdb: {}", last_lines(&text, 5)))
             })
         }
-        Driver::Files { .. } => {
+        // A bucket mirror is a tar like a files backup, with its object count as `entries`.
+        Driver::Files { .. } | Driver::Minio { .. } => {
             let (status, listed) = tar_list(reader, threads, false)?;
             let recorded = artifact.facts["entries"].as_u64();
             Ok(match (status.success(), recorded) {

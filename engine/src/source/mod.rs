@@ -5,6 +5,7 @@
 pub mod command;
 pub mod files;
 pub mod http;
+pub mod minio;
 pub mod n8n;
 pub mod postgres;
 pub mod process;
@@ -110,6 +111,22 @@ pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
             service: name,
             url: url.clone(),
             api_key: api_key.clone(),
+        }),
+        Driver::Minio {
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+            buckets,
+            exclude,
+        } => Box::new(minio::MinioSource {
+            service: name,
+            endpoint: endpoint.clone(),
+            region: region.clone(),
+            access_key: access_key.clone(),
+            secret_key: secret_key.clone(),
+            buckets: buckets.clone(),
+            exclude: exclude.clone(),
         }),
     }
 }

@@ -165,6 +165,23 @@ impl S3Store {
         &self.bucket
     }
 
+    /// The names of every bucket the credentials can list (for the minio source).
+    pub fn list_buckets(&self) -> Result<Vec<String>> {
+        self.run("LIST BUCKETS", "", async {
+            let out = self
+                .client
+                .list_buckets()
+                .send()
+                .await
+                .map_err(|e| self.sdk_error("LIST BUCKETS", "", e))?;
+            Ok(out
+                .buckets()
+                .iter()
+                .filter_map(|b| b.name().map(str::to_owned))
+                .collect())
+        })
+    }
+
     /// The key prefix inside the bucket ("" or ending in '/').
     pub fn prefix(&self) -> &str {
         &self.prefix

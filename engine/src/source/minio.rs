@@ -1,0 +1,225 @@
+//! `driver = "minio"`: each bucket of an S3-compatible server (MinIO, Garage, AWS) mirrored into a
+//! tar, `BUCKET_HHMMSS.tar`, one entry per object under its key (the seed's daily MinIO sync).
+//! Objects are streamed in ranged GETs, never held whole. Without `buckets`, every bucket the
+//! key can list is taken except those this config's s3 tiers write to: backing up the backup
+//! bucket would copy every backup into the next one.
+//!
+//! Restore: `tar -x -C DIR` and `mc mirror DIR ALIAS/BUCKET` (or `aws s3 sync`).
+//! Directory markers (empty objects whose key ends in `/`) are skipped; a key that cannot be a
+//! path (`a//b`, `../x`) fails the backup, naming the key.
+
+use std::io::{PipeReader, Read};
+use std::thread::JoinHandle;
+
+use super::{ArtifactPlan, Dump, Facts, Source};
+use crate::config::{S3Checksums, TierConfig, TierKind};
+use crate::id::TierName;
+use crate::secret::SecretRef;
+use crate::store::Store;
+use crate::store::s3::S3Store;
+use crate::{Error, Result};
+
+/// Bytes fetched per ranged GET.
+const CHUNK: u64 = 8 << 20;
+
+pub struct MinioSource {
+    pub service: String,
+    pub endpoint: String,
+    pub region: String,
+    pub access_key: SecretRef,
+    pub secret_key: SecretRef,
+    /// None: every listable bucket but `exclude`.
+    pub buckets: Option<Vec<String>>,
+    /// The buckets this config's s3 tiers write to.
+    pub exclude: Vec<String>,
+}
+
+impl MinioSource {
+    fn fail(&self, message: String) -> Error {
+        Error::Source {
+            service: self.service.clone(),
+            message,
+            stderr_tail: String::new(),
+        }
+    }
+
+    /// A client for `bucket`, built the way an s3 tier's is (path-style, MinIO-safe checksums).
+    fn store(&self, bucket: &str) -> Result<S3Store> {
+        let tier = TierConfig {
+            name: TierName::new(&self.service)?,
+            kind: TierKind::S3 {
+                endpoint: self.endpoint.clone(),
+                bucket: bucket.to_owned(),
+                region: self.region.clone(),
+                prefix: String::new(),
+                access_key: Some(self.access_key.clone()),
+                secret_key: Some(self.secret_key.clone()),
+                path_style: true,
+                checksums: S3Checksums::WhenRequired,
+                multipart_threshold: u64::MAX,
+                part_size: CHUNK,
+                timeout_secs: 60,
+            },
+            copy: Vec::new(),
+            retention: Default::default(),
+        };
+        S3Store::open(&tier)
+    }
+}
+
+impl Source for MinioSource {
+    fn driver(&self) -> &'static str {
+        "minio"
+    }
+
+    fn plan(&self) -> Result<Vec<ArtifactPlan>> {
+        let buckets = match &self.buckets {
+            Some(b) => b.clone(),
+            None => {
+                let all = self
+                    .store("listing")?
+                    .list_buckets()
+                    .map_err(|e| self.fail(format!("listing buckets: {e}")))?;
+                all.into_iter()
+                    .filter(|b| !self.exclude.contains(b))
+                    .collect()
+            }
+        };
+        if buckets.is_empty() {
+            return Err(self.fail("no bucket to back up (the tiers' buckets are left out)".into()));
+        }
+        buckets
+            .into_iter()
+            .map(|b| {
+                crate::id::validate_file_part(&b, "bucket name")?;
+                Ok(ArtifactPlan {
+                    stem: b,
+                    extension: "tar".into(),
+                })
+            })
+            .collect()
+    }
+
+    fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
+        let bucket = artifact.stem.clone();
+        let store = self.store(&bucket)?;
+        let objects = store
+            .list("")
+            .map_err(|e| self.fail(format!("listing bucket {bucket}: {e}")))?;
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
+        let service = self.service.clone();
+        let producer = std::thread::spawn(move || {
+            write_tar(writer, &store, &objects).map_err(|message| Error::Source {
+                service,
+                message: format!("bucket {bucket}: {message}; nothing was stored"),
+                stderr_tail: String::new(),
+            })
+        });
+        Ok(Box::new(BucketDump {
+            reader,
+            producer: Some(producer),
+        }))
+    }
+}
+
+/// Writes every object of the listing into a tar on `writer`; returns the facts.
+fn write_tar(
+    writer: std::io::PipeWriter,
+    store: &S3Store,
+    objects: &[crate::store::ObjectMeta],
+) -> std::result::Result<Facts, String> {
+    let mut tar = tar::Builder::new(writer);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (mut count, mut bytes, mut markers) = (0u64, 0u64, 0u64);
+    for obj in objects {
+        if obj.key.ends_with('/') && obj.size == 0 {
+            markers += 1;
+            continue;
+        }
+        crate::store::check_key(&obj.key).map_err(|_| {
+            format!(
+                "object key {:?} cannot be a path in a tar (empty, `.` or `..` segments)",
+                obj.key
+            )
+        })?;
+        let mut header = tar::Header::new_gnu();
+        header.set_size(obj.size);
+        header.set_mode(0o644);
+        header.set_mtime(now);
+        header.set_entry_type(tar::EntryType::Regular);
+        let body = ObjectReader {
+            store,
+            key: &obj.key,
+            size: obj.size,
+            offset: 0,
+            chunk: Vec::new(),
+            at: 0,
+        };
+        tar.append_data(&mut header, &obj.key, body)
+            .map_err(|e| format!("object {}: {e}", obj.key))?;
+        count += 1;
+        bytes += obj.size;
+    }
+    tar.finish().map_err(|e| format!("ending the tar: {e}"))?;
+    let mut facts = Facts::new();
+    facts.insert("entries".into(), count.into());
+    facts.insert("object_bytes".into(), bytes.into());
+    if markers > 0 {
+        facts.insert("directory_markers_skipped".into(), markers.into());
+    }
+    Ok(facts)
+}
+
+/// One object as a `Read`, fetched [`CHUNK`] bytes at a time.
+struct ObjectReader<'a> {
+    store: &'a S3Store,
+    key: &'a str,
+    size: u64,
+    offset: u64,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ObjectReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            if self.offset == self.size {
+                return Ok(0);
+            }
+            let len = CHUNK.min(self.size - self.offset);
+            // The object shrank or vanished since the listing: an error, not a short entry.
+            self.chunk = self
+                .store
+                .get_range(self.key, self.offset, len)
+                .map_err(std::io::Error::other)?;
+            self.offset += len;
+            self.at = 0;
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+struct BucketDump {
+    reader: PipeReader,
+    producer: Option<JoinHandle<Result<Facts>>>,
+}
+
+impl Read for BucketDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Dump for BucketDump {
+    fn finish(mut self: Box<Self>) -> Result<Facts> {
+        let producer = self.producer.take().expect("finished once");
+        producer
+            .join()
+            .unwrap_or_else(|_| Err(Error::Invalid("the tar writer panicked".into())))
+    }
+}
