@@ -19,6 +19,7 @@ have pgbench || need+=(postgresql-client-15)
 [ -x /usr/bin/time ] || need+=(time)
 have python3 || need+=(python3)
 have s3cmd || need+=(s3cmd)
+have curl || need+=(curl)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
