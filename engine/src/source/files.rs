@@ -47,7 +47,9 @@ impl Source for FilesSource {
     }
 }
 
-fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> Result<Facts> {
+/// Writes `paths` (files, or directories walked in name order) as a tar on `writer`. `service`
+/// names the service in errors. Used by the files driver and the redis AOF archive.
+pub fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> Result<Facts> {
     let fail = |p: &Path, e: std::io::Error| Error::Source {
         service: service.to_owned(),
         message: format!("archiving {}: {e}", p.display()),
@@ -55,17 +57,11 @@ fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> R
     };
     let mut tar = tar::Builder::new(writer);
     tar.follow_symlinks(false);
-    let mut entries = 0u64;
+    let mut walk = Walk::default();
     for p in paths {
         let name = p.strip_prefix("/").unwrap_or(p);
-        let meta = std::fs::symlink_metadata(p).map_err(|e| fail(p, e))?;
-        if meta.is_dir() {
-            tar.append_dir_all(name, p).map_err(|e| fail(p, e))?;
-            entries += walkdir_count(p);
-        } else {
-            tar.append_path_with_name(p, name).map_err(|e| fail(p, e))?;
-            entries += 1;
-        }
+        walk.append(&mut tar, p, name)
+            .map_err(|(p, e)| fail(&p, e))?;
     }
     tar.finish()
         .map_err(|e| fail(Path::new("<archive end>"), e))?;
@@ -78,22 +74,92 @@ fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> R
             .collect::<Vec<_>>()
             .into(),
     );
-    facts.insert("entries".into(), entries.into());
+    facts.insert("entries".into(), walk.entries.into());
+    if !walk.grew.is_empty() {
+        facts.insert("grew_while_read".into(), walk.grew.into());
+    }
     Ok(facts)
 }
 
-/// Entries under a directory, itself included, symlinks not followed.
-fn walkdir_count(dir: &Path) -> u64 {
-    let mut n = 1;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => n += walkdir_count(&e.path()),
-                _ => n += 1,
+/// What a walk appended.
+#[derive(Default)]
+struct Walk {
+    entries: u64,
+    /// Files that grew while they were read: archived as they were when opened.
+    grew: Vec<String>,
+}
+
+impl Walk {
+    fn append<W: std::io::Write>(
+        &mut self,
+        tar: &mut tar::Builder<W>,
+        path: &Path,
+        name: &Path,
+    ) -> std::result::Result<(), (PathBuf, std::io::Error)> {
+        let at = |e| (path.to_owned(), e);
+        let meta = std::fs::symlink_metadata(path).map_err(at)?;
+        if meta.is_dir() {
+            tar.append_dir(name, path).map_err(at)?;
+            self.entries += 1;
+            let mut children = std::fs::read_dir(path)
+                .and_then(|rd| {
+                    rd.map(|e| e.map(|e| e.file_name()))
+                        .collect::<std::io::Result<Vec<_>>>()
+                })
+                .map_err(at)?;
+            children.sort();
+            for child in children {
+                self.append(tar, &path.join(&child), &name.join(&child))?;
             }
+        } else if meta.is_file() {
+            // Exactly the length seen at open: the tar crate would copy whatever a growing file
+            // holds by the end and misalign every later entry.
+            let file = std::fs::File::open(path).map_err(at)?;
+            let meta = file.metadata().map_err(at)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            let mut exact = Exact {
+                inner: file,
+                left: meta.len(),
+            };
+            tar.append_data(&mut header, name, &mut exact).map_err(at)?;
+            if exact.inner.metadata().map_err(at)?.len() > meta.len() {
+                self.grew.push(path.display().to_string());
+            }
+            self.entries += 1;
+        } else {
+            // Symlinks (as links), fifos, devices: headers only.
+            tar.append_path_with_name(path, name).map_err(at)?;
+            self.entries += 1;
         }
+        Ok(())
     }
-    n
+}
+
+/// The first `left` bytes of a file; a file that ends sooner (shrank) is an error.
+struct Exact {
+    inner: std::fs::File,
+    left: u64,
+}
+
+impl Read for Exact {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file shrank while it was being archived",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
 }
 
 struct TarDump {
@@ -119,6 +185,7 @@ impl Dump for TarDump {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -145,6 +212,7 @@ mod tests {
         dump.read_to_end(&mut bytes).unwrap();
         let facts = dump.finish().unwrap();
         assert_eq!(facts["entries"], 4);
+        assert!(facts.get("grew_while_read").is_none());
 
         let mut archive = tar::Archive::new(&bytes[..]);
         let mut seen = Vec::new();
@@ -168,6 +236,45 @@ mod tests {
         assert!(
             seen.iter().any(|p| p.ends_with("docker-compose.yaml")),
             "{seen:?}"
+        );
+    }
+
+    #[test]
+    fn a_growing_file_is_archived_as_it_was_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("appendonly.aof");
+        std::fs::write(&log, vec![b'a'; 3 << 20]).unwrap();
+        // A writer appends while the archive is read slowly.
+        let (reader, writer) = std::io::pipe().unwrap();
+        let paths = vec![dir.path().to_owned()];
+        let producer = std::thread::spawn(move || write_tar(writer, &paths, "redis"));
+        let mut reader = reader;
+        // Past the directory's and the file's headers: the file has been opened and measured.
+        let mut bytes = vec![0u8; 4096];
+        reader.read_exact(&mut bytes).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(&vec![b'b'; 1 << 20])
+            .unwrap();
+        reader.read_to_end(&mut bytes).unwrap();
+        let facts = producer.join().unwrap().unwrap();
+        assert_eq!(facts["grew_while_read"][0], log.display().to_string());
+
+        let mut archive = tar::Archive::new(&bytes[..]);
+        let mut sizes = Vec::new();
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            sizes.push((e.path().unwrap().display().to_string(), data.len()));
+        }
+        assert!(
+            sizes
+                .iter()
+                .any(|(p, n)| p.ends_with("appendonly.aof") && *n == 3 << 20),
+            "{sizes:?}"
         );
     }
 
