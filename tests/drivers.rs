@@ -185,6 +185,11 @@ struct Redis {
 
 impl Redis {
     fn start(password: &str, dbfile: Option<&Path>) -> Redis {
+        Redis::start_with(password, dbfile, &["--appendonly", "no"])
+    }
+
+    /// `extra` replaces the default `--appendonly no` (e.g. to run with an AOF).
+    fn start_with(password: &str, dbfile: Option<&Path>, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -192,7 +197,8 @@ impl Redis {
         };
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
+            .args(["--save", ""])
+            .args(extra)
             .args(["--repl-diskless-sync-delay", "0"])
             .args(["--requirepass", password])
             .args(["--dir", dir.path().to_str().unwrap()])
@@ -289,4 +295,113 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
     assert!(err.contains("redis"), "{err}");
     assert_eq!(env.tier_files(), before);
     let _ = &redis.dir;
+}
+
+#[test]
+fn redis_aof_archive_pauses_rewrites_and_loads_into_a_fresh_server() {
+    let password = "redis-secret-aof1";
+    let redis = Redis::start_with(
+        password,
+        None,
+        &["--appendonly", "yes", "--auto-aof-rewrite-percentage", "77"],
+    );
+    for i in 0..300 {
+        redis.cli(password, &["SET", &format!("k{i}"), &format!("v{i}")]);
+    }
+    // A rewrite just before the backup: the copy must wait for it, not catch files mid-swap.
+    redis.cli(password, &["BGREWRITEAOF"]);
+    redis.cli(password, &["SET", "after-rewrite", "yes"]);
+    let aof_dir = redis.dir.path().join("appendonlydir");
+    let env = Env::new(&format!(
+        "[services.redis]\ndriver = \"redis\"\nport = {}\npassword = \"env:PW\"\naof_dir = \"{}\"\n",
+        redis.port,
+        aof_dir.display()
+    ));
+    env.ok_with(&["backup", "redis"], &[("PW", password)]);
+    let mut arts = paths(&env, "redis");
+    arts.sort_by(|a, b| a.0.cmp(&b.0));
+    let stems: Vec<_> = arts.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(stems, ["aof_archive", "dump"]);
+    let (_, aof_path, facts) = &arts[0];
+    assert!(aof_path.ends_with(".tar"), "{aof_path}");
+    assert!(facts["entries"].as_u64().unwrap() >= 4, "{facts}");
+    // The rewrite setting is back to what it was.
+    assert_eq!(
+        redis.cli(password, &["CONFIG", "GET", "auto-aof-rewrite-percentage"]),
+        "auto-aof-rewrite-percentage\n77\n"
+    );
+
+    // The archive, unpacked, is an AOF a fresh server loads with every key.
+    let out = env.path().join("restored");
+    std::fs::create_dir(&out).unwrap();
+    let tar = env.path().join("aof.tar");
+    std::fs::write(&tar, env.ok(&["cat", aof_path]).stdout).unwrap();
+    assert!(
+        sh(&format!("tar -xf {} -C {}", tar.display(), out.display()))
+            .status
+            .success()
+    );
+    let restored_dir = out.join(aof_dir.strip_prefix("/").unwrap());
+    let fresh_dir = tempfile::tempdir().unwrap();
+    std::fs::rename(&restored_dir, fresh_dir.path().join("appendonlydir")).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut fresh = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args([
+            "--appendonly",
+            "yes",
+            "--dir",
+            fresh_dir.path().to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let cli = |args: &[&str]| {
+        let o = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cli(&["PING"]) != "PONG" {
+        assert!(Instant::now() < deadline, "the restored AOF did not load");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cli(&["DBSIZE"]), "301");
+    assert_eq!(cli(&["GET", "k123"]), "v123");
+    assert_eq!(cli(&["GET", "after-rewrite"]), "yes");
+    let _ = fresh.kill();
+    let _ = fresh.wait();
+
+    let out = env.ok(&["restore-test", "redis"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("scratch redis-server: 301 keys") && text.contains("redis-check-rdb"),
+        "{text}"
+    );
+
+    // aof_dir against a server without an AOF: named, nothing stored.
+    let plain = Redis::start(password, None);
+    let env2 = Env::new(&format!(
+        "[services.redis]\ndriver = \"redis\"\nport = {}\npassword = \"env:PW\"\naof_dir = \"{}\"\n",
+        plain.port,
+        aof_dir.display()
+    ));
+    let out = env2.run_with(&["backup", "redis"], &[("PW", password)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("appendonly no"), "{err}");
+    assert!(env2.tier_files().is_empty(), "{:?}", env2.tier_files());
 }

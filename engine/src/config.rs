@@ -204,11 +204,12 @@ pub enum Driver {
         databases: Vec<String>,
         globals: bool,
     },
-    /// The RDB snapshot, through `redis-cli --rdb`.
+    /// The RDB snapshot, through `redis-cli --rdb`, and the AOF directory when `aof_dir` is set.
     Redis {
         host: String,
         port: u16,
         password: Option<SecretRef>,
+        aof_dir: Option<PathBuf>,
     },
     /// Collection snapshots (and a full one) through Qdrant's REST API.
     Qdrant {
@@ -256,7 +257,7 @@ const DRIVER_KEYS: [(&str, &[&str]); 8] = [
         "postgres",
         &["host", "port", "user", "password", "databases", "globals"],
     ),
-    ("redis", &["host", "port", "password"]),
+    ("redis", &["host", "port", "password", "aof_dir"]),
     ("qdrant", &["url", "api_key", "collections", "full"]),
     ("vault", &["url", "token"]),
     ("n8n", &["url", "api_key"]),
@@ -443,6 +444,7 @@ struct RawService {
     password: Option<Spanned<String>>,
     databases: Option<Spanned<Vec<String>>>,
     globals: Option<bool>,
+    aof_dir: Option<Spanned<PathBuf>>,
     // qdrant, vault, n8n
     url: Option<Spanned<String>>,
     api_key: Option<Spanned<String>>,
@@ -738,6 +740,7 @@ impl Config {
                 ("password", s.password.is_some()),
                 ("databases", s.databases.is_some()),
                 ("globals", s.globals.is_some()),
+                ("aof_dir", s.aof_dir.is_some()),
                 ("url", s.url.is_some()),
                 ("api_key", s.api_key.is_some()),
                 ("token", s.token.is_some()),
@@ -863,6 +866,7 @@ impl Config {
                         .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
                     port: check_port(s.port, 6379, &name).map_err(|(sp, m)| at(sp, m))?,
                     password: secret_opt(s.password).map_err(|(sp, m)| at(sp, m))?,
+                    aof_dir: s.aof_dir.map(|d| resolve(d.into_inner())),
                 },
                 "qdrant" => {
                     let collections = match s.collections {

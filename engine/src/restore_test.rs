@@ -5,7 +5,8 @@
 //! - postgres: each database into a scratch database on the same server (`CREATE DATABASE`
 //!   needed), every table's rows counted against the dump's own counts, then dropped. The
 //!   globals are not replayed: roles are cluster-wide and would change the live server.
-//! - redis: the RDB checked by `redis-check-rdb`.
+//! - redis: the RDB checked by `redis-check-rdb`; the AOF archive loaded by a scratch
+//!   `redis-server` on a Unix socket (no port, nothing shared with the live server).
 //! - files, minio: the tar listed by `tar -t`, its entry count against the recorded one.
 //! - qdrant: the snapshot listed by `tar -t` (replaying would create a collection on the live
 //!   server).
@@ -21,6 +22,7 @@ use crate::catalog::ArtifactRecord;
 use crate::config::Driver;
 use crate::source::postgres::GLOBALS;
 use crate::source::process::last_lines;
+use crate::source::redis::AOF_ARCHIVE;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +67,7 @@ pub fn test_artifact(
             };
             postgres(&pg, stem, artifact, reader, threads)
         }
+        Driver::Redis { .. } if stem == AOF_ARCHIVE => redis_aof(reader, threads),
         Driver::Redis { .. } => {
             let mut rdb = tempfile::NamedTempFile::new()
                 .map_err(|e| Error::io("creating a scratch file for the RDB", e))?;
@@ -200,6 +203,141 @@ fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome
     } else {
         Outcome::Failed(format!("SHA256SUMS do not match: {said}"))
     })
+}
+
+/// Unpacks an AOF archive and starts a scratch `redis-server` on it: Redis's own loader is the
+/// judge (it accepts a tail cut mid-command, as it would after a crash).
+fn redis_aof(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
+    let scratch = tempfile::Builder::new()
+        .prefix("tierback-restore-test-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a scratch directory", e))?;
+    let root = scratch.path().join("files");
+    std::fs::create_dir(&root).map_err(|e| Error::io("creating a scratch directory", e))?;
+    let mut tar = Command::new("tar")
+        .args(["-xf", "-", "-C"])
+        .arg(&root)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("running tar", e))?;
+    let mut stdin = tar.stdin.take().expect("piped");
+    let copied = reader.copy_to(&mut stdin, threads);
+    drop(stdin);
+    let out = tar
+        .wait_with_output()
+        .map_err(|e| Error::io("waiting for tar", e))?;
+    copied?;
+    if !out.status.success() {
+        return Ok(Outcome::Failed(format!(
+            "the archive does not unpack: {}",
+            last_lines(&String::from_utf8_lossy(&out.stderr), 3)
+        )));
+    }
+    // Redis 7 keeps a directory with a manifest; older versions one appendonly.aof file.
+    let Some(found) = find_aof(&root) else {
+        return Ok(Outcome::Failed(
+            "the archive holds no AOF manifest or appendonly.aof".into(),
+        ));
+    };
+    let (dir, option, name) = match found {
+        Aof::Dir(d) => (
+            d.parent().expect("inside root").to_owned(),
+            "--appenddirname",
+            d.file_name().expect("a name").to_owned(),
+        ),
+        Aof::File(f) => (
+            f.parent().expect("inside root").to_owned(),
+            "--appendfilename",
+            f.file_name().expect("a name").to_owned(),
+        ),
+    };
+    let socket = scratch.path().join("redis.sock");
+    let log = scratch.path().join("redis.log");
+    let server = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "yes"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(&dir)
+        .arg(option)
+        .arg(&name)
+        .arg("--logfile")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut server = match server {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Outcome::Skipped(
+                "redis-server is not installed here: the AOF was not replayed".into(),
+            ));
+        }
+        Err(e) => return Err(Error::io("starting a scratch redis-server", e)),
+    };
+    let cli = |args: &[&str]| {
+        Command::new("redis-cli")
+            .arg("-s")
+            .arg(&socket)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let outcome = loop {
+        if let Ok(Some(status)) = server.try_wait() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            break Outcome::Failed(format!(
+                "redis-server refused the AOF ({status}): {}",
+                last_lines(&log, 3)
+            ));
+        }
+        let loaded = cli(&["INFO", "persistence"])
+            .is_some_and(|info| info.lines().any(|l| l.trim() == "loading:0"));
+        if loaded {
+            let keys = cli(&["DBSIZE"]).unwrap_or_default();
+            break Outcome::Passed(format!(
+                "the AOF loads into a scratch redis-server: {keys} keys"
+            ));
+        }
+        if std::time::Instant::now() > deadline {
+            break Outcome::Failed(
+                "the scratch redis-server did not finish loading in 5 min".into(),
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok(outcome)
+}
+
+enum Aof {
+    Dir(std::path::PathBuf),
+    File(std::path::PathBuf),
+}
+
+/// The first directory holding a `*.manifest`, else the first `appendonly.aof`, under `root`.
+fn find_aof(root: &std::path::Path) -> Option<Aof> {
+    let mut file = None;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".manifest") {
+                return Some(Aof::Dir(dir));
+            } else if name == "appendonly.aof" && file.is_none() {
+                file = Some(Aof::File(path));
+            }
+        }
+    }
+    file
 }
 
 /// How to reach the server a postgres service backs up.

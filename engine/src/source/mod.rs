@@ -84,11 +84,13 @@ pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
             host,
             port,
             password,
+            aof_dir,
         } => Box::new(redis::RedisSource {
             service: name,
             host: host.clone(),
             port: *port,
             password: password.clone(),
+            aof_dir: aof_dir.clone(),
         }),
         Driver::Qdrant {
             url,

@@ -5,20 +5,37 @@
 //! redis-cli writes the RDB to a scratch file, not stdout: on stdout (`--rdb -`) it leaves the
 //! 40-byte end-of-transfer marker of a diskless sync after the data, and that file is not a
 //! valid RDB. The scratch file is deleted when the dump is finished or dropped.
+//!
+//! With `aof_dir`, a second artifact archives the append-only files (`aof_archive_HHMMSS.tar`),
+//! following Redis's documented AOF backup procedure: automatic rewrites are switched off
+//! (`auto-aof-rewrite-percentage 0`), a rewrite in progress is waited out, the directory is
+//! copied, and the setting is put back — also when the copy fails. Files are archived at the
+//! length they had when opened; Redis loads a tail cut mid-command (`aof-load-truncated`).
 
 use std::fs::File;
-use std::io::{Read, Seek};
+use std::io::{PipeReader, Read, Seek};
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::process::{ChildDump, Invocation};
+use super::process::{ChildDump, Invocation, last_lines};
 use super::{ArtifactPlan, Dump, Facts, Source};
-use crate::secret::SecretRef;
+use crate::secret::{Secret, SecretRef};
 use crate::{Error, Result};
+
+/// The stem of the AOF archive.
+pub const AOF_ARCHIVE: &str = "aof_archive";
+
+/// How long a running AOF rewrite may take before the backup gives up waiting.
+const REWRITE_WAIT: Duration = Duration::from_secs(30 * 60);
 
 pub struct RedisSource {
     pub service: String,
     pub host: String,
     pub port: u16,
     pub password: Option<SecretRef>,
+    pub aof_dir: Option<PathBuf>,
 }
 
 impl RedisSource {
@@ -48,13 +65,29 @@ impl Source for RedisSource {
     }
 
     fn plan(&self) -> Result<Vec<ArtifactPlan>> {
-        Ok(vec![ArtifactPlan {
+        let mut plan = vec![ArtifactPlan {
             stem: "dump".into(),
             extension: "rdb".into(),
-        }])
+        }];
+        if self.aof_dir.is_some() {
+            plan.push(ArtifactPlan {
+                stem: AOF_ARCHIVE.into(),
+                extension: "tar".into(),
+            });
+        }
+        Ok(plan)
     }
 
-    fn open(&self, _artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
+    fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
+        match &self.aof_dir {
+            Some(dir) if artifact.stem == AOF_ARCHIVE => self.open_aof(dir),
+            _ => self.open_rdb(),
+        }
+    }
+}
+
+impl RedisSource {
+    fn open_rdb(&self) -> Result<Box<dyn Dump>> {
         let scratch = tempfile::Builder::new()
             .prefix("tierback-redis-")
             .suffix(".rdb")
@@ -90,6 +123,178 @@ impl Source for RedisSource {
             _scratch: scratch,
             facts: Some(facts),
         }))
+    }
+
+    fn cli(&self) -> Result<Cli> {
+        Ok(Cli {
+            service: self.service.clone(),
+            host: self.host.clone(),
+            port: self.port,
+            password: self.password.as_ref().map(|p| p.resolve()).transpose()?,
+        })
+    }
+
+    fn open_aof(&self, dir: &std::path::Path) -> Result<Box<dyn Dump>> {
+        let cli = self.cli()?;
+        if cli.config_get("appendonly")? != "yes" {
+            return Err(cli.fail(format!(
+                "aof_dir is {} but the server runs with appendonly no: it writes no AOF",
+                dir.display()
+            )));
+        }
+        if !dir.is_dir() && !dir.is_file() {
+            return Err(cli.fail(format!(
+                "aof_dir {} does not exist here (the server's `dir` + `appenddirname`, as this machine sees it)",
+                dir.display()
+            )));
+        }
+        let percentage = cli.config_get("auto-aof-rewrite-percentage")?;
+        cli.run(&["CONFIG", "SET", "auto-aof-rewrite-percentage", "0"])?;
+        let pause = RewritePause {
+            cli,
+            percentage,
+            restored: false,
+        };
+        pause.wait_for_rewrites()?;
+        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
+        let paths = vec![dir.to_owned()];
+        let service = self.service.clone();
+        let producer =
+            std::thread::spawn(move || super::files::write_tar(writer, &paths, &service));
+        Ok(Box::new(AofDump {
+            reader,
+            producer: Some(producer),
+            pause,
+        }))
+    }
+}
+
+/// `redis-cli -e` against the service's server (the password in `REDISCLI_AUTH`).
+struct Cli {
+    service: String,
+    host: String,
+    port: u16,
+    password: Option<Secret>,
+}
+
+impl Cli {
+    fn fail(&self, message: String) -> Error {
+        Error::Source {
+            service: self.service.clone(),
+            message,
+            stderr_tail: String::new(),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let mut cmd = Command::new("redis-cli");
+        // -e: an error reply is a non-zero exit (redis-cli exits 0 otherwise).
+        cmd.args(["-e", "-h", &self.host, "-p", &self.port.to_string()])
+            .args(args);
+        if let Some(p) = &self.password {
+            cmd.env("REDISCLI_AUTH", p.expose());
+        }
+        let out = cmd
+            .output()
+            .map_err(|e| self.fail(format!("cannot run redis-cli: {e}")))?;
+        if !out.status.success() {
+            return Err(Error::Source {
+                service: self.service.clone(),
+                message: format!("redis-cli {} failed", args.join(" ")),
+                stderr_tail: last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The value of one config parameter (`CONFIG GET` prints the name, then the value).
+    fn config_get(&self, name: &str) -> Result<String> {
+        let out = self.run(&["CONFIG", "GET", name])?;
+        out.lines()
+            .nth(1)
+            .map(str::to_owned)
+            .ok_or_else(|| self.fail(format!("CONFIG GET {name}: no value in the answer")))
+    }
+}
+
+/// Automatic AOF rewrites switched off for the copy; dropping it switches them back on.
+struct RewritePause {
+    cli: Cli,
+    percentage: String,
+    restored: bool,
+}
+
+impl RewritePause {
+    /// Waits until no rewrite runs or is scheduled (files would be replaced under the copy).
+    fn wait_for_rewrites(&self) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let info = self.cli.run(&["INFO", "persistence"])?;
+            let busy = info.lines().any(|l| {
+                let l = l.trim();
+                l == "aof_rewrite_in_progress:1" || l == "aof_rewrite_scheduled:1"
+            });
+            if !busy {
+                return Ok(());
+            }
+            if start.elapsed() > REWRITE_WAIT {
+                return Err(self.cli.fail(format!(
+                    "an AOF rewrite still runs after {} min; try again later",
+                    REWRITE_WAIT.as_secs() / 60
+                )));
+            }
+            tracing::info!(service = %self.cli.service, "waiting for the server's AOF rewrite to end");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        self.restored = true;
+        self.cli
+            .run(&[
+                "CONFIG",
+                "SET",
+                "auto-aof-rewrite-percentage",
+                &self.percentage,
+            ])
+            .map(drop)
+    }
+}
+
+impl Drop for RewritePause {
+    fn drop(&mut self) {
+        if !self.restored
+            && let Err(e) = self.restore()
+        {
+            tracing::error!(
+                service = %self.cli.service,
+                "could not switch AOF rewrites back on: run CONFIG SET auto-aof-rewrite-percentage {} by hand: {e}",
+                self.percentage
+            );
+        }
+    }
+}
+
+struct AofDump {
+    reader: PipeReader,
+    producer: Option<JoinHandle<Result<Facts>>>,
+    pause: RewritePause,
+}
+
+impl Read for AofDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl Dump for AofDump {
+    fn finish(mut self: Box<Self>) -> Result<Facts> {
+        let producer = self.producer.take().expect("finish is called once");
+        let facts = producer
+            .join()
+            .map_err(|_| Error::Invalid("the tar thread panicked".into()))?;
+        self.pause.restore()?;
+        facts
     }
 }
 
