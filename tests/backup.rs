@@ -360,3 +360,74 @@ fn secrets_stay_out_of_catalog_logs_and_argv() {
         }
     }
 }
+
+/// A tmpfs mounted over a directory for the life of the guard (tests run as root).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = sh(&format!(
+            "mount -t tmpfs -o size={size} tmpfs {}",
+            dir.display()
+        ));
+        assert!(
+            out.status.success(),
+            "mount tmpfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk(dir.to_owned())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l {}", self.0.display()));
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_backup_promptly_and_leaves_nothing() {
+    // Sources still producing when the disk fills up: a command and a tar of files. The backup
+    // must stop them and fail with the disk's error, not wait for them forever.
+    let env = Env::new("");
+    let big = env.path().join("big");
+    std::fs::create_dir(&big).unwrap();
+    std::fs::write(
+        big.join("random.bin"),
+        sh("head -c 24000000 /dev/urandom").stdout,
+    )
+    .unwrap();
+    env.write_config(&format!(
+        "{}\n[services.files]\ndriver = \"files\"\npaths = [\"{}\"]\n",
+        command_service(
+            "stream",
+            r#"["head", "-c", "200000000", "/dev/urandom"]"#,
+            "bin"
+        ),
+        big.display()
+    ));
+    let _disk = SmallDisk::mount(&env.local_tier(), "4m");
+    for service in ["stream", "files"] {
+        let started = Instant::now();
+        // Under `timeout`: a regression hangs here, and should fail rather than stall the suite.
+        let out = std::process::Command::new("timeout")
+            .arg("120")
+            .arg(tierback_tests::tierback_bin())
+            .arg("--config")
+            .arg(env.config())
+            .args(["backup", service])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{service}: {err}");
+        assert!(err.contains("No space left on device"), "{service}: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{service} took {:?}",
+            started.elapsed()
+        );
+        assert!(env.tier_files().is_empty(), "{:?}", env.tier_files());
+    }
+}

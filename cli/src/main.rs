@@ -8,10 +8,17 @@ mod output;
 use clap::Parser;
 
 fn main() {
-    // Behave like other Unix tools in a pipeline (`tierback cat … | head`).
-    // SAFETY: resetting a signal disposition at startup, before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = args::Cli::parse();
+    // Commands that only print behave like other Unix tools in a pipeline (`tierback cat … |
+    // head` ends quietly). The others keep SIGPIPE ignored: they write into pipes of their own
+    // (a tar producer, `tar`/`psql` in a restore test) and must see EPIPE as an error, not die.
+    if matches!(
+        args.command,
+        args::Command::Cat { .. } | args::Command::List { .. } | args::Command::Status { .. }
+    ) {
+        // SAFETY: resetting a signal disposition at startup, before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // A daemon's stderr becomes its log file: no colour codes in it.
     let daemon = matches!(args.command, args::Command::Mount { daemon: true, .. });
     output::init_logging(args.verbose, args.quiet, !daemon);

@@ -152,11 +152,7 @@ fn take(
             progress.done();
             let written = match written {
                 Ok(w) => w,
-                Err(e) => {
-                    // The source's own failure (exit status, stderr) explains more than a
-                    // broken pipe does.
-                    return Err(dump.finish().err().unwrap_or(e));
-                }
+                Err(e) => return Err(dump.abandon().unwrap_or(e)),
             };
             let facts = dump.finish()?;
             let out = out

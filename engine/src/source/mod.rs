@@ -40,6 +40,14 @@ pub trait Source {
 /// finishes cleanly may be kept. Dropping an unfinished dump stops its producer.
 pub trait Dump: Read + Send {
     fn finish(self: Box<Self>) -> Result<Facts>;
+
+    /// The reader stopped before the end with its own error (a full disk, say): stop the
+    /// producer and return the source's own failure if it had already failed, which explains
+    /// more. Must not block: a producer still writing into a full pipe would never end. The
+    /// default drops the dump (producers see a closed pipe and stop).
+    fn abandon(self: Box<Self>) -> Option<crate::Error> {
+        None
+    }
 }
 
 /// The source a service's config describes.

@@ -83,6 +83,14 @@ impl Read for ChildDump {
 }
 
 impl Dump for ChildDump {
+    /// A child that already exited with a failure explains itself; one still running is killed.
+    fn abandon(mut self: Box<Self>) -> Option<Error> {
+        match self.child.try_wait() {
+            Ok(Some(status)) if !status.success() => self.finish().err(),
+            _ => None, // drop kills and reaps it
+        }
+    }
+
     fn finish(mut self: Box<Self>) -> Result<Facts> {
         self.finished = true;
         let status = self
@@ -174,6 +182,22 @@ mod tests {
         d.read_to_string(&mut out).unwrap();
         assert_eq!(out, "s3cr3t");
         d.finish().unwrap();
+    }
+
+    #[test]
+    fn abandoning_a_child_never_blocks_and_keeps_its_own_failure() {
+        // Still producing (blocked on a full pipe): killed, no error of its own.
+        let d = sh("yes");
+        let started = std::time::Instant::now();
+        assert!(d.abandon().is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Already failed: its exit status and stderr come back.
+        let mut d = sh("echo 'FATAL: disk quota' >&2; exit 3");
+        while d.child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let e = d.abandon().unwrap().to_string();
+        assert!(e.contains("FATAL: disk quota"), "{e}");
     }
 
     #[test]
