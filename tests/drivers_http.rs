@@ -103,14 +103,20 @@ fn artifacts(env: &Env, service: &str) -> Vec<(String, String, serde_json::Value
         .collect()
 }
 
+/// Every file the test's tierback wrote (catalog, logs, tier files and sidecars), concatenated.
 fn everything_written(env: &Env) -> Vec<u8> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(env.path()).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_file() {
-            all.extend(std::fs::read(p).unwrap());
+    fn walk(dir: &Path, all: &mut Vec<u8>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, all);
+            } else {
+                all.extend(std::fs::read(p).unwrap());
+            }
         }
     }
+    let mut all = Vec::new();
+    walk(env.path(), &mut all);
     all
 }
 
@@ -286,6 +292,21 @@ fn vault_raft_snapshot_is_stored_and_its_sums_checked_by_restore_test() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("state.bin: FAILED"), "{text}");
 
+    // A snapshot Vault failed midway through (HTTP 200, no sealed sums): refused, not stored.
+    let work3 = tempfile::tempdir().unwrap();
+    let midstream = StandIn::start("vault", work3.path(), VAULT_TOKEN, Some("midstream"));
+    env.write_config(&format!(
+        "[services.vault]\ndriver = \"vault\"\nurl = \"{}\"\ntoken = \"file:{}\"\n",
+        midstream.url(),
+        token_file.display()
+    ));
+    let before = env.tier_files();
+    let out = env.run(&["backup", "vault"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("incomplete (no SHA256SUMS.sealed)"), "{err}");
+    assert_eq!(env.tier_files(), before);
+
     // A wrong token: Vault's 403 is named; the token never appears.
     std::fs::write(&token_file, "hvs.wrong\n").unwrap();
     let out = env.run(&["backup", "vault"]);
@@ -368,6 +389,14 @@ fn http_driver_config_errors_name_the_key_and_line() {
     let err = String::from_utf8_lossy(&env.run(&["list"]).stderr).into_owned();
     assert!(
         err.contains("is not an http:// or https:// URL") && err.contains("line"),
+        "{err}"
+    );
+    let env = Env::new(
+        "[services.q]\ndriver = \"qdrant\"\nurl = \"http://admin:hunter2@127.0.0.1:6333\"\n",
+    );
+    let err = String::from_utf8_lossy(&env.run(&["list"]).stderr).into_owned();
+    assert!(
+        err.contains("without user") && !err.contains("hunter2"),
         "{err}"
     );
     let env = Env::new("[services.n]\ndriver = \"n8n\"\napi_key = \"x\"\ncollections = [\"a\"]\n");

@@ -290,28 +290,39 @@ fn check_port(
     }
 }
 
-/// An optional secret reference (`env:`, `file:`, `vault:`).
 /// An http(s) base URL, or `default` when absent.
 fn check_url(
     url: Option<Spanned<String>>,
     default: &str,
     service: &str,
 ) -> std::result::Result<String, (std::ops::Range<usize>, String)> {
-    match url {
-        None => Ok(default.to_owned()),
-        Some(u) if u.get_ref().starts_with("http://") || u.get_ref().starts_with("https://") => {
-            Ok(u.into_inner())
-        }
-        Some(u) => Err((
+    let Some(u) = url else {
+        return Ok(default.to_owned());
+    };
+    let text = u.get_ref();
+    let Some(rest) = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"))
+    else {
+        return Err((
+            u.span(),
+            format!("[services.{service}] url {text:?} is not an http:// or https:// URL"),
+        ));
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    // Credentials belong in their own secret keys: a URL is printed in errors and logs.
+    if authority.contains('@') || rest.contains('?') || rest.contains('#') || authority.is_empty() {
+        return Err((
             u.span(),
             format!(
-                "[services.{service}] url {:?} is not an http:// or https:// URL",
-                u.get_ref()
+                "[services.{service}] url must be scheme://host[:port][/path], without user, query or fragment (credentials go in their own key)"
             ),
-        )),
+        ));
     }
+    Ok(u.into_inner())
 }
 
+/// An optional secret reference (`env:`, `file:`, `vault:`).
 fn secret_opt(
     value: Option<Spanned<String>>,
 ) -> std::result::Result<Option<SecretRef>, (std::ops::Range<usize>, String)> {

@@ -85,7 +85,7 @@ pub fn test_artifact(
         }
         // A bucket mirror is a tar like a files backup, with its object count as `entries`.
         Driver::Files { .. } | Driver::Minio { .. } => {
-            let (status, listed) = tar_list(reader, threads, false)?;
+            let (status, listed) = tar_list(reader, threads)?;
             let recorded = artifact.facts["entries"].as_u64();
             Ok(match (status.success(), recorded) {
                 (false, _) => Outcome::Failed(format!("tar -t failed ({status})")),
@@ -97,10 +97,19 @@ pub fn test_artifact(
         }
         // A Qdrant snapshot is a tar; replaying it would create a collection on the live server.
         Driver::Qdrant { .. } => {
-            let (status, listed) = tar_list(reader, threads, false)?;
+            let announced = artifact.facts["downloaded_sha256"]
+                .as_str()
+                .unwrap_or_default();
+            if !announced.eq_ignore_ascii_case(&artifact.raw_sha256) {
+                return Ok(Outcome::Failed(format!(
+                    "the stored snapshot's SHA-256 {} is not the {announced:?} Qdrant sent",
+                    artifact.raw_sha256
+                )));
+            }
+            let (status, listed) = tar_list(reader, threads)?;
             Ok(if status.success() && listed > 0 {
                 Outcome::Passed(format!(
-                    "the snapshot is a readable tar of {listed} entries"
+                    "the snapshot is the one Qdrant sent (SHA-256) and a readable tar of {listed} entries"
                 ))
             } else {
                 Outcome::Failed(format!(
@@ -133,15 +142,13 @@ pub fn test_artifact(
     }
 }
 
-/// Pipes the artifact through `tar -t` (`-z`: gzipped); returns tar's status and the entry count.
+/// Pipes the artifact through `tar -t`; returns tar's status and the entry count.
 fn tar_list(
     reader: &ArtifactReader<'_>,
     threads: usize,
-    gzipped: bool,
 ) -> Result<(std::process::ExitStatus, u64)> {
     let mut tar = Command::new("tar")
-        .arg(if gzipped { "-tzf" } else { "-tf" })
-        .arg("-")
+        .args(["-tf", "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -189,8 +196,12 @@ fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome
         )));
     }
     copied?;
-    if !scratch.path().join("SHA256SUMS").exists() {
-        return Ok(Outcome::Failed("the snapshot has no SHA256SUMS".into()));
+    for needed in ["SHA256SUMS", "SHA256SUMS.sealed"] {
+        if !scratch.path().join(needed).exists() {
+            return Ok(Outcome::Failed(format!(
+                "the snapshot has no {needed}: it is incomplete"
+            )));
+        }
     }
     let check = Command::new("sha256sum")
         .args(["-c", "--strict", "SHA256SUMS"])

@@ -14,9 +14,10 @@ or export is also written to DIR/served/<name>, so a test can compare what tierb
   are tar archives; the create call announces size and SHA-256 ("checksum").
   Faults: corrupt (a byte changes on the way, the announced checksum stays right).
 - vault (https://developer.hashicorp.com/vault/api-docs/system/storage/raftsnapshot):
-  GET /v1/sys/storage/raft/snapshot with `X-Vault-Token`; a gzipped tar of meta.json, state.bin
-  and SHA256SUMS. Also KV v2 reads (GET /v1/secret/data/<path>) of the secrets in DIR/kv.json.
-  Faults: bad-sums (SHA256SUMS does not match state.bin).
+  GET /v1/sys/storage/raft/snapshot with `X-Vault-Token`; a gzipped tar of meta.json, state.bin,
+  SHA256SUMS and SHA256SUMS.sealed. Also KV v2 reads (GET /v1/secret/data/<path>) of the secrets
+  in DIR/kv.json. Faults: bad-sums (SHA256SUMS does not match state.bin), midstream (a snapshot
+  that failed midway: still HTTP 200, no SHA256SUMS.sealed).
 - n8n (https://docs.n8n.io/api/api-reference/): GET /api/v1/workflows?limit=&cursor= with
   `X-N8N-API-KEY`, pages of `{"data": [...], "nextCursor": ...}`; this stand-in serves at most
   3 per page so that paging is exercised.
@@ -66,7 +67,12 @@ def vault_snapshot():
     if args.fault == "bad-sums":
         sums["state.bin"] = hashlib.sha256(b"other").hexdigest()
     lines = "".join("%s  %s\n" % (h, n) for n, h in sums.items()).encode()
-    return tar_bytes([("meta.json", meta), ("state.bin", state_bin), ("SHA256SUMS", lines)], gz=True)
+    files = [("meta.json", meta), ("state.bin", state_bin), ("SHA256SUMS", lines)]
+    # Vault seals the sums with its seal (an opaque blob here). When it fails midway through a
+    # snapshot it still answers 200, and the sealed sums are what is missing.
+    if args.fault != "midstream":
+        files.append(("SHA256SUMS.sealed", hashlib.sha256(b"sealed:" + lines).digest()))
+    return tar_bytes(files, gz=True)
 
 
 def served(name, data):

@@ -23,6 +23,10 @@ pub struct Api {
 
 /// How much of an error response body goes into the message.
 const ERROR_BODY_BYTES: usize = 300;
+/// The longest a response body may take.
+const BODY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// The largest JSON answer read (an n8n page of 250 big workflows stays far below).
+const JSON_LIMIT: u64 = 256 << 20;
 
 impl Api {
     pub fn new(service: &str, base: &str, auth: Option<(&'static str, Secret)>) -> Api {
@@ -30,6 +34,12 @@ impl Api {
             .timeout_connect(Some(Duration::from_secs(10)))
             // Creating a snapshot of a large collection (`wait=true`) takes minutes.
             .timeout_recv_response(Some(Duration::from_secs(1800)))
+            // A backstop for a stalled download (ureq has no idle timeout): hours, for
+            // snapshots of many GB over a slow link.
+            .timeout_recv_body(Some(BODY_TIMEOUT))
+            // Credentials travel in custom headers, which a redirect would carry to any
+            // Location: a redirect is an error that names where to point `url` instead.
+            .max_redirects(0)
             .http_status_as_error(false)
             .build()
             .into();
@@ -65,8 +75,15 @@ impl Api {
                 .as_reader()
                 .take(ERROR_BODY_BYTES as u64)
                 .read_to_string(&mut body);
+            let location = resp
+                .headers()
+                .get("location")
+                .and_then(|l| l.to_str().ok())
+                .map(|l| format!(" (redirected to {l}: point `url` there)"))
+                .unwrap_or_default();
             let hint = match status.as_u16() {
                 401 | 403 => " (check the credential in the config)",
+                300..=399 => location.as_str(),
                 _ => "",
             };
             return Err(self.fail(format!(
@@ -90,6 +107,7 @@ impl Api {
         let mut text = String::new();
         resp.into_body()
             .into_reader()
+            .take(JSON_LIMIT)
             .read_to_string(&mut text)
             .map_err(|e| self.fail(format!("{method} {path}: reading the answer: {e}")))?;
         serde_json::from_str(&text)

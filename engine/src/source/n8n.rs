@@ -42,6 +42,7 @@ impl Source for N8nSource {
         );
         let mut workflows = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..MAX_PAGES {
             let mut path = format!("/api/v1/workflows?limit={PAGE}");
             if let Some(c) = &cursor {
@@ -56,6 +57,14 @@ impl Source for N8nSource {
                 .as_str()
                 .filter(|c| !c.is_empty())
                 .map(str::to_owned);
+            if let Some(c) = &cursor
+                && !seen.insert(c.clone())
+            {
+                return Err(api.fail(format!(
+                    "GET /api/v1/workflows: the server repeated a nextCursor after {} workflows",
+                    workflows.len()
+                )));
+            }
             if cursor.is_none() {
                 let active = workflows.iter().filter(|w| w["active"] == true).count();
                 let mut facts = Facts::new();

@@ -2,12 +2,17 @@
 //! `GET /v1/sys/storage/raft/snapshot`, the API behind `vault operator raft snapshot save`. The
 //! token reaches Vault in the `X-Vault-Token` header only and needs `read` on
 //! `sys/storage/raft/snapshot`. The snapshot is a gzipped tar (`meta.json`, `state.bin`,
-//! `SHA256SUMS`); anything else is refused.
+//! `SHA256SUMS`, `SHA256SUMS.sealed`), listed by `tar -tz` as it streams past: an answer that is
+//! not one is refused, and so is one without `SHA256SUMS.sealed` — Vault still answers 200 when
+//! it fails midway through a snapshot, and only the missing sealed sums tell (its own client's
+//! `ErrIncompleteSnapshot`).
 //!
 //! Restore: `vault operator raft snapshot restore FILE` (needs the unseal keys of the cluster
 //! that took it, which tierback does not hold).
 
-use std::io::Read;
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::thread::JoinHandle;
 
 use super::http::{Api, Download, Expected};
 use super::{ArtifactPlan, Dump, Facts, Source};
@@ -39,29 +44,106 @@ impl Source for VaultSource {
             Some(("X-Vault-Token", self.token.resolve()?)),
         );
         let download = api.download("/v1/sys/storage/raft/snapshot", Expected::default())?;
-        Ok(Box::new(RaftDump { api, download }))
+        let listing = Listing::start()?;
+        Ok(Box::new(RaftDump {
+            api,
+            download,
+            listing: Some(listing),
+        }))
     }
 }
 
 struct RaftDump {
     api: Api,
     download: Download,
+    listing: Option<Listing>,
 }
 
 impl Read for RaftDump {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.download.read(buf)
+        let n = self.download.read(buf)?;
+        if let Some(l) = &mut self.listing {
+            l.feed(&buf[..n]);
+        }
+        Ok(n)
     }
 }
 
 impl Dump for RaftDump {
     fn finish(mut self: Box<Self>) -> Result<Facts> {
-        let facts = self.download.check()?;
-        if !self.download.head().starts_with(&[0x1f, 0x8b]) {
-            return Err(self
-                .api
-                .fail("the answer is not a Raft snapshot (not gzip); nothing was stored".into()));
+        let mut facts = self.download.check()?;
+        let (ok, names) = self.listing.take().expect("finished once").finish();
+        let refuse = |why: &str| Err(self.api.fail(format!("{why}; nothing was stored")));
+        if !self.download.head().starts_with(&[0x1f, 0x8b]) || !ok {
+            return refuse("the answer is not a Raft snapshot (not a gzipped tar)");
         }
+        if !names.iter().any(|n| n == "SHA256SUMS.sealed") {
+            return refuse(
+                "the snapshot is incomplete (no SHA256SUMS.sealed): Vault failed while sending it",
+            );
+        }
+        facts.insert("archive_entries".into(), names.into());
         Ok(facts)
+    }
+}
+
+/// `tar -tz` fed the bytes as they stream past: the archive's entry names, without a second
+/// copy of the snapshot.
+struct Listing {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    names: Option<JoinHandle<String>>,
+}
+
+impl Listing {
+    fn start() -> Result<Listing> {
+        let mut child = Command::new("tar")
+            .args(["-tzf", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| crate::Error::io("running tar to check the snapshot", e))?;
+        let stdin = child.stdin.take();
+        let mut stdout = child.stdout.take().expect("piped");
+        let names = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        Ok(Listing {
+            child,
+            stdin,
+            names: Some(names),
+        })
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        // tar gone (not a gzipped tar): stop feeding; its exit status tells.
+        if let Some(stdin) = &mut self.stdin
+            && stdin.write_all(bytes).is_err()
+        {
+            self.stdin = None;
+        }
+    }
+
+    /// Whether tar read a whole archive, and the names it listed.
+    fn finish(mut self) -> (bool, Vec<String>) {
+        self.stdin = None;
+        let ok = self.child.wait().is_ok_and(|s| s.success());
+        let names = self
+            .names
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        (ok, names.lines().map(str::to_owned).collect())
+    }
+}
+
+impl Drop for Listing {
+    fn drop(&mut self) {
+        self.stdin = None;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
