@@ -119,6 +119,18 @@ fn buckets_are_mirrored_into_tars_that_restore_every_object() {
     for (key, bytes) in &objects {
         assert_eq!(&std::fs::read(out.join(key)).unwrap(), bytes, "{key}");
     }
+    // Entries carry the objects' modification times (from S3), not the epoch.
+    let mtime = std::fs::metadata(out.join("docs/readme.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let age = std::time::SystemTime::now()
+        .duration_since(mtime)
+        .unwrap_or_default();
+    assert!(
+        age < std::time::Duration::from_secs(3600),
+        "mtime {mtime:?}"
+    );
 
     let test = env.ok(&["restore-test", "minio"]);
     assert!(String::from_utf8_lossy(&test.stdout).contains("tar lists 4 entries, as recorded"));

@@ -957,20 +957,25 @@ impl Config {
                         }
                         None => None,
                     };
+                    let endpoint = check_url(s.endpoint, "http://127.0.0.1:9000", &name)
+                        .map_err(|(sp, m)| at(sp, m))?;
+                    let same = |e: &str| e.trim_end_matches('/') == endpoint.trim_end_matches('/');
                     Driver::Minio {
-                        endpoint: check_url(s.endpoint, "http://127.0.0.1:9000", &name)
-                            .map_err(|(sp, m)| at(sp, m))?,
                         region: s.region.unwrap_or_else(|| "us-east-1".into()),
                         access_key: need(s.access_key, "access_key")?,
                         secret_key: need(s.secret_key, "secret_key")?,
                         buckets,
+                        // The buckets this config's s3 tiers write to on the same server.
                         exclude: tiers
                             .iter()
                             .filter_map(|t| match &t.kind {
-                                TierKind::S3 { bucket, .. } => Some(bucket.clone()),
+                                TierKind::S3 {
+                                    bucket, endpoint, ..
+                                } if same(endpoint) => Some(bucket.clone()),
                                 _ => None,
                             })
                             .collect(),
+                        endpoint,
                     }
                 }
                 other => {

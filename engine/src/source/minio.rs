@@ -1,6 +1,8 @@
 //! `driver = "minio"`: each bucket of an S3-compatible server (MinIO, Garage, AWS) mirrored into a
 //! tar, `BUCKET_HHMMSS.tar`, one entry per object under its key (the seed's daily MinIO sync).
-//! Objects are streamed in ranged GETs, never held whole. Without `buckets`, every bucket the
+//! Objects are streamed in ranged GETs of one version (`If-Match` on the ETag of a HEAD), never
+//! held whole; an object replaced mid-read fails the backup rather than mixing versions. Entries
+//! keep the objects' modification times; content types and user metadata are not kept. Without `buckets`, every bucket the
 //! key can list is taken except those this config's s3 tiers write to: backing up the backup
 //! bucket would copy every backup into the next one.
 //!
@@ -81,7 +83,13 @@ impl Source for MinioSource {
                     .list_buckets()
                     .map_err(|e| self.fail(format!("listing buckets: {e}")))?;
                 all.into_iter()
-                    .filter(|b| !self.exclude.contains(b))
+                    .filter(|b| {
+                        let tier_bucket = self.exclude.contains(b);
+                        if tier_bucket {
+                            tracing::info!(service = %self.service, bucket = %b, "left out: a tier writes backups there");
+                        }
+                        !tier_bucket
+                    })
                     .collect()
             }
         };
@@ -129,9 +137,6 @@ fn write_tar(
     objects: &[crate::store::ObjectMeta],
 ) -> std::result::Result<Facts, String> {
     let mut tar = tar::Builder::new(writer);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let (mut count, mut bytes, mut markers) = (0u64, 0u64, 0u64);
     for obj in objects {
         if obj.key.ends_with('/') && obj.size == 0 {
@@ -144,15 +149,24 @@ fn write_tar(
                 obj.key
             )
         })?;
+        // Size, version and time from one HEAD: every ranged GET below must match that
+        // version, so an object replaced meanwhile fails the backup instead of mixing versions.
+        let Some((size, etag, mtime)) = store
+            .head_version(&obj.key)
+            .map_err(|e| format!("object {}: {e}", obj.key))?
+        else {
+            continue; // deleted since the listing
+        };
         let mut header = tar::Header::new_gnu();
-        header.set_size(obj.size);
+        header.set_size(size);
         header.set_mode(0o644);
-        header.set_mtime(now);
+        header.set_mtime(u64::try_from(mtime).unwrap_or(0));
         header.set_entry_type(tar::EntryType::Regular);
         let body = ObjectReader {
             store,
             key: &obj.key,
-            size: obj.size,
+            etag: &etag,
+            size,
             offset: 0,
             chunk: Vec::new(),
             at: 0,
@@ -160,7 +174,7 @@ fn write_tar(
         tar.append_data(&mut header, &obj.key, body)
             .map_err(|e| format!("object {}: {e}", obj.key))?;
         count += 1;
-        bytes += obj.size;
+        bytes += size;
     }
     tar.finish().map_err(|e| format!("ending the tar: {e}"))?;
     let mut facts = Facts::new();
@@ -176,6 +190,7 @@ fn write_tar(
 struct ObjectReader<'a> {
     store: &'a S3Store,
     key: &'a str,
+    etag: &'a str,
     size: u64,
     offset: u64,
     chunk: Vec<u8>,
@@ -189,10 +204,9 @@ impl Read for ObjectReader<'_> {
                 return Ok(0);
             }
             let len = CHUNK.min(self.size - self.offset);
-            // The object shrank or vanished since the listing: an error, not a short entry.
             self.chunk = self
                 .store
-                .get_range(self.key, self.offset, len)
+                .get_range_if_match(self.key, self.offset, len, self.etag)
                 .map_err(std::io::Error::other)?;
             self.offset += len;
             self.at = 0;

@@ -715,6 +715,57 @@ impl S3Store {
     }
 
     async fn get_range_async(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        self.get_range_matching(key, offset, len, None).await
+    }
+
+    /// The object's size, ETag and modification time (seconds since the epoch), or `None` if
+    /// absent: what reading an object that may change needs (the minio source).
+    pub fn head_version(&self, key: &str) -> Result<Option<(u64, String, i64)>> {
+        check_key(key)?;
+        self.run("HEAD", key, async {
+            match self
+                .client
+                .head_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .send()
+                .await
+            {
+                Ok(out) => Ok(Some((
+                    out.content_length().unwrap_or(0).max(0) as u64,
+                    out.e_tag().unwrap_or_default().to_owned(),
+                    out.last_modified().map_or(0, |t| t.secs()),
+                ))),
+                Err(e) if http_status(&e) == Some(404) => Ok(None),
+                Err(e) => Err(self.sdk_error("HEAD", key, e)),
+            }
+        })
+    }
+
+    /// [`Store::get_range`] of one version of an object: an object replaced since `etag` was
+    /// read is an error, never a mix of two versions.
+    pub fn get_range_if_match(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        etag: &str,
+    ) -> Result<Vec<u8>> {
+        check_key(key)?;
+        self.run(
+            "GET",
+            key,
+            self.get_range_matching(key, offset, len, Some(etag)),
+        )
+    }
+
+    async fn get_range_matching(
+        &self,
+        key: &str,
+        offset: u64,
+        len: u64,
+        if_match: Option<&str>,
+    ) -> Result<Vec<u8>> {
         if len == 0 {
             // An HTTP range cannot be empty: check the offset against the size instead.
             let size =
@@ -740,9 +791,19 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .range(format!("bytes={offset}-{end}"))
+            .set_if_match(if_match.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| self.sdk_error("GET", key, e))?;
+            .map_err(|e| {
+                if http_status(&e) == Some(412) {
+                    Error::Invalid(format!(
+                        "tier {}: {key} changed while it was being read (its ETag moved on)",
+                        self.name
+                    ))
+                } else {
+                    self.sdk_error("GET", key, e)
+                }
+            })?;
         // Chunks are appended straight into one buffer of the expected size (the SDK's
         // `AggregatedBytes::to_vec` copies byte by byte: a tenth of the mount's CPU at 400 MB/s).
         let mut stream = resp.body;
