@@ -2,10 +2,10 @@
 //! as symlinks, permissions, owners and times are kept; names are stored without the leading `/`
 //! as GNU tar does, so `tar -x -C /` puts them back.
 
-use std::io::{PipeReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::thread::JoinHandle;
 
+use super::piped::Piped;
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::{Error, Result};
 
@@ -36,14 +36,11 @@ impl Source for FilesSource {
                 });
             }
         }
-        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
         let paths = self.paths.clone();
         let service = self.service.clone();
-        let producer = std::thread::spawn(move || write_tar(writer, &paths, &service));
-        Ok(Box::new(TarDump {
-            reader,
-            producer: Some(producer),
-        }))
+        Ok(Box::new(Piped::spawn(move |writer| {
+            write_tar(writer, &paths, &service)
+        })?))
     }
 }
 
@@ -159,26 +156,6 @@ impl Read for Exact {
         }
         self.left -= n as u64;
         Ok(n)
-    }
-}
-
-struct TarDump {
-    reader: PipeReader,
-    producer: Option<JoinHandle<Result<Facts>>>,
-}
-
-impl Read for TarDump {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.reader.read(buf)
-    }
-}
-
-impl Dump for TarDump {
-    fn finish(mut self: Box<Self>) -> Result<Facts> {
-        let producer = self.producer.take().expect("finish is called once");
-        producer
-            .join()
-            .map_err(|_| Error::Invalid("the tar thread panicked".into()))?
     }
 }
 

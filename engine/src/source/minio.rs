@@ -10,9 +10,9 @@
 //! Directory markers (empty objects whose key ends in `/`) are skipped; a key that cannot be a
 //! path (`a//b`, `../x`) fails the backup, naming the key.
 
-use std::io::{PipeReader, Read};
-use std::thread::JoinHandle;
+use std::io::Read;
 
+use super::piped::Piped;
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::config::{S3Checksums, TierConfig, TierKind};
 use crate::id::TierName;
@@ -114,19 +114,14 @@ impl Source for MinioSource {
         let objects = store
             .list("")
             .map_err(|e| self.fail(format!("listing bucket {bucket}: {e}")))?;
-        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
         let service = self.service.clone();
-        let producer = std::thread::spawn(move || {
+        Ok(Box::new(Piped::spawn(move |writer| {
             write_tar(writer, &store, &objects).map_err(|message| Error::Source {
                 service,
                 message: format!("bucket {bucket}: {message}; nothing was stored"),
                 stderr_tail: String::new(),
             })
-        });
-        Ok(Box::new(BucketDump {
-            reader,
-            producer: Some(producer),
-        }))
+        })?))
     }
 }
 
@@ -215,25 +210,5 @@ impl Read for ObjectReader<'_> {
         buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
         self.at += n;
         Ok(n)
-    }
-}
-
-struct BucketDump {
-    reader: PipeReader,
-    producer: Option<JoinHandle<Result<Facts>>>,
-}
-
-impl Read for BucketDump {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.reader.read(buf)
-    }
-}
-
-impl Dump for BucketDump {
-    fn finish(mut self: Box<Self>) -> Result<Facts> {
-        let producer = self.producer.take().expect("finished once");
-        producer
-            .join()
-            .unwrap_or_else(|_| Err(Error::Invalid("the tar writer panicked".into())))
     }
 }

@@ -7,6 +7,7 @@ pub mod files;
 pub mod http;
 pub mod minio;
 pub mod n8n;
+pub mod piped;
 pub mod postgres;
 pub mod process;
 pub mod qdrant;

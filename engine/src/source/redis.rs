@@ -13,12 +13,12 @@
 //! length they had when opened; Redis loads a tail cut mid-command (`aof-load-truncated`).
 
 use std::fs::File;
-use std::io::{PipeReader, Read, Seek};
+use std::io::{Read, Seek};
 use std::path::PathBuf;
 use std::process::Command;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::piped::Piped;
 use super::process::{ChildDump, Invocation, last_lines};
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::secret::{Secret, SecretRef};
@@ -156,14 +156,11 @@ impl RedisSource {
             restored: false,
         };
         pause.wait_for_rewrites()?;
-        let (reader, writer) = std::io::pipe().map_err(|e| Error::io("creating a pipe", e))?;
         let paths = vec![dir.to_owned()];
         let service = self.service.clone();
-        let producer =
-            std::thread::spawn(move || super::files::write_tar(writer, &paths, &service));
+        let tar = Piped::spawn(move |writer| super::files::write_tar(writer, &paths, &service))?;
         Ok(Box::new(AofDump {
-            reader,
-            producer: Some(producer),
+            tar: Box::new(tar),
             pause,
         }))
     }
@@ -276,23 +273,19 @@ impl Drop for RewritePause {
 }
 
 struct AofDump {
-    reader: PipeReader,
-    producer: Option<JoinHandle<Result<Facts>>>,
+    tar: Box<Piped>,
     pause: RewritePause,
 }
 
 impl Read for AofDump {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.reader.read(buf)
+        self.tar.read(buf)
     }
 }
 
 impl Dump for AofDump {
     fn finish(mut self: Box<Self>) -> Result<Facts> {
-        let producer = self.producer.take().expect("finish is called once");
-        let facts = producer
-            .join()
-            .map_err(|_| Error::Invalid("the tar thread panicked".into()))?;
+        let facts = self.tar.finish();
         self.pause.restore()?;
         facts
     }
