@@ -244,6 +244,24 @@ fn qdrant_named_collections_only_and_a_bad_download_stores_nothing() {
         bad.get("/collections/documents/snapshots", &h)
             .contains("\"result\": []")
     );
+
+    // The connection drops halfway through the download: the backup fails, nothing is stored,
+    // and the abandoned snapshot is still deleted on the server.
+    let work3 = tempfile::tempdir().unwrap();
+    let cut = StandIn::start("qdrant", work3.path(), QDRANT_KEY, Some("cut"));
+    let env = qdrant_env(&cut, "collections = [\"documents\"]\nfull = false\n");
+    let out = env.run_with(&["backup", "qdrant"], &[("QDRANT_KEY", QDRANT_KEY)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("service qdrant: GET /collections/documents/snapshots/"),
+        "{err}"
+    );
+    assert!(env.tier_files().is_empty(), "{:?}", env.tier_files());
+    assert!(
+        cut.get("/collections/documents/snapshots", &h)
+            .contains("\"result\": []")
+    );
 }
 
 const VAULT_TOKEN: &str = "hvs.standin-token-51c2";

@@ -12,7 +12,8 @@ or export is also written to DIR/served/<name>, so a test can compare what tierb
   POST|GET /collections/{c}/snapshots, GET|DELETE /collections/{c}/snapshots/{s}, and the same
   under /snapshots for full-storage snapshots. `api-key` header when --key is given. Snapshots
   are tar archives; the create call announces size and SHA-256 ("checksum").
-  Faults: corrupt (a byte changes on the way, the announced checksum stays right).
+  Faults: corrupt (a byte changes on the way, the announced checksum stays right), cut (the
+  connection drops halfway through a download).
 - vault (https://developer.hashicorp.com/vault/api-docs/system/storage/raftsnapshot):
   GET /v1/sys/storage/raft/snapshot with `X-Vault-Token`; a gzipped tar of meta.json, state.bin,
   SHA256SUMS and SHA256SUMS.sealed. Also KV v2 reads (GET /v1/secret/data/<path>) of the secrets
@@ -153,6 +154,17 @@ class Handler(BaseHTTPRequestHandler):
         served(rest[0], data)
         if args.fault == "corrupt":
             data = data[:1000] + bytes([data[1000] ^ 1]) + data[1001:]
+        if args.fault == "cut":
+            # The connection drops mid-download: the announced length never arrives.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
         return self.send(200, data, "application/octet-stream")
 
     # --- Vault ---

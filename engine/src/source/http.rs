@@ -200,7 +200,15 @@ impl Download {
 
 impl Read for Download {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.body.read(buf)?;
+        let n = self.body.read(buf).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!(
+                    "service {}: GET {}: {e} after {} bytes",
+                    self.service, self.path, self.bytes
+                ),
+            )
+        })?;
         self.hasher.update(&buf[..n]);
         if self.head.len() < HEAD {
             let take = (HEAD - self.head.len()).min(n);
