@@ -14,7 +14,10 @@ fn main() {
     // (a tar producer, `tar`/`psql` in a restore test) and must see EPIPE as an error, not die.
     if matches!(
         args.command,
-        args::Command::Cat { .. } | args::Command::List { .. } | args::Command::Status { .. }
+        args::Command::Cat { .. }
+            | args::Command::List { .. }
+            | args::Command::Status { .. }
+            | args::Command::Metrics { serve: false }
     ) {
         // SAFETY: resetting a signal disposition at startup, before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
