@@ -300,10 +300,18 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
 #[test]
 fn redis_aof_archive_pauses_rewrites_and_loads_into_a_fresh_server() {
     let password = "redis-secret-aof1";
+    // A non-default appendfilename: the restore test must find it from the manifest's name.
     let redis = Redis::start_with(
         password,
         None,
-        &["--appendonly", "yes", "--auto-aof-rewrite-percentage", "77"],
+        &[
+            "--appendonly",
+            "yes",
+            "--appendfilename",
+            "zentoria.aof",
+            "--auto-aof-rewrite-percentage",
+            "77",
+        ],
     );
     for i in 0..300 {
         redis.cli(password, &["SET", &format!("k{i}"), &format!("v{i}")]);
@@ -357,12 +365,8 @@ fn redis_aof_archive_pauses_rewrites_and_loads_into_a_fresh_server() {
             "--save",
             "",
         ])
-        .args([
-            "--appendonly",
-            "yes",
-            "--dir",
-            fresh_dir.path().to_str().unwrap(),
-        ])
+        .args(["--appendonly", "yes", "--appendfilename", "zentoria.aof"])
+        .args(["--dir", fresh_dir.path().to_str().unwrap()])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -388,8 +392,28 @@ fn redis_aof_archive_pauses_rewrites_and_loads_into_a_fresh_server() {
     let out = env.ok(&["restore-test", "redis"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("scratch redis-server: 301 keys") && text.contains("redis-check-rdb"),
+        text.contains("scratch redis-server: 301 keys (301 when copied)")
+            && text.contains("redis-check-rdb"),
         "{text}"
+    );
+
+    // A backup that died with rewrites paused left the server at 0 and the original value in
+    // the lock directory: the next backup puts 77 back (not the 0 it finds).
+    std::fs::write(env.path().join("locks/redis.aof-rewrite-percentage"), "77").unwrap();
+    redis.cli(
+        password,
+        &["CONFIG", "SET", "auto-aof-rewrite-percentage", "0"],
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // a new HHMMSS name
+    env.ok_with(&["backup", "redis"], &[("PW", password)]);
+    assert_eq!(
+        redis.cli(password, &["CONFIG", "GET", "auto-aof-rewrite-percentage"]),
+        "auto-aof-rewrite-percentage\n77\n"
+    );
+    assert!(
+        !env.path()
+            .join("locks/redis.aof-rewrite-percentage")
+            .exists()
     );
 
     // aof_dir against a server without an AOF: named, nothing stored.

@@ -128,7 +128,7 @@ fn take(
         std::thread::sleep(Duration::from_millis(200));
         taken_at = now();
     }
-    let source = source::for_service(service);
+    let source = source::for_service(service, &lock_dir(config));
     let opts = WriteOptions {
         block_size: service.block_size,
         level: service.compression_level,

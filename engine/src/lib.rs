@@ -10,6 +10,7 @@ pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod id;
 pub mod layout;
 pub mod lock;

@@ -265,15 +265,5 @@ fn free_bytes(path: &Path) -> Option<u64> {
 /// Writes the textfile atomically (temporary name, fsync, rename) so node_exporter never reads
 /// half a file.
 pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
-    use crate::error::IoContext;
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("prom.tmp");
-    let mut f = std::fs::File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).ctx(|| format!("renaming to {}", path.display()))
+    crate::fsutil::write_atomic(path, text.as_bytes())
 }

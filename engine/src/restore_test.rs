@@ -67,7 +67,7 @@ pub fn test_artifact(
             };
             postgres(&pg, stem, artifact, reader, threads)
         }
-        Driver::Redis { .. } if stem == AOF_ARCHIVE => redis_aof(reader, threads),
+        Driver::Redis { .. } if stem == AOF_ARCHIVE => redis_aof(artifact, reader, threads),
         Driver::Redis { .. } => {
             let mut rdb = tempfile::NamedTempFile::new()
                 .map_err(|e| Error::io("creating a scratch file for the RDB", e))?;
@@ -163,7 +163,13 @@ fn tar_list(
     let copied = reader.copy_to(&mut stdin, threads);
     drop(stdin);
     let status = tar.wait().map_err(|e| Error::io("waiting for tar", e))?;
-    copied?;
+    match copied {
+        // A block that failed its check names itself; a tar that gave up (a broken archive)
+        // is the caller's failed test, not the broken pipe it left behind.
+        Err(e @ Error::Integrity { .. }) => return Err(e),
+        Err(e) if status.success() => return Err(e),
+        _ => {}
+    }
     let listed = lister.join().unwrap_or(Ok(0)).unwrap_or(0) as u64;
     Ok((status, listed))
 }
@@ -189,13 +195,9 @@ fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome
     let out = tar
         .wait_with_output()
         .map_err(|e| Error::io("waiting for tar", e))?;
-    if !out.status.success() {
-        return Ok(Outcome::Failed(format!(
-            "the snapshot does not unpack as a gzipped tar: {}",
-            last_lines(&String::from_utf8_lossy(&out.stderr), 3)
-        )));
+    if let Some(outcome) = tar_verdict(copied, &out)? {
+        return Ok(outcome);
     }
-    copied?;
     for needed in ["SHA256SUMS", "SHA256SUMS.sealed"] {
         if !scratch.path().join(needed).exists() {
             return Ok(Outcome::Failed(format!(
@@ -217,8 +219,13 @@ fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome
 }
 
 /// Unpacks an AOF archive and starts a scratch `redis-server` on it: Redis's own loader is the
-/// judge (it accepts a tail cut mid-command, as it would after a crash).
-fn redis_aof(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
+/// judge (it accepts a tail cut mid-command, as it would after a crash). The keys it loads are
+/// compared with the count taken when the files were copied.
+fn redis_aof(
+    artifact: &ArtifactRecord,
+    reader: &ArtifactReader<'_>,
+    threads: usize,
+) -> Result<Outcome> {
     let scratch = tempfile::Builder::new()
         .prefix("tierback-restore-test-")
         .tempdir()
@@ -238,48 +245,58 @@ fn redis_aof(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
     let out = tar
         .wait_with_output()
         .map_err(|e| Error::io("waiting for tar", e))?;
-    copied?;
-    if !out.status.success() {
-        return Ok(Outcome::Failed(format!(
-            "the archive does not unpack: {}",
-            last_lines(&String::from_utf8_lossy(&out.stderr), 3)
-        )));
+    if let Some(outcome) = tar_verdict(copied, &out)? {
+        return Ok(outcome);
     }
-    // Redis 7 keeps a directory with a manifest; older versions one appendonly.aof file.
+    // Redis 7 keeps a directory with a manifest named after `appendfilename`; older versions
+    // one file named `appendfilename`.
     let Some(found) = find_aof(&root) else {
         return Ok(Outcome::Failed(
             "the archive holds no AOF manifest or appendonly.aof".into(),
         ));
     };
-    let (dir, option, name) = match found {
-        Aof::Dir(d) => (
-            d.parent().expect("inside root").to_owned(),
-            "--appenddirname",
-            d.file_name().expect("a name").to_owned(),
-        ),
-        Aof::File(f) => (
-            f.parent().expect("inside root").to_owned(),
-            "--appendfilename",
-            f.file_name().expect("a name").to_owned(),
-        ),
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let dir = match &found {
+        Aof::Manifest(m) => {
+            let appenddir = m.parent().expect("inside root");
+            let name = m.file_name().expect("a name").to_string_lossy();
+            args.extend([
+                "--appenddirname".into(),
+                appenddir.file_name().expect("a name").into(),
+            ]);
+            args.extend([
+                "--appendfilename".into(),
+                name.trim_end_matches(".manifest").into(),
+            ]);
+            appenddir.parent().expect("inside root").to_owned()
+        }
+        Aof::File(f) => {
+            args.extend([
+                "--appendfilename".into(),
+                f.file_name().expect("a name").into(),
+            ]);
+            f.parent().expect("inside root").to_owned()
+        }
     };
     let socket = scratch.path().join("redis.sock");
     let log = scratch.path().join("redis.log");
-    let server = Command::new("redis-server")
-        .args(["--port", "0", "--save", "", "--appendonly", "yes"])
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", "0", "--save", "", "--appendonly", "yes"])
         .arg("--unixsocket")
         .arg(&socket)
         .arg("--dir")
         .arg(&dir)
-        .arg(option)
-        .arg(&name)
+        .args(&args)
         .arg("--logfile")
         .arg(&log)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let mut server = match server {
-        Ok(s) => s,
+        .stderr(Stdio::null());
+    crate::store::rclone_cmd::die_with_parent(&mut cmd);
+    let mut server = match cmd.spawn() {
+        Ok(child) => ScratchRedis {
+            child,
+            socket: socket.clone(),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Ok(Outcome::Skipped(
                 "redis-server is not installed here: the AOF was not replayed".into(),
@@ -287,51 +304,99 @@ fn redis_aof(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
         }
         Err(e) => return Err(Error::io("starting a scratch redis-server", e)),
     };
-    let cli = |args: &[&str]| {
-        Command::new("redis-cli")
-            .arg("-s")
-            .arg(&socket)
+    let recorded = artifact.facts["keys_when_copied"].as_u64();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            return Ok(Outcome::Failed(format!(
+                "redis-server refused the AOF ({status}): {}",
+                last_lines(&log, 3)
+            )));
+        }
+        let loaded = server
+            .cli(&["INFO", "persistence"])
+            .is_some_and(|info| info.lines().any(|l| l.trim() == "loading:0"));
+        if loaded {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Ok(Outcome::Failed(
+                "the scratch redis-server did not finish loading in 5 min".into(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let keys = server
+        .cli(&["INFO", "keyspace"])
+        .map(|info| crate::source::redis::keyspace_keys(&info))
+        .unwrap_or(0);
+    Ok(match recorded {
+        Some(r) if r > 0 && keys == 0 => Outcome::Failed(format!(
+            "the scratch redis-server loaded no keys; {r} were there when the files were copied"
+        )),
+        Some(r) => Outcome::Passed(format!(
+            "the AOF loads into a scratch redis-server: {keys} keys ({r} when copied)"
+        )),
+        None => Outcome::Passed(format!(
+            "the AOF loads into a scratch redis-server: {keys} keys"
+        )),
+    })
+}
+
+/// A scratch redis-server on a Unix socket; shut down (and reaped) on drop, whatever happened.
+struct ScratchRedis {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+}
+
+impl ScratchRedis {
+    fn cli(&self, args: &[&str]) -> Option<String> {
+        Command::new("timeout")
+            .args(["30", "redis-cli", "-e", "-s"])
+            .arg(&self.socket)
             .args(args)
+            .stderr(Stdio::null())
             .output()
             .ok()
             .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
-    let outcome = loop {
-        if let Ok(Some(status)) = server.try_wait() {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            break Outcome::Failed(format!(
-                "redis-server refused the AOF ({status}): {}",
-                last_lines(&log, 3)
-            ));
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+}
+
+impl Drop for ScratchRedis {
+    fn drop(&mut self) {
+        // SHUTDOWN NOSAVE ends a rewrite child too; SIGKILL only if it does not answer.
+        let _ = self.cli(&["SHUTDOWN", "NOSAVE"]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        let loaded = cli(&["INFO", "persistence"])
-            .is_some_and(|info| info.lines().any(|l| l.trim() == "loading:0"));
-        if loaded {
-            let keys = cli(&["DBSIZE"]).unwrap_or_default();
-            break Outcome::Passed(format!(
-                "the AOF loads into a scratch redis-server: {keys} keys"
-            ));
-        }
-        if std::time::Instant::now() > deadline {
-            break Outcome::Failed(
-                "the scratch redis-server did not finish loading in 5 min".into(),
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    };
-    let _ = server.kill();
-    let _ = server.wait();
-    Ok(outcome)
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What tar's run says: a failed extraction is a failed test with tar's words, unless the bytes
+/// themselves failed their check (that error names the block, and wins).
+fn tar_verdict(copied: Result<u64>, out: &std::process::Output) -> Result<Option<Outcome>> {
+    match copied {
+        Err(e @ Error::Integrity { .. }) => Err(e),
+        _ if !out.status.success() => Ok(Some(Outcome::Failed(format!(
+            "the archive does not unpack: {}",
+            last_lines(&String::from_utf8_lossy(&out.stderr), 3)
+        )))),
+        Err(e) => Err(e),
+        Ok(_) => Ok(None),
+    }
 }
 
 enum Aof {
-    Dir(std::path::PathBuf),
+    Manifest(std::path::PathBuf),
     File(std::path::PathBuf),
 }
 
-/// The first directory holding a `*.manifest`, else the first `appendonly.aof`, under `root`.
+/// The first `*.manifest`, else the first `appendonly.aof`, under `root`.
 fn find_aof(root: &std::path::Path) -> Option<Aof> {
     let mut file = None;
     let mut stack = vec![root.to_owned()];
@@ -342,7 +407,7 @@ fn find_aof(root: &std::path::Path) -> Option<Aof> {
             if path.is_dir() {
                 stack.push(path);
             } else if name.ends_with(".manifest") {
-                return Some(Aof::Dir(dir));
+                return Some(Aof::Manifest(path));
             } else if name == "appendonly.aof" && file.is_none() {
                 file = Some(Aof::File(path));
             }

@@ -97,6 +97,23 @@ struct OpenCopy {
     index: Arc<BlockIndex>,
     store: Arc<dyn Store>,
     seq: Mutex<Sequence>,
+    /// The furthest byte handed out through this handle: read-ahead skips blocks wholly before
+    /// it (a reader that overtook read-ahead decoded them itself, and the cache let them go).
+    read_upto: AtomicU64,
+}
+
+impl OpenCopy {
+    /// Moves `read_upto` on; a jump back (a seek, beyond the slack of requests the kernel sends
+    /// out of order) starts it again from there.
+    fn note_read(&self, offset: u64, end: u64) {
+        let slack = 2 * self.index.block_size as u64;
+        let upto = self.read_upto.load(Ordering::Relaxed);
+        if offset + slack < upto {
+            self.read_upto.store(end, Ordering::Relaxed);
+        } else {
+            self.read_upto.fetch_max(end, Ordering::Relaxed);
+        }
+    }
 }
 
 enum Handle {
@@ -399,6 +416,7 @@ impl Filesystem {
                     index,
                     store,
                     seq: Mutex::default(),
+                    read_upto: AtomicU64::new(0),
                 }))
             }
         };
@@ -503,6 +521,7 @@ impl Filesystem {
             self.shared
                 .cache
                 .delivered(key(first), (end - offset) as usize);
+            copy.note_read(offset, end);
             return Ok(ReadData::Slice(
                 block,
                 (offset - base) as usize..(end - base) as usize,
@@ -525,6 +544,7 @@ impl Filesystem {
                 .cache
                 .delivered(key(b), (end.min(base + len) - offset.max(base)) as usize);
         }
+        copy.note_read(offset, end);
         Ok(ReadData::Owned(out))
     }
 
@@ -544,7 +564,9 @@ impl Filesystem {
                     copy: copy.ino,
                     block: b,
                 };
+                let block_end = copy.index.raw_offset(b) + copy.index.entries[b].raw_len as u64;
                 if generation.load(Ordering::Relaxed) != queued_at
+                    || block_end <= copy.read_upto.load(Ordering::Relaxed)
                     || shared.cache.is_present_or_loading(key)
                 {
                     return;

@@ -3,6 +3,7 @@
 //! as GNU tar does, so `tar -x -C /` puts them back.
 
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::piped::Piped;
@@ -111,8 +112,18 @@ impl Walk {
         } else if meta.is_file() {
             // Exactly the length seen at open: the tar crate would copy whatever a growing file
             // holds by the end and misalign every later entry.
-            let file = std::fs::File::open(path).map_err(at)?;
+            // Not following a symlink and not waiting on a FIFO swapped in since the stat.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(at)?;
             let meta = file.metadata().map_err(at)?;
+            if !meta.is_file() {
+                return Err(at(std::io::Error::other(
+                    "changed into something other than a file while being archived",
+                )));
+            }
             let mut header = tar::Header::new_gnu();
             header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
             let mut exact = Exact {

@@ -51,8 +51,9 @@ pub trait Dump: Read + Send {
     }
 }
 
-/// The source a service's config describes.
-pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
+/// The source a service's config describes. `state_dir` is where a source may remember what it
+/// must undo after a crash (the lock directory).
+pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<dyn Source> {
     let name = service.name.to_string();
     match &service.driver {
         Driver::Command {
@@ -100,6 +101,7 @@ pub fn for_service(service: &ServiceConfig) -> Box<dyn Source> {
             port: *port,
             password: password.clone(),
             aof_dir: aof_dir.clone(),
+            state_dir: state_dir.to_owned(),
         }),
         Driver::Qdrant {
             url,

@@ -98,6 +98,10 @@ impl Read for PgDump {
 }
 
 impl Dump for PgDump {
+    fn abandon(self: Box<Self>) -> Option<crate::Error> {
+        Box::new(self.inner).abandon()
+    }
+
     fn finish(self: Box<Self>) -> Result<Facts> {
         let PgDump { inner, scan } = *self;
         let mut facts = Box::new(inner).finish()?;

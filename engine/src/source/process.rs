@@ -22,7 +22,8 @@ pub struct ChildDump {
     service: String,
     program: String,
     child: Child,
-    stdout: ChildStdout,
+    /// None once abandoned: closing it unblocks anything still writing to it.
+    stdout: Option<ChildStdout>,
     stderr: Option<JoinHandle<String>>,
     finished: bool,
 }
@@ -64,7 +65,7 @@ impl ChildDump {
             service: service.to_owned(),
             program,
             child,
-            stdout,
+            stdout: Some(stdout),
             stderr: Some(drain),
             finished: false,
         })
@@ -78,13 +79,18 @@ pub fn last_lines(text: &str, n: usize) -> String {
 
 impl Read for ChildDump {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.stdout.read(buf)
+        match &mut self.stdout {
+            Some(out) => out.read(buf),
+            None => Ok(0),
+        }
     }
 }
 
 impl Dump for ChildDump {
     /// A child that already exited with a failure explains itself; one still running is killed.
     fn abandon(mut self: Box<Self>) -> Option<Error> {
+        // A grandchild holding stderr could otherwise block on a full stdout forever.
+        self.stdout = None;
         match self.child.try_wait() {
             Ok(Some(status)) if !status.success() => self.finish().err(),
             _ => None, // drop kills and reaps it

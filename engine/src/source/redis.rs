@@ -27,6 +27,17 @@ use crate::{Error, Result};
 /// The stem of the AOF archive.
 pub const AOF_ARCHIVE: &str = "aof_archive";
 
+/// Seconds one redis-cli call may take.
+const CLI_TIMEOUT: &str = "30";
+
+/// The keys of every database in an `INFO keyspace` answer.
+pub fn keyspace_keys(info: &str) -> u64 {
+    info.lines()
+        .filter_map(|l| l.trim().split_once(":keys="))
+        .filter_map(|(_, rest)| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// How long a running AOF rewrite may take before the backup gives up waiting.
 const REWRITE_WAIT: Duration = Duration::from_secs(30 * 60);
 
@@ -36,6 +47,8 @@ pub struct RedisSource {
     pub port: u16,
     pub password: Option<SecretRef>,
     pub aof_dir: Option<PathBuf>,
+    /// Where a paused rewrite setting is remembered until it is put back (the lock directory).
+    pub state_dir: PathBuf,
 }
 
 impl RedisSource {
@@ -148,17 +161,40 @@ impl RedisSource {
                 dir.display()
             )));
         }
-        let percentage = cli.config_get("auto-aof-rewrite-percentage")?;
-        cli.run(&["CONFIG", "SET", "auto-aof-rewrite-percentage", "0"])?;
+        // The value to put back is remembered on disk before it is changed: if this process
+        // dies mid-copy, the next backup puts it back instead of taking 0 for the original.
+        let saved = self
+            .state_dir
+            .join(format!("{}.aof-rewrite-percentage", self.service));
+        let percentage = match std::fs::read_to_string(&saved) {
+            Ok(v) if !v.trim().is_empty() => {
+                tracing::warn!(service = %self.service, "a backup died with AOF rewrites paused: putting auto-aof-rewrite-percentage back to {}", v.trim());
+                v.trim().to_owned()
+            }
+            _ => {
+                let v = cli.config_get("auto-aof-rewrite-percentage")?;
+                crate::fsutil::write_atomic(&saved, v.as_bytes())?;
+                v
+            }
+        };
         let pause = RewritePause {
             cli,
             percentage,
+            saved,
             restored: false,
         };
+        pause
+            .cli
+            .run(&["CONFIG", "SET", "auto-aof-rewrite-percentage", "0"])?;
         pause.wait_for_rewrites()?;
+        let keys = pause.cli.keys()?;
         let paths = vec![dir.to_owned()];
         let service = self.service.clone();
-        let tar = Piped::spawn(move |writer| super::files::write_tar(writer, &paths, &service))?;
+        let tar = Piped::spawn(move |writer| {
+            let mut facts = super::files::write_tar(writer, &paths, &service)?;
+            facts.insert("keys_when_copied".into(), keys.into());
+            Ok(facts)
+        })?;
         Ok(Box::new(AofDump {
             tar: Box::new(tar),
             pause,
@@ -184,9 +220,12 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str]) -> Result<String> {
-        let mut cmd = Command::new("redis-cli");
-        // -e: an error reply is a non-zero exit (redis-cli exits 0 otherwise).
-        cmd.args(["-e", "-h", &self.host, "-p", &self.port.to_string()])
+        // `timeout`: redis-cli has no timeout of its own, and a hung server must not hang the
+        // backup (nor the drop that puts the rewrite setting back). -e: an error reply is a
+        // non-zero exit (redis-cli exits 0 otherwise).
+        let mut cmd = Command::new("timeout");
+        cmd.args([CLI_TIMEOUT, "redis-cli", "-e", "-h", &self.host, "-p"])
+            .arg(self.port.to_string())
             .args(args);
         if let Some(p) = &self.password {
             cmd.env("REDISCLI_AUTH", p.expose());
@@ -195,13 +234,23 @@ impl Cli {
             .output()
             .map_err(|e| self.fail(format!("cannot run redis-cli: {e}")))?;
         if !out.status.success() {
+            let why = if out.status.code() == Some(124) {
+                format!("timed out after {CLI_TIMEOUT} s")
+            } else {
+                "failed".to_owned()
+            };
             return Err(Error::Source {
                 service: self.service.clone(),
-                message: format!("redis-cli {} failed", args.join(" ")),
+                message: format!("redis-cli {} {why}", args.join(" ")),
                 stderr_tail: last_lines(&String::from_utf8_lossy(&out.stderr), 5),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Keys in every database (`INFO keyspace`: `db0:keys=12,expires=0,…`).
+    fn keys(&self) -> Result<u64> {
+        Ok(keyspace_keys(&self.run(&["INFO", "keyspace"])?))
     }
 
     /// The value of one config parameter (`CONFIG GET` prints the name, then the value).
@@ -218,6 +267,8 @@ impl Cli {
 struct RewritePause {
     cli: Cli,
     percentage: String,
+    /// The file remembering `percentage` until it is back on the server.
+    saved: PathBuf,
     restored: bool,
 }
 
@@ -245,8 +296,8 @@ impl RewritePause {
         }
     }
 
+    /// Puts the setting back; the remembered value is forgotten only once that worked.
     fn restore(&mut self) -> Result<()> {
-        self.restored = true;
         self.cli
             .run(&[
                 "CONFIG",
@@ -254,7 +305,15 @@ impl RewritePause {
                 "auto-aof-rewrite-percentage",
                 &self.percentage,
             ])
-            .map(drop)
+            .map_err(|e| {
+                self.cli.fail(format!(
+                    "could not switch AOF rewrites back on (the next backup retries; or run CONFIG SET auto-aof-rewrite-percentage {} by hand): {e}",
+                    self.percentage
+                ))
+            })?;
+        self.restored = true;
+        let _ = std::fs::remove_file(&self.saved);
+        Ok(())
     }
 }
 
@@ -263,11 +322,7 @@ impl Drop for RewritePause {
         if !self.restored
             && let Err(e) = self.restore()
         {
-            tracing::error!(
-                service = %self.cli.service,
-                "could not switch AOF rewrites back on: run CONFIG SET auto-aof-rewrite-percentage {} by hand: {e}",
-                self.percentage
-            );
+            tracing::error!("{e}");
         }
     }
 }

@@ -313,7 +313,7 @@ impl Tail {
 /// Asks the kernel to SIGTERM the child when the thread that started it ends, so a `kill -9`
 /// of tierback does not leave rclone running. Callers make sure that thread outlives the child
 /// (short commands are waited for by their caller; the server is started by a dedicated thread).
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid) between fork and exec.
