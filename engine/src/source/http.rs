@@ -63,7 +63,13 @@ impl Api {
         let url = format!("{}{path}", self.base);
         let result = match method {
             "GET" => self.with_auth(self.agent.get(&url)).call(),
-            "DELETE" => self.with_auth(self.agent.delete(&url)).call(),
+            // Cleanup, possibly from a drop: bounded well below the creation calls.
+            "DELETE" => self
+                .with_auth(self.agent.delete(&url))
+                .config()
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .build()
+                .call(),
             _ => self.with_auth(self.agent.post(&url)).send_empty(),
         };
         let mut resp = result.map_err(|e| self.fail(format!("{method} {url}: {e}")))?;

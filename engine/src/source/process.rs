@@ -89,11 +89,15 @@ impl Read for ChildDump {
 impl Dump for ChildDump {
     /// A child that already exited with a failure explains itself; one still running is killed.
     fn abandon(mut self: Box<Self>) -> Option<Error> {
+        // Asked before stdout is closed: closing it would make a live child die of SIGPIPE and
+        // look like the cause.
+        let failed = matches!(self.child.try_wait(), Ok(Some(status)) if !status.success());
         // A grandchild holding stderr could otherwise block on a full stdout forever.
         self.stdout = None;
-        match self.child.try_wait() {
-            Ok(Some(status)) if !status.success() => self.finish().err(),
-            _ => None, // drop kills and reaps it
+        if failed {
+            self.finish().err()
+        } else {
+            None // drop kills and reaps it
         }
     }
 
