@@ -9,25 +9,6 @@ use std::time::{Duration, Instant};
 use tierback_tests::pg::PgServer;
 use tierback_tests::{Env, sh};
 
-/// The artifacts of `service` as the mount and `cat` name them, by file stem.
-fn paths(env: &Env, service: &str) -> Vec<(String, String, serde_json::Value)> {
-    env.list_json()
-        .into_iter()
-        .filter(|a| a["service"] == service)
-        .map(|a| {
-            let key = a["key"].as_str().unwrap();
-            let date = key.split('/').nth(1).unwrap();
-            let file = a["file"].as_str().unwrap().to_owned();
-            let stem = file.rsplit_once('_').unwrap().0.to_owned();
-            (
-                stem,
-                format!("{service}/local/{date}/{file}"),
-                a["facts"].clone(),
-            )
-        })
-        .collect()
-}
-
 fn catalog_bytes(env: &Env) -> Vec<u8> {
     let mut all = Vec::new();
     for entry in std::fs::read_dir(env.path()).unwrap() {
@@ -68,7 +49,7 @@ fn postgres_databases_and_globals_restore_and_row_counts_come_from_the_dump() {
     let pg_password = [("TB_TEST_PG_PASSWORD", secret)];
     env.ok_with(&["backup", "postgresql"], &pg_password);
 
-    let arts = paths(&env, "postgresql");
+    let arts = env.artifacts("postgresql");
     let mut stems: Vec<&str> = arts.iter().map(|a| a.0.as_str()).collect();
     stems.sort();
     assert_eq!(stems, ["globals", "shop"]);
@@ -255,7 +236,7 @@ fn redis_rdb_restores_into_a_fresh_server_and_a_wrong_password_stores_nothing() 
         &["backup", "redis"],
         &[("TB_TEST_REDIS_PASSWORD", password)],
     );
-    let arts = paths(&env, "redis");
+    let arts = env.artifacts("redis");
     assert_eq!(arts.len(), 1);
     let (stem, path, facts) = &arts[0];
     assert_eq!(stem, "dump");
@@ -326,7 +307,7 @@ fn redis_aof_archive_pauses_rewrites_and_loads_into_a_fresh_server() {
         aof_dir.display()
     ));
     env.ok_with(&["backup", "redis"], &[("PW", password)]);
-    let mut arts = paths(&env, "redis");
+    let mut arts = env.artifacts("redis");
     arts.sort_by(|a, b| a.0.cmp(&b.0));
     let stems: Vec<_> = arts.iter().map(|a| a.0.as_str()).collect();
     assert_eq!(stems, ["aof_archive", "dump"]);

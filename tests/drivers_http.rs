@@ -79,30 +79,6 @@ impl Drop for StandIn {
     }
 }
 
-/// (stem, view path, facts) of every stored artifact of `service`.
-fn artifacts(env: &Env, service: &str) -> Vec<(String, String, serde_json::Value)> {
-    env.list_json()
-        .into_iter()
-        .filter(|a| a["service"] == service)
-        .map(|a| {
-            let date = a["key"]
-                .as_str()
-                .unwrap()
-                .split('/')
-                .nth(1)
-                .unwrap()
-                .to_owned();
-            let file = a["file"].as_str().unwrap().to_owned();
-            let stem = file.rsplit_once('_').unwrap().0.to_owned();
-            (
-                stem,
-                format!("{service}/local/{date}/{file}"),
-                a["facts"].clone(),
-            )
-        })
-        .collect()
-}
-
 /// Every file the test's tierback wrote (catalog, logs, tier files and sidecars), concatenated.
 fn everything_written(env: &Env) -> Vec<u8> {
     fn walk(dir: &Path, all: &mut Vec<u8>) {
@@ -145,7 +121,7 @@ fn qdrant_collection_and_full_snapshots_are_stored_verified_and_cleaned_up() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(!said.contains(QDRANT_KEY), "the API key leaked: {said}");
 
-    let stored = artifacts(&env, "qdrant");
+    let stored = env.artifacts("qdrant");
     let mut stems: Vec<_> = stored.iter().map(|(s, _, _)| s.as_str()).collect();
     stems.sort();
     assert_eq!(stems, ["documents", "embeddings", "full_cluster"]);
@@ -204,7 +180,7 @@ fn qdrant_named_collections_only_and_a_bad_download_stores_nothing() {
     let q = StandIn::start("qdrant", work.path(), QDRANT_KEY, None);
     let env = qdrant_env(&q, "collections = [\"embeddings\"]\nfull = false\n");
     env.ok_with(&["backup", "qdrant"], &[("QDRANT_KEY", QDRANT_KEY)]);
-    let stems: Vec<_> = artifacts(&env, "qdrant").into_iter().map(|a| a.0).collect();
+    let stems: Vec<_> = env.artifacts("qdrant").into_iter().map(|a| a.0).collect();
     assert_eq!(stems, ["embeddings"]);
 
     // A collection the server does not have: the error names it, nothing is stored.
@@ -279,7 +255,7 @@ fn vault_raft_snapshot_is_stored_and_its_sums_checked_by_restore_test() {
     ));
     let out = env.ok(&["backup", "vault"]);
     assert!(!String::from_utf8_lossy(&out.stderr).contains(VAULT_TOKEN));
-    let stored = artifacts(&env, "vault");
+    let stored = env.artifacts("vault");
     assert_eq!(stored.len(), 1);
     let (stem, path, _) = &stored[0];
     assert_eq!(stem, "snapshot");
@@ -362,7 +338,7 @@ fn n8n_workflows_are_exported_across_pages_with_a_key_from_vault() {
     let out = env.ok_with(&["backup", "n8n"], &vars);
     assert!(!String::from_utf8_lossy(&out.stderr).contains(n8n_key));
 
-    let stored = artifacts(&env, "n8n");
+    let stored = env.artifacts("n8n");
     let (stem, path, facts) = &stored[0];
     assert_eq!(stem, "workflows");
     assert_eq!(facts["workflow_count"], 7);

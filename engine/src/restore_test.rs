@@ -178,26 +178,10 @@ fn tar_list(
 /// `SHA256SUMS` checked with `sha256sum -c` (what `vault operator raft snapshot restore` checks
 /// before it replaces a cluster's data).
 fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
-    let scratch = tempfile::Builder::new()
-        .prefix("tierback-restore-test-")
-        .tempdir()
-        .map_err(|e| Error::io("creating a scratch directory", e))?;
-    let mut tar = Command::new("tar")
-        .args(["-xzf", "-", "-C"])
-        .arg(scratch.path())
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("running tar", e))?;
-    let mut stdin = tar.stdin.take().expect("piped");
-    let copied = reader.copy_to(&mut stdin, threads);
-    drop(stdin);
-    let out = tar
-        .wait_with_output()
-        .map_err(|e| Error::io("waiting for tar", e))?;
-    if let Some(outcome) = tar_verdict(copied, &out)? {
-        return Ok(outcome);
-    }
+    let scratch = match unpack(reader, threads, "-xzf")? {
+        Ok(dir) => dir,
+        Err(failed) => return Ok(failed),
+    };
     for needed in ["SHA256SUMS", "SHA256SUMS.sealed"] {
         if !scratch.path().join(needed).exists() {
             return Ok(Outcome::Failed(format!(
@@ -226,31 +210,18 @@ fn redis_aof(
     reader: &ArtifactReader<'_>,
     threads: usize,
 ) -> Result<Outcome> {
+    let root = match unpack(reader, threads, "-xf")? {
+        Ok(dir) => dir,
+        Err(failed) => return Ok(failed),
+    };
+    // The server's socket and log go beside the files, outside what was unpacked.
     let scratch = tempfile::Builder::new()
         .prefix("tierback-restore-test-")
         .tempdir()
         .map_err(|e| Error::io("creating a scratch directory", e))?;
-    let root = scratch.path().join("files");
-    std::fs::create_dir(&root).map_err(|e| Error::io("creating a scratch directory", e))?;
-    let mut tar = Command::new("tar")
-        .args(["-xf", "-", "-C"])
-        .arg(&root)
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::io("running tar", e))?;
-    let mut stdin = tar.stdin.take().expect("piped");
-    let copied = reader.copy_to(&mut stdin, threads);
-    drop(stdin);
-    let out = tar
-        .wait_with_output()
-        .map_err(|e| Error::io("waiting for tar", e))?;
-    if let Some(outcome) = tar_verdict(copied, &out)? {
-        return Ok(outcome);
-    }
     // Redis 7 keeps a directory with a manifest named after `appendfilename`; older versions
     // one file named `appendfilename`.
-    let Some(found) = find_aof(&root) else {
+    let Some(found) = find_aof(root.path()) else {
         return Ok(Outcome::Failed(
             "the archive holds no AOF manifest or appendonly.aof".into(),
         ));
@@ -375,6 +346,36 @@ impl Drop for ScratchRedis {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Unpacks the artifact with `tar MODE -` (`-xf`, or `-xzf` for a gzipped tar) into a new
+/// scratch directory (removed on drop); a broken archive is the failed test.
+fn unpack(
+    reader: &ArtifactReader<'_>,
+    threads: usize,
+    mode: &str,
+) -> Result<std::result::Result<tempfile::TempDir, Outcome>> {
+    let scratch = tempfile::Builder::new()
+        .prefix("tierback-restore-test-")
+        .tempdir()
+        .map_err(|e| Error::io("creating a scratch directory", e))?;
+    let mut tar = Command::new("tar")
+        .args([mode, "-", "-C"])
+        .arg(scratch.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::io("running tar", e))?;
+    let mut stdin = tar.stdin.take().expect("piped");
+    let copied = reader.copy_to(&mut stdin, threads);
+    drop(stdin);
+    let out = tar
+        .wait_with_output()
+        .map_err(|e| Error::io("waiting for tar", e))?;
+    Ok(match tar_verdict(copied, &out)? {
+        Some(failed) => Err(failed),
+        None => Ok(scratch),
+    })
 }
 
 /// What tar's run says: a failed extraction is a failed test with tar's words, unless the bytes

@@ -101,6 +101,22 @@ impl Env {
         serde_json::from_slice(&self.ok(&["list", "--json"]).stdout).expect("list --json is JSON")
     }
 
+    /// (file stem, view path on the local tier, facts) of every stored artifact of `service`.
+    pub fn artifacts(&self, service: &str) -> Vec<(String, String, serde_json::Value)> {
+        self.list_json()
+            .into_iter()
+            .filter(|a| a["service"] == service)
+            .map(|a| {
+                let key = a["key"].as_str().unwrap();
+                let date = key.split('/').nth(1).unwrap();
+                let file = a["file"].as_str().unwrap().to_owned();
+                let stem = file.rsplit_once('_').unwrap().0.to_owned();
+                let path = format!("{service}/local/{date}/{file}");
+                (stem, path, a["facts"].clone())
+            })
+            .collect()
+    }
+
     /// The view path (`service/tier/date/file`) of the newest artifact of `service`.
     pub fn newest_path(&self, service: &str, tier: &str) -> String {
         let list = self.list_json();
