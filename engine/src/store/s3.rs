@@ -722,24 +722,33 @@ impl S3Store {
     /// absent: what reading an object that may change needs (the minio source).
     pub fn head_version(&self, key: &str) -> Result<Option<(u64, String, i64)>> {
         check_key(key)?;
-        self.run("HEAD", key, async {
-            match self
-                .client
-                .head_object()
-                .bucket(&self.bucket)
-                .key(self.full_key(key))
-                .send()
-                .await
-            {
-                Ok(out) => Ok(Some((
-                    out.content_length().unwrap_or(0).max(0) as u64,
-                    out.e_tag().unwrap_or_default().to_owned(),
-                    out.last_modified().map_or(0, |t| t.secs()),
-                ))),
-                Err(e) if http_status(&e) == Some(404) => Ok(None),
-                Err(e) => Err(self.sdk_error("HEAD", key, e)),
-            }
-        })
+        let head = self.run("HEAD", key, self.head_object(key))?;
+        Ok(head.map(|out| {
+            (
+                out.content_length().unwrap_or(0).max(0) as u64,
+                out.e_tag().unwrap_or_default().to_owned(),
+                out.last_modified().map_or(0, |t| t.secs()),
+            )
+        }))
+    }
+
+    /// HEAD of an object; `None` if absent.
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out)),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.sdk_error("HEAD", key, e)),
+        }
     }
 
     /// [`Store::get_range`] of one version of an object: an object replaced since `etag` was
@@ -842,21 +851,10 @@ impl S3Store {
     }
 
     async fn head_async(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(ObjectMeta {
-                key: key.to_owned(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-            })),
-            Err(e) if http_status(&e) == Some(404) => Ok(None),
-            Err(e) => Err(self.sdk_error("HEAD", key, e)),
-        }
+        Ok(self.head_object(key).await?.map(|out| ObjectMeta {
+            key: key.to_owned(),
+            size: out.content_length().unwrap_or(0).max(0) as u64,
+        }))
     }
 
     async fn list_async(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
