@@ -290,6 +290,30 @@ fn check_port(
     }
 }
 
+/// An optional list of names (collections, buckets) that each name a file: absent means "all",
+/// present must hold at least one.
+fn check_names(
+    list: Option<Spanned<Vec<String>>>,
+    key: &str,
+    item: &str,
+    service: &str,
+) -> std::result::Result<Option<Vec<String>>, (std::ops::Range<usize>, String)> {
+    let Some(list) = list else {
+        return Ok(None);
+    };
+    if list.get_ref().is_empty() {
+        return Err((
+            list.span(),
+            format!("[services.{service}] {key} is empty (leave it out for every {item})"),
+        ));
+    }
+    for n in list.get_ref() {
+        crate::id::validate_file_part(n, &format!("{item} name"))
+            .map_err(|e| (list.span(), format!("[services.{service}] {e}")))?;
+    }
+    Ok(Some(list.into_inner()))
+}
+
 /// An http(s) base URL, or `default` when absent.
 fn check_url(
     url: Option<Spanned<String>>,
@@ -880,24 +904,9 @@ impl Config {
                     aof_dir: s.aof_dir.map(|d| resolve(d.into_inner())),
                 },
                 "qdrant" => {
-                    let collections = match s.collections {
-                        Some(c) => {
-                            if c.get_ref().is_empty() {
-                                return Err(at(
-                                    c.span(),
-                                    format!(
-                                        "[services.{name}] collections is empty (leave it out for every collection)"
-                                    ),
-                                ));
-                            }
-                            for col in c.get_ref() {
-                                crate::id::validate_file_part(col, "collection name")
-                                    .map_err(|e| at(c.span(), format!("[services.{name}] {e}")))?;
-                            }
-                            Some(c.into_inner())
-                        }
-                        None => None,
-                    };
+                    let collections =
+                        check_names(s.collections, "collections", "collection", &name)
+                            .map_err(|(sp, m)| at(sp, m))?;
                     Driver::Qdrant {
                         url: check_url(s.url, "http://127.0.0.1:6333", &name)
                             .map_err(|(sp, m)| at(sp, m))?,
@@ -939,24 +948,8 @@ impl Config {
                             )
                         })
                     };
-                    let buckets = match s.buckets {
-                        Some(b) => {
-                            if b.get_ref().is_empty() {
-                                return Err(at(
-                                    b.span(),
-                                    format!(
-                                        "[services.{name}] buckets is empty (leave it out for every bucket)"
-                                    ),
-                                ));
-                            }
-                            for bucket in b.get_ref() {
-                                crate::id::validate_file_part(bucket, "bucket name")
-                                    .map_err(|e| at(b.span(), format!("[services.{name}] {e}")))?;
-                            }
-                            Some(b.into_inner())
-                        }
-                        None => None,
-                    };
+                    let buckets = check_names(s.buckets, "buckets", "bucket", &name)
+                        .map_err(|(sp, m)| at(sp, m))?;
                     let endpoint = check_url(s.endpoint, "http://127.0.0.1:9000", &name)
                         .map_err(|(sp, m)| at(sp, m))?;
                     let same = |e: &str| e.trim_end_matches('/') == endpoint.trim_end_matches('/');
