@@ -74,6 +74,15 @@ impl Error {
         }
     }
 
+    /// A source's own failure, with no stderr to show (an API's answer, a path, a check).
+    pub fn source(service: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Source {
+            service: service.into(),
+            message: message.into(),
+            stderr_tail: String::new(),
+        }
+    }
+
     pub fn integrity(
         file: impl Into<String>,
         block: Option<u64>,

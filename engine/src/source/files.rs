@@ -30,11 +30,10 @@ impl Source for FilesSource {
     fn open(&self, _artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
         for p in &self.paths {
             if let Err(e) = std::fs::symlink_metadata(p) {
-                return Err(Error::Source {
-                    service: self.service.clone(),
-                    message: format!("path {} cannot be read: {e}", p.display()),
-                    stderr_tail: String::new(),
-                });
+                return Err(Error::source(
+                    &self.service,
+                    format!("path {} cannot be read: {e}", p.display()),
+                ));
             }
         }
         let paths = self.paths.clone();
@@ -48,10 +47,8 @@ impl Source for FilesSource {
 /// Writes `paths` (files, or directories walked in name order) as a tar on `writer`. `service`
 /// names the service in errors. Used by the files driver and the redis AOF archive.
 pub fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> Result<Facts> {
-    let fail = |p: &Path, e: std::io::Error| Error::Source {
-        service: service.to_owned(),
-        message: format!("archiving {}: {e}", p.display()),
-        stderr_tail: String::new(),
+    let fail = |p: &Path, e: std::io::Error| {
+        Error::source(service, format!("archiving {}: {e}", p.display()))
     };
     let mut tar = tar::Builder::new(writer);
     tar.follow_symlinks(false);

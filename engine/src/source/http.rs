@@ -52,11 +52,7 @@ impl Api {
     }
 
     pub fn fail(&self, message: String) -> Error {
-        Error::Source {
-            service: self.service.clone(),
-            message,
-            stderr_tail: String::new(),
-        }
+        Error::source(&self.service, message)
     }
 
     fn call(&self, method: &str, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
@@ -176,10 +172,11 @@ impl Download {
 
     /// Checks the body against what was announced; returns the facts of a good download.
     pub fn check(&mut self) -> Result<Facts> {
-        let fail = |message: String| Error::Source {
-            service: self.service.clone(),
-            message: format!("GET {}: {message}; nothing was stored", self.path),
-            stderr_tail: String::new(),
+        let fail = |message: String| {
+            Error::source(
+                &self.service,
+                format!("GET {}: {message}; nothing was stored", self.path),
+            )
         };
         if let Some(size) = self.expect.size
             && size != self.bytes

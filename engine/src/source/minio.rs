@@ -38,11 +38,7 @@ pub struct MinioSource {
 
 impl MinioSource {
     fn fail(&self, message: String) -> Error {
-        Error::Source {
-            service: self.service.clone(),
-            message,
-            stderr_tail: String::new(),
-        }
+        Error::source(&self.service, message)
     }
 
     /// A client for `bucket`, built the way an s3 tier's is (path-style, MinIO-safe checksums).
@@ -116,10 +112,11 @@ impl Source for MinioSource {
             .map_err(|e| self.fail(format!("listing bucket {bucket}: {e}")))?;
         let service = self.service.clone();
         Ok(Box::new(Piped::spawn(move |writer| {
-            write_tar(writer, &store, &objects).map_err(|message| Error::Source {
-                service,
-                message: format!("bucket {bucket}: {message}; nothing was stored"),
-                stderr_tail: String::new(),
+            write_tar(writer, &store, &objects).map_err(|message| {
+                Error::source(
+                    service,
+                    format!("bucket {bucket}: {message}; nothing was stored"),
+                )
             })
         })?))
     }

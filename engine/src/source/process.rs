@@ -40,11 +40,9 @@ impl ChildDump {
         for (k, v) in env {
             cmd.env(k, v.expose());
         }
-        let mut child = cmd.spawn().map_err(|e| Error::Source {
-            service: service.to_owned(),
-            message: format!("cannot start `{program}`: {e}"),
-            stderr_tail: String::new(),
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::source(service, format!("cannot start `{program}`: {e}")))?;
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let drain = std::thread::spawn(move || {

@@ -121,11 +121,10 @@ impl RedisSource {
         file.rewind()
             .map_err(|e| Error::io("rewinding the RDB", e))?;
         if &magic[..5] != b"REDIS" {
-            return Err(Error::Source {
-                service: self.service.clone(),
-                message: "redis-cli produced no RDB (the file does not start with REDIS)".into(),
-                stderr_tail: String::new(),
-            });
+            return Err(Error::source(
+                &self.service,
+                "redis-cli produced no RDB (the file does not start with REDIS)",
+            ));
         }
         facts.insert(
             "rdb_version".into(),
@@ -212,11 +211,7 @@ struct Cli {
 
 impl Cli {
     fn fail(&self, message: String) -> Error {
-        Error::Source {
-            service: self.service.clone(),
-            message,
-            stderr_tail: String::new(),
-        }
+        Error::source(&self.service, message)
     }
 
     fn run(&self, args: &[&str]) -> Result<String> {
