@@ -51,27 +51,6 @@ pub struct RedisSource {
     pub state_dir: PathBuf,
 }
 
-impl RedisSource {
-    fn command(&self, target: &str) -> Result<Invocation> {
-        let argv = [
-            "redis-cli",
-            "-h",
-            &self.host,
-            "-p",
-            &self.port.to_string(),
-            "--rdb",
-            target,
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let mut env = Vec::new();
-        if let Some(p) = &self.password {
-            env.push(("REDISCLI_AUTH".to_owned(), p.resolve()?));
-        }
-        Ok((argv, env))
-    }
-}
-
 impl Source for RedisSource {
     fn driver(&self) -> &'static str {
         "redis"
@@ -106,7 +85,9 @@ impl RedisSource {
             .suffix(".rdb")
             .tempfile()
             .map_err(|e| Error::io("creating a scratch file for the RDB", e))?;
-        let (argv, env) = self.command(&scratch.path().to_string_lossy())?;
+        let (argv, env) = self
+            .cli()?
+            .invocation(&["--rdb", &scratch.path().to_string_lossy()]);
         // The transfer runs to completion before a byte is read: the RDB is only valid whole.
         // (The server may wait `repl-diskless-sync-delay`, 5 s by default, before sending.)
         let mut child = ChildDump::spawn(&self.service, &argv, &env)?;
@@ -214,16 +195,28 @@ impl Cli {
         Error::source(&self.service, message)
     }
 
+    /// `redis-cli ARGS` against the server, and the password for its environment.
+    fn invocation(&self, args: &[&str]) -> Invocation {
+        let mut argv = vec!["redis-cli".to_owned(), "-h".into(), self.host.clone()];
+        argv.extend(["-p".to_owned(), self.port.to_string()]);
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let env = self
+            .password
+            .iter()
+            .map(|p| ("REDISCLI_AUTH".to_owned(), p.clone()))
+            .collect();
+        (argv, env)
+    }
+
     fn run(&self, args: &[&str]) -> Result<String> {
         // `timeout`: redis-cli has no timeout of its own, and a hung server must not hang the
         // backup (nor the drop that puts the rewrite setting back). -e: an error reply is a
         // non-zero exit (redis-cli exits 0 otherwise).
+        let (argv, env) = self.invocation(&[&["-e"], args].concat());
         let mut cmd = Command::new("timeout");
-        cmd.args([CLI_TIMEOUT, "redis-cli", "-e", "-h", &self.host, "-p"])
-            .arg(self.port.to_string())
-            .args(args);
-        if let Some(p) = &self.password {
-            cmd.env("REDISCLI_AUTH", p.expose());
+        cmd.arg(CLI_TIMEOUT).args(&argv);
+        for (k, v) in &env {
+            cmd.env(k, v.expose());
         }
         let out = cmd
             .output()
