@@ -126,7 +126,6 @@ impl Api {
             hasher: Sha256::new(),
             bytes: 0,
             expect,
-            head: Vec::new(),
         })
     }
 }
@@ -158,18 +157,9 @@ pub struct Download {
     hasher: Sha256,
     bytes: u64,
     expect: Expected,
-    /// The first bytes, for a driver's format check.
-    head: Vec<u8>,
 }
 
-/// Bytes of the body kept for a format check.
-const HEAD: usize = 16;
-
 impl Download {
-    pub fn head(&self) -> &[u8] {
-        &self.head
-    }
-
     /// Checks the body against what was announced; returns the facts of a good download.
     pub fn check(&mut self) -> Result<Facts> {
         let fail = |message: String| {
@@ -213,10 +203,6 @@ impl Read for Download {
             )
         })?;
         self.hasher.update(&buf[..n]);
-        if self.head.len() < HEAD {
-            let take = (HEAD - self.head.len()).min(n);
-            self.head.extend_from_slice(&buf[..take]);
-        }
         self.bytes += n as u64;
         Ok(n)
     }
@@ -246,7 +232,6 @@ mod tests {
             hasher: Sha256::new(),
             bytes: 0,
             expect,
-            head: Vec::new(),
         })
     }
 
@@ -261,7 +246,6 @@ mod tests {
             },
         );
         std::io::copy(&mut d, &mut std::io::sink()).unwrap();
-        assert_eq!(d.head(), b"hello");
         assert_eq!(d.finish().unwrap()["downloaded_sha256"], sha.as_str());
 
         let mut d = download(
