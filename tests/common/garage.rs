@@ -433,7 +433,13 @@ impl GarageCluster {
             .iter()
             .map(|n| n.cli(&["node", "id", "-q"]).trim().to_owned())
             .collect();
+        // A node accepts TCP on its RPC port a moment before it completes handshakes (CI saw
+        // "Handshake error: i/o: unexpected end of file"), so connecting is retried.
         for id in &ids[1..] {
+            let start = Instant::now();
+            while !nodes[0].try_cli(&["node", "connect", id]) && start.elapsed() < STARTUP_LIMIT {
+                std::thread::sleep(Duration::from_millis(200));
+            }
             nodes[0].cli(&["node", "connect", id]);
         }
         for (i, id) in ids.iter().enumerate() {
