@@ -82,6 +82,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// PostgreSQL's restore_command for point-in-time recovery: write archived WAL file WAL_FILE
+    /// of a postgres_wal SERVICE, verified, to DEST (`restore_command = 'tierback wal-fetch
+    /// SERVICE %f %p'`). Exit 1 if it is not archived; 126 if it is but no tier has an intact
+    /// copy (PostgreSQL then stops recovery instead of ending it early, short of the target).
+    WalFetch {
+        service: String,
+        wal_file: String,
+        dest: std::path::PathBuf,
+    },
     /// Copy backups to the tiers whose policy wants them; verify each upload.
     Sync {
         /// Only this tier.

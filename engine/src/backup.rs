@@ -135,10 +135,22 @@ fn take(
         threads: config.defaults.threads,
     };
 
+    let plans = source.plan()?;
+    let bid = backup_id(name, taken_at);
+    if plans.is_empty() {
+        // An empty WAL spool: nothing happened since the last run, and no empty backup is made.
+        return Ok(BackupReport {
+            service: name.to_owned(),
+            backup_id: bid,
+            taken_at,
+            artifacts: Vec::new(),
+            seconds: 0.0,
+        });
+    }
     let mut staged: Vec<Staged> = Vec::new();
     let mut temps: Vec<PathBuf> = Vec::new();
     let outcome = (|| {
-        for plan in source.plan()? {
+        for plan in &plans {
             let file = layout::artifact_file(&plan.stem, &plan.extension, taken_at);
             let key = layout::object_key(name, taken_at, &file);
             let tmp = store.temp_path(&format!("{file}.gz"));
@@ -146,7 +158,7 @@ fn take(
             // Registered before writing so that a failure below removes the temporary file.
             temps.push(tmp.clone());
             progress.start(&format!("{name}: {file}"));
-            let mut dump = source.open(&plan)?;
+            let mut dump = source.open(plan)?;
             let mut out = BufWriter::with_capacity(1 << 20, out);
             let written = write_artifact(&mut dump, &mut out, opts, &|n| progress.advance(n));
             progress.done();
@@ -182,7 +194,6 @@ fn take(
     }
 
     // Publish: sidecars first, the .gz last, so a visible .gz always has its sidecars.
-    let bid = backup_id(name, taken_at);
     let published = publish(
         store,
         &staged,
@@ -200,6 +211,7 @@ fn take(
         }
     };
     catalog.record_backup(name, taken_at, source.driver(), Some(run), tier, &artifacts)?;
+    source.published(&plans)?;
 
     Ok(BackupReport {
         service: name.to_owned(),

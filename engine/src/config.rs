@@ -181,6 +181,8 @@ pub struct ServiceConfig {
     pub schedule: Vec<String>,
     pub compression_level: i32,
     pub block_size: usize,
+    /// This service's own retention, used on every tier instead of the tier's policy.
+    pub retention: Option<Retention>,
     pub driver: Driver,
 }
 
@@ -203,7 +205,11 @@ pub enum Driver {
         password: Option<SecretRef>,
         databases: Vec<String>,
         globals: bool,
+        /// A physical `pg_basebackup` tar too (the starting point of point-in-time recovery).
+        base_backup: bool,
     },
+    /// WAL segments that `pg_receivewal` or an `archive_command` completed in `spool`.
+    PostgresWal { spool: PathBuf },
     /// The RDB snapshot, through `redis-cli --rdb`, and the AOF directory when `aof_dir` is set.
     Redis {
         host: String,
@@ -240,6 +246,7 @@ impl Driver {
             Driver::Command { .. } => "command",
             Driver::Files { .. } => "files",
             Driver::Postgres { .. } => "postgres",
+            Driver::PostgresWal { .. } => "postgres_wal",
             Driver::Redis { .. } => "redis",
             Driver::Qdrant { .. } => "qdrant",
             Driver::Vault { .. } => "vault",
@@ -250,13 +257,22 @@ impl Driver {
 }
 
 /// Every driver, with the service keys that only it takes.
-const DRIVER_KEYS: [(&str, &[&str]); 8] = [
+const DRIVER_KEYS: [(&str, &[&str]); 9] = [
     ("command", &["command", "artifact", "extension", "env"]),
     ("files", &["paths"]),
     (
         "postgres",
-        &["host", "port", "user", "password", "databases", "globals"],
+        &[
+            "host",
+            "port",
+            "user",
+            "password",
+            "databases",
+            "globals",
+            "base_backup",
+        ],
     ),
+    ("postgres_wal", &["spool"]),
     ("redis", &["host", "port", "password", "aof_dir"]),
     ("qdrant", &["url", "api_key", "collections", "full"]),
     ("vault", &["url", "token"]),
@@ -464,6 +480,7 @@ struct RawService {
     schedule: Option<Spanned<Vec<String>>>,
     compression_level: Option<Spanned<i64>>,
     block_size: Option<Spanned<String>>,
+    retention: Option<Spanned<RawRetention>>,
     // command
     command: Option<Spanned<Vec<String>>>,
     artifact: Option<Spanned<String>>,
@@ -479,7 +496,10 @@ struct RawService {
     password: Option<Spanned<String>>,
     databases: Option<Spanned<Vec<String>>>,
     globals: Option<bool>,
+    base_backup: Option<bool>,
     aof_dir: Option<Spanned<PathBuf>>,
+    // postgres_wal
+    spool: Option<Spanned<PathBuf>>,
     // qdrant, vault, n8n
     url: Option<Spanned<String>>,
     api_key: Option<Spanned<String>>,
@@ -775,6 +795,8 @@ impl Config {
                 ("password", s.password.is_some()),
                 ("databases", s.databases.is_some()),
                 ("globals", s.globals.is_some()),
+                ("base_backup", s.base_backup.is_some()),
+                ("spool", s.spool.is_some()),
                 ("aof_dir", s.aof_dir.is_some()),
                 ("url", s.url.is_some()),
                 ("api_key", s.api_key.is_some()),
@@ -857,14 +879,22 @@ impl Config {
                     }
                 }
                 "postgres" => {
-                    let databases = s.databases.ok_or_else(|| {
-                        at(
-                            span.clone(),
-                            format!("[services.{name}] driver \"postgres\" needs `databases`"),
-                        )
-                    })?;
-                    let globals = s.globals.unwrap_or(true);
-                    if databases.get_ref().is_empty() {
+                    let base_backup = s.base_backup.unwrap_or(false);
+                    // A base backup alone is a whole cluster: databases are optional then.
+                    let databases = match s.databases {
+                        Some(d) => d,
+                        None if base_backup => Spanned::new(span.clone(), Vec::new()),
+                        None => {
+                            return Err(at(
+                                span.clone(),
+                                format!(
+                                    "[services.{name}] driver \"postgres\" needs `databases` (or base_backup = true)"
+                                ),
+                            ));
+                        }
+                    };
+                    let globals = s.globals.unwrap_or(!databases.get_ref().is_empty());
+                    if databases.get_ref().is_empty() && !base_backup {
                         return Err(at(
                             databases.span(),
                             format!("[services.{name}] databases is empty"),
@@ -873,13 +903,18 @@ impl Config {
                     for db in databases.get_ref() {
                         crate::id::validate_file_part(db, "database name")
                             .map_err(|e| at(databases.span(), format!("[services.{name}] {e}")))?;
-                        if globals && db == crate::source::postgres::GLOBALS {
-                            return Err(at(
-                                databases.span(),
-                                format!(
-                                    "[services.{name}] a database named \"globals\" would clash with the globals dump; set globals = false"
-                                ),
-                            ));
+                        for (taken, stem, key) in [
+                            (globals, crate::source::postgres::GLOBALS, "globals"),
+                            (base_backup, crate::source::postgres::BASE, "base_backup"),
+                        ] {
+                            if taken && db == stem {
+                                return Err(at(
+                                    databases.span(),
+                                    format!(
+                                        "[services.{name}] a database named {stem:?} would clash with the {stem} artifact; set {key} = false"
+                                    ),
+                                ));
+                            }
                         }
                     }
                     Driver::Postgres {
@@ -893,6 +928,28 @@ impl Config {
                         password: secret_opt(s.password).map_err(|(sp, m)| at(sp, m))?,
                         databases: databases.into_inner(),
                         globals,
+                        base_backup,
+                    }
+                }
+                "postgres_wal" => {
+                    if let Some(sch) = &s.schedule
+                        && sch.get_ref().is_empty()
+                    {
+                        return Err(at(
+                            sch.span(),
+                            format!(
+                                "[services.{name}] schedule is empty: WAL left in the spool is not archived"
+                            ),
+                        ));
+                    }
+                    let spool = s.spool.ok_or_else(|| {
+                        at(
+                            span.clone(),
+                            format!("[services.{name}] driver \"postgres_wal\" needs `spool`"),
+                        )
+                    })?;
+                    Driver::PostgresWal {
+                        spool: resolve(spool.into_inner()),
                     }
                 }
                 "redis" => Driver::Redis {
@@ -998,6 +1055,22 @@ impl Config {
                     },
                     compression_level,
                     block_size,
+                    retention: match s.retention {
+                        Some(r) => {
+                            let sp = r.span();
+                            Some(
+                                retention(r.into_inner()).map_err(|m| {
+                                    at(sp, format!("[services.{name}] retention: {m}"))
+                                })?,
+                            )
+                        }
+                        // The seed keeps WAL for 24 hours.
+                        None if matches!(driver, Driver::PostgresWal { .. }) => Some(Retention {
+                            keep_within: Some(24 * 3600),
+                            ..Retention::default()
+                        }),
+                        None => None,
+                    },
                     driver,
                 },
             );
@@ -1255,6 +1328,76 @@ extension = "txt"
             e.contains("`paths` does not apply to driver \"command\""),
             "{e}"
         );
+    }
+
+    #[test]
+    fn point_in_time_recovery_services_and_a_service_retention() {
+        let text = format!(
+            "{MINIMAL}\n[services.pg-base]\ndriver = \"postgres\"\nbase_backup = true\n\
+             schedule = [\"0 2 * * *\"]\n\n[services.pg-wal]\ndriver = \"postgres_wal\"\n\
+             spool = \"wal-spool\"\nschedule = [\"*/5 * * * *\"]\n"
+        );
+        let c = parse(&text).unwrap();
+        match &c.service("pg-base").unwrap().driver {
+            Driver::Postgres {
+                databases,
+                globals,
+                base_backup,
+                ..
+            } => assert!(databases.is_empty() && !*globals && *base_backup),
+            other => panic!("{other:?}"),
+        }
+        let wal = c.service("pg-wal").unwrap();
+        match &wal.driver {
+            Driver::PostgresWal { spool } => {
+                assert_eq!(spool, Path::new("/etc/tierback/wal-spool"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The seed's "WAL: 24 hours" unless the service says otherwise.
+        assert_eq!(wal.retention.as_ref().unwrap().keep_within, Some(86_400));
+        assert!(c.service("pg-base").unwrap().retention.is_none());
+        let own = parse(&text.replace(
+            "spool = \"wal-spool\"",
+            "spool = \"wal-spool\"\nretention = { keep_within = \"48h\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            own.service("pg-wal")
+                .unwrap()
+                .retention
+                .as_ref()
+                .unwrap()
+                .keep_within,
+            Some(2 * 86_400)
+        );
+        for (bad, expect, says) in [
+            ("spool = \"wal-spool\"\n", "", "needs `spool`"),
+            ("base_backup = true\n", "", "needs `databases`"),
+            (
+                "base_backup = true\n",
+                "base_backup = true\ndatabases = [\"base\"]\n",
+                "clash with the base artifact",
+            ),
+            (
+                "spool = \"wal-spool\"\n",
+                "spool = \"w\"\nbase_backup = true\n",
+                "does not apply",
+            ),
+            (
+                "spool = \"wal-spool\"\n",
+                "spool = \"w\"\nretention = { keep_daily = \"some\" }\n",
+                "retention",
+            ),
+            (
+                "schedule = [\"*/5 * * * *\"]",
+                "schedule = []",
+                "schedule is empty",
+            ),
+        ] {
+            let e = parse(&text.replace(bad, expect)).unwrap_err().to_string();
+            assert!(e.contains("line ") && e.contains(says), "{expect}: {e}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub mod sync;
 pub mod units;
 pub mod vault;
 pub mod verify;
+pub mod wal_fetch;
 
 pub use error::{Error, Result};
 

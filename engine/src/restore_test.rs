@@ -5,6 +5,10 @@
 //! - postgres: each database into a scratch database on the same server (`CREATE DATABASE`
 //!   needed), every table's rows counted against the dump's own counts, then dropped. The
 //!   globals are not replayed: roles are cluster-wide and would change the live server.
+//! - postgres base backup: unpacked and checked by `pg_verifybackup` (every file against the
+//!   backup manifest's checksums, and the WAL it needs present and parseable).
+//! - postgres_wal: every block read and verified (WAL is replayed by a recovery, through
+//!   `wal-fetch`).
 //! - redis: the RDB checked by `redis-check-rdb`; the AOF archive loaded by a scratch
 //!   `redis-server` on a Unix socket (no port, nothing shared with the live server).
 //! - files, minio: the tar listed by `tar -t`, its entry count against the recorded one.
@@ -20,7 +24,7 @@ use std::process::{Command, Stdio};
 use crate::artifact::reader::ArtifactReader;
 use crate::catalog::ArtifactRecord;
 use crate::config::Driver;
-use crate::source::postgres::GLOBALS;
+use crate::source::postgres::{BASE, GLOBALS};
 use crate::source::process::last_lines;
 use crate::source::redis::AOF_ARCHIVE;
 use crate::{Error, Result};
@@ -45,6 +49,7 @@ pub fn test_artifact(
         .rsplit_once('_')
         .map_or(artifact.file.as_str(), |(s, _)| s);
     match driver {
+        Driver::Postgres { .. } if stem == BASE => base_backup(reader, threads),
         Driver::Postgres {
             host,
             port,
@@ -133,10 +138,10 @@ pub fn test_artifact(
                 (Some(n), _) => Outcome::Passed(format!("{n} workflows, as recorded")),
             })
         }
-        Driver::Command { .. } => {
+        Driver::Command { .. } | Driver::PostgresWal { .. } => {
             let bytes = reader.copy_to(&mut std::io::sink(), threads)?;
             Ok(Outcome::Passed(format!(
-                "{bytes} bytes read, every block verified (a command source has nothing to replay into)"
+                "{bytes} bytes read, every block verified (nothing to replay it into alone)"
             )))
         }
     }
@@ -200,6 +205,52 @@ fn vault_snapshot(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome
     } else {
         Outcome::Failed(format!("SHA256SUMS do not match: {said}"))
     })
+}
+
+/// Unpacks a `pg_basebackup` tar and lets PostgreSQL's own `pg_verifybackup` judge it.
+fn base_backup(reader: &ArtifactReader<'_>, threads: usize) -> Result<Outcome> {
+    let scratch = match unpack(reader, threads, "-xf")? {
+        Ok(dir) => dir,
+        Err(failed) => return Ok(failed),
+    };
+    let check = Command::new(pg_verifybackup())
+        .arg(scratch.path())
+        .output()
+        .map_err(|e| Error::io("running pg_verifybackup", e))?;
+    let said = last_lines(
+        &String::from_utf8_lossy(if check.status.success() {
+            &check.stdout
+        } else {
+            &check.stderr
+        }),
+        3,
+    )
+    .replace('\n', "; ");
+    Ok(if check.status.success() {
+        Outcome::Passed(format!("pg_verifybackup: {said}"))
+    } else {
+        Outcome::Failed(format!("pg_verifybackup: {said}"))
+    })
+}
+
+/// `pg_verifybackup` of the newest PostgreSQL install (Debian keeps it out of PATH, in
+/// /usr/lib/postgresql/<version>/bin beside the pg_waldump it calls), else from PATH.
+fn pg_verifybackup() -> std::path::PathBuf {
+    let mut installed: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin/pg_verifybackup");
+            bin.exists().then_some((version, bin))
+        })
+        .collect();
+    installed.sort();
+    match installed.pop() {
+        Some((_, bin)) => bin,
+        None => "pg_verifybackup".into(),
+    }
 }
 
 /// Unpacks an AOF archive and starts a scratch `redis-server` on it: Redis's own loader is the

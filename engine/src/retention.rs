@@ -71,7 +71,13 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
                     });
             }
         }
-        for list in series.values_mut() {
+        for (service, list) in series.iter_mut() {
+            // A service's own retention (WAL: 24 hours) replaces the tier's.
+            let policy = config
+                .service(service)
+                .ok()
+                .and_then(|s| s.retention.as_ref())
+                .unwrap_or(&tier.retention);
             list.sort_by_key(|d| std::cmp::Reverse(d.taken_at));
             for d in list.iter_mut() {
                 d.keys = artifacts
@@ -90,7 +96,7 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
                         .any(|a| a.copy_on(&d.tier).is_some_and(|c| c.state == MISSING))
                 });
             *list = live;
-            apply_policy(&tier.retention, list, now);
+            apply_policy(policy, list, now);
             // The newest backup whose every copy on this tier is verified stays, always.
             if let Some(d) = list.iter_mut().find(|d| {
                 artifacts
@@ -381,5 +387,45 @@ mod tests {
             d1.keep && d1.reasons.iter().any(|r| r == "newest verified"),
             "{d1:?}"
         );
+    }
+
+    #[test]
+    fn a_service_retention_replaces_the_tiers_for_that_service_only() {
+        let config = Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/x\"\n\
+             retention = { keep_last = 5 }\n[services.wal]\ndriver = \"postgres_wal\"\nspool = \"/tmp/s\"\n\
+             schedule = [\"*/5 * * * *\"]\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let rec = |id: i64, service: &str, t: i64| ArtifactRecord {
+            copies: vec![crate::catalog::CopyRecord {
+                tier: "local".into(),
+                state: PRESENT.into(),
+                stored_at: 0,
+                verified_at: Some(0),
+                error: None,
+            }],
+            ..ArtifactRecord::for_test(id, service, t)
+        };
+        let hour = 3600;
+        let now = 100 * hour;
+        // Three WAL backups 1, 30 and 50 hours old; three of another service as old.
+        let list = [
+            rec(1, "wal", now - hour),
+            rec(2, "wal", now - 30 * hour),
+            rec(3, "wal", now - 50 * hour),
+            rec(4, "pg", now - hour),
+            rec(5, "pg", now - 30 * hour),
+            rec(6, "pg", now - 50 * hour),
+        ];
+        let mut kept: Vec<i64> = plan(&config, &list, now)
+            .into_iter()
+            .filter(|d| d.keep)
+            .map(|d| d.backup_id)
+            .collect();
+        kept.sort();
+        // WAL: 24 hours (the driver's default); pg: the tier's keep_last = 5.
+        assert_eq!(kept, [1, 4, 5, 6]);
     }
 }

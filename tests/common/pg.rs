@@ -5,14 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian puts the server binaries and tools kept out of PATH (pg_receivewal, pg_ctl).
+pub const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct PgServer {
     dir: tempfile::TempDir,
     pub port: u16,
 }
 
-fn as_postgres(args: &[&str]) -> Output {
+/// Runs a command as the `postgres` user (the server refuses root).
+pub fn as_postgres(args: &[&str]) -> Output {
     Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .args(args)
@@ -20,7 +22,8 @@ fn as_postgres(args: &[&str]) -> Output {
         .expect("runuser")
 }
 
-fn check(what: &str, out: Output) -> Output {
+/// Panics with the command's output unless it succeeded.
+pub fn check(what: &str, out: Output) -> Output {
     assert!(
         out.status.success(),
         "{what} failed: {}{}",

@@ -29,6 +29,9 @@ pub fn run(
             Ok(report) => {
                 ok += 1;
                 if !json && !quiet {
+                    if report.artifacts.is_empty() {
+                        println!("{}  nothing new to archive", report.service);
+                    }
                     for a in &report.artifacts {
                         println!(
                             "{}  {}  {} -> {} ({}, {} blocks) in {:.1}s",

@@ -14,6 +14,7 @@ mod status;
 mod sync;
 mod tiers;
 pub mod verify;
+mod wal_fetch;
 
 use anyhow::Result;
 use tierback_engine::catalog::Catalog;
@@ -57,6 +58,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             json,
         ),
         Command::Prune { dry_run, json } => prune::run(&Config::load(&cli.config)?, dry_run, json),
+        Command::WalFetch {
+            service,
+            wal_file,
+            dest,
+        } => Ok(wal_fetch::run(&cli.config, &service, &wal_file, &dest)),
         Command::Sync { tier, json } => {
             sync::run(&Config::load(&cli.config)?, tier.as_deref(), json)
         }

@@ -460,6 +460,18 @@ impl Catalog {
         Ok(list.pop())
     }
 
+    /// The newest archived copy of a WAL file (`facts.wal_file`) in a `postgres_wal` service.
+    pub fn find_wal(&self, service: &str, wal_file: &str) -> Result<Option<ArtifactRecord>> {
+        let sql = format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
+             WHERE b.service = ?1 AND json_extract(a.facts, '$.wal_file') = ?2 \
+             ORDER BY b.taken_at DESC LIMIT 1"
+        );
+        let mut list = self.query_artifacts(&sql, params![service, wal_file])?;
+        self.attach_copies(&mut list)?;
+        Ok(list.pop())
+    }
+
     fn query_artifacts(
         &self,
         sql: &str,

@@ -9,6 +9,7 @@ pub mod minio;
 pub mod n8n;
 pub mod piped;
 pub mod postgres;
+pub mod postgres_wal;
 pub mod process;
 pub mod qdrant;
 pub mod redis;
@@ -35,6 +36,11 @@ pub trait Source {
     fn plan(&self) -> Result<Vec<ArtifactPlan>>;
     /// Starts producing one artifact's bytes.
     fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>>;
+    /// These artifacts are now in the catalog: a source that consumes its input (a WAL
+    /// spool) may let go of it.
+    fn published(&self, _artifacts: &[ArtifactPlan]) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A dump in progress. Read it to its end, then call [`Dump::finish`]: only a dump that
@@ -81,6 +87,7 @@ pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<
             password,
             databases,
             globals,
+            base_backup,
         } => Box::new(postgres::PostgresSource {
             service: name,
             host: host.clone(),
@@ -89,6 +96,11 @@ pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<
             password: password.clone(),
             databases: databases.clone(),
             globals: *globals,
+            base_backup: *base_backup,
+        }),
+        Driver::PostgresWal { spool } => Box::new(postgres_wal::WalSpool {
+            service: name,
+            spool: spool.clone(),
         }),
         Driver::Redis {
             host,

@@ -3,6 +3,10 @@
 //! child through `PGPASSWORD`, never its argv. Row counts per table are read from the dump
 //! stream itself (the lines of each `COPY … FROM stdin;` block), so they describe exactly what
 //! was stored, and restore tests can compare against them.
+//!
+//! With `base_backup = true` a physical `pg_basebackup` of the whole cluster is taken as well, as
+//! one tar that includes the WAL needed to make it consistent: restorable on its own, and the
+//! starting point that archived WAL (`postgres_wal`) replays forward to a point in time.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -14,6 +18,8 @@ use crate::secret::{Secret, SecretRef};
 
 /// The artifact stem of the globals dump (a database of this name is refused by the config).
 pub const GLOBALS: &str = "globals";
+/// The artifact stem of the physical base backup.
+pub const BASE: &str = "base";
 
 pub struct PostgresSource {
     pub service: String,
@@ -23,6 +29,7 @@ pub struct PostgresSource {
     pub password: Option<SecretRef>,
     pub databases: Vec<String>,
     pub globals: bool,
+    pub base_backup: bool,
 }
 
 impl PostgresSource {
@@ -30,6 +37,14 @@ impl PostgresSource {
     fn command(&self, artifact: &ArtifactPlan) -> Result<Invocation> {
         let mut argv: Vec<String> = if artifact.stem == GLOBALS && self.globals {
             vec!["pg_dumpall".into(), "--globals-only".into()]
+        } else if artifact.stem == BASE && self.base_backup {
+            // A tar on stdout; `-X fetch` puts the WAL written during the backup into it, and
+            // a fast checkpoint starts the backup now rather than at the next scheduled one.
+            ["pg_basebackup", "-D", "-", "-F", "tar", "-X", "fetch"]
+                .into_iter()
+                .chain(["--checkpoint=fast", "--label=tierback"])
+                .map(String::from)
+                .collect()
         } else {
             vec!["pg_dump".into(), "--format=plain".into()]
         };
@@ -71,13 +86,23 @@ impl Source for PostgresSource {
         if self.globals {
             plan.push(sql(GLOBALS));
         }
+        if self.base_backup {
+            plan.push(ArtifactPlan {
+                stem: BASE.into(),
+                extension: "tar".into(),
+            });
+        }
         Ok(plan)
     }
 
     fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
         let (argv, env) = self.command(artifact)?;
+        let inner = ChildDump::spawn(&self.service, &argv, &env)?;
+        if argv[0] == "pg_basebackup" {
+            return Ok(Box::new(inner));
+        }
         Ok(Box::new(PgDump {
-            inner: ChildDump::spawn(&self.service, &argv, &env)?,
+            inner,
             scan: DumpScan::default(),
         }))
     }
@@ -238,11 +263,12 @@ mod tests {
             password: Some(SecretRef::parse("env:TIERBACK_TEST_PG_PASSWORD").unwrap()),
             databases: vec!["zentoria_main".into()],
             globals: true,
+            base_backup: true,
         };
         let plan = src.plan().unwrap();
         assert_eq!(
             plan.iter().map(|p| p.stem.as_str()).collect::<Vec<_>>(),
-            ["zentoria_main", "globals"]
+            ["zentoria_main", "globals", "base"]
         );
         for a in &plan {
             let (argv, env) = src.command(a).unwrap();
@@ -256,5 +282,7 @@ mod tests {
         assert_eq!(argv[..2], ["pg_dumpall", "--globals-only"]);
         let (argv, _) = src.command(&plan[0]).unwrap();
         assert_eq!(argv.last().unwrap(), "zentoria_main");
+        let (argv, _) = src.command(&plan[2]).unwrap();
+        assert_eq!(argv[..3], ["pg_basebackup", "-D", "-"]);
     }
 }
