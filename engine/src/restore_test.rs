@@ -49,7 +49,9 @@ pub fn test_artifact(
         .rsplit_once('_')
         .map_or(artifact.file.as_str(), |(s, _)| s);
     match driver {
-        Driver::Postgres { .. } if stem == BASE => base_backup(reader, threads),
+        Driver::Postgres {
+            base_backup: true, ..
+        } if stem == BASE => base_backup(reader, threads),
         Driver::Postgres {
             host,
             port,
