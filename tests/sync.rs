@@ -155,6 +155,41 @@ fn a_down_tier_delays_without_stopping_the_others() {
 }
 
 #[test]
+fn a_tier_another_process_is_syncing_is_left_to_it_and_the_others_go_on() {
+    let env = setup("");
+    env.write_config(&format!("{}\n[services.shop]\ndriver = \"command\"\ncommand = [\"seq\", \"1\", \"1000\"]\nextension = \"sql\"\n", tiers(&env)));
+    env.ok(&["backup", "shop"]);
+    // A long offsite upload in another process holds the tier's lock.
+    let locks = env.path().join("locks");
+    std::fs::create_dir_all(&locks).unwrap();
+    let ready = env.path().join("holding");
+    let mut holder = std::process::Command::new("flock")
+        .arg("--close") // only flock holds the lock: killing it releases it
+        .arg(locks.join("sync.offsite.lock"))
+        .args(["-c", &format!("touch '{}'; sleep 60", ready.display())])
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = env.run(&["sync"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("offsite    busy"), "{text}");
+    assert!(text.contains("minio      1 uploaded"), "{text}");
+    assert!(gz_files(&env.path().join("tiers/offsite")).is_empty());
+    // Once the other process is gone, the next sync does the offsite tier.
+    let out = env.ok(&["sync"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("offsite    1 uploaded"));
+}
+
+#[test]
 fn catalog_rebuild_from_a_tier_restores_the_view_and_skips_damage() {
     let env = setup("");
     env.write_config(&format!("{}\n[services.shop]\ndriver = \"command\"\ncommand = [\"sh\", \"-c\", \"date +%s%N; seq 1 200000\"]\nextension = \"sql\"\n", tiers(&env)));

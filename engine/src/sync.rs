@@ -40,6 +40,8 @@ pub struct TierReport {
     /// Wanted but not attempted (tier down) — waits for the next run.
     pub deferred: usize,
     pub error: Option<String>,
+    /// Another process (a long `run`) is syncing this tier: left to it, not a failure.
+    pub busy: bool,
 }
 
 impl TierReport {
@@ -56,7 +58,21 @@ pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Ve
         if only.is_some_and(|o| o != tier.name.as_str()) {
             continue;
         }
-        let _lock = ServiceLock::acquire(&lock_dir(config), &format!("sync.{}", tier.name))?;
+        let _lock = match ServiceLock::acquire(&lock_dir(config), &format!("sync.{}", tier.name)) {
+            Ok(lock) => lock,
+            // A slow offsite upload must not stop the other tiers, nor fail the cron runs
+            // that start while it goes on.
+            Err(Error::Locked { .. }) => {
+                tracing::info!(tier = %tier.name, "another process is syncing this tier; left to it");
+                reports.push(TierReport {
+                    tier: tier.name.to_string(),
+                    busy: true,
+                    ..TierReport::default()
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let run = catalog.begin_run(tier.name.as_str(), "sync")?;
         let report = sync_tier(config, catalog, &primary, tier);
         let (status, error) = match &report {

@@ -53,12 +53,6 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         let run = catalog.begin_run("*", "sync-job")?;
         let reports = match sync(config, &catalog, None) {
             Ok(r) => r,
-            // Another `run` is still syncing: it will finish the job; not a failure of this one.
-            Err(Error::Locked { .. }) => {
-                tracing::info!("another process is syncing; leaving it to that one");
-                catalog.finish_run(run, "ok", Some("another process was syncing"), None)?;
-                Vec::new()
-            }
             Err(e) => {
                 catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
                 return Err(e.into());
@@ -68,6 +62,9 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         for r in &reports {
             if !quiet && !r.uploaded.is_empty() {
                 println!("sync {}: {} uploaded", r.tier, r.uploaded.len());
+            }
+            if !quiet && r.busy {
+                println!("sync {}: another process is syncing it", r.tier);
             }
             if !r.ok() {
                 eprintln!(

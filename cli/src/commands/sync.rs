@@ -16,6 +16,13 @@ pub fn run(config: &Config, tier: Option<&str>, json: bool) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
         for r in &reports {
+            if r.busy {
+                println!(
+                    "{:<10} busy      another process is syncing this tier",
+                    r.tier
+                );
+                continue;
+            }
             for u in &r.uploaded {
                 println!("{:<10} uploaded  {u}", r.tier);
             }
