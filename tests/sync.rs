@@ -78,6 +78,39 @@ fn sync_follows_each_tier_policy_and_is_idempotent() {
 }
 
 #[test]
+fn a_service_copy_policy_replaces_the_tiers_for_that_service() {
+    let env = setup("");
+    let service = |name: &str, extra: &str| {
+        format!(
+            "[services.{name}]\ndriver = \"command\"\ncommand = [\"sh\", \"-c\", \"date +%s%N\"]\n{extra}\n"
+        )
+    };
+    env.write_config(&format!(
+        "{}\n{}{}",
+        tiers(&env),
+        service("wal", "copy = [\"all\"]"),
+        service("shop", "")
+    ));
+    for _ in 0..2 {
+        env.ok(&["backup", "wal"]);
+        env.ok(&["backup", "shop"]);
+    }
+    env.ok(&["sync"]);
+    let offsite = gz_files(&env.path().join("tiers/offsite"));
+    // The offsite tier copies daily: one shop backup, but every backup of the service that asks.
+    assert_eq!(
+        offsite.iter().filter(|f| f.starts_with("./wal/")).count(),
+        2,
+        "{offsite:?}"
+    );
+    assert_eq!(
+        offsite.iter().filter(|f| f.starts_with("./shop/")).count(),
+        1,
+        "{offsite:?}"
+    );
+}
+
+#[test]
 fn reads_come_from_the_named_tier() {
     let env = setup("");
     env.write_config(&format!("{}\n[services.shop]\ndriver = \"command\"\ncommand = [\"seq\", \"1\", \"300000\"]\nextension = \"sql\"\n", tiers(&env)));

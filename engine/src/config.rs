@@ -183,6 +183,8 @@ pub struct ServiceConfig {
     pub block_size: usize,
     /// This service's own retention, used on every tier instead of the tier's policy.
     pub retention: Option<Retention>,
+    /// This service's own copy policy, used for every tier instead of the tier's `copy`.
+    pub copy: Option<Vec<String>>,
     pub driver: Driver,
 }
 
@@ -282,6 +284,25 @@ const DRIVER_KEYS: [(&str, &[&str]); 9] = [
         &["endpoint", "region", "access_key", "secret_key", "buckets"],
     ),
 ];
+
+/// A `copy` policy: which backups a tier receives.
+fn check_copy(
+    list: Spanned<Vec<String>>,
+    owner: &str,
+) -> std::result::Result<Vec<String>, (std::ops::Range<usize>, String)> {
+    for v in list.get_ref() {
+        if !matches!(
+            v.as_str(),
+            "all" | "hourly" | "daily" | "weekly" | "monthly"
+        ) {
+            return Err((
+                list.span(),
+                format!("{owner} copy: {v:?} is not one of all, hourly, daily, weekly, monthly"),
+            ));
+        }
+    }
+    Ok(list.into_inner())
+}
 
 /// A TCP port, or `default` when absent.
 fn check_port(
@@ -481,6 +502,7 @@ struct RawService {
     compression_level: Option<Spanned<i64>>,
     block_size: Option<Spanned<String>>,
     retention: Option<Spanned<RawRetention>>,
+    copy: Option<Spanned<Vec<String>>>,
     // command
     command: Option<Spanned<Vec<String>>>,
     artifact: Option<Spanned<String>>,
@@ -700,20 +722,7 @@ impl Config {
             };
             let copy = match t.copy {
                 Some(c) => {
-                    for v in c.get_ref() {
-                        if !matches!(
-                            v.as_str(),
-                            "all" | "hourly" | "daily" | "weekly" | "monthly"
-                        ) {
-                            return Err(at(
-                                c.span(),
-                                format!(
-                                    "[tiers.{name}] copy: {v:?} is not one of all, hourly, daily, weekly, monthly"
-                                ),
-                            ));
-                        }
-                    }
-                    c.into_inner()
+                    check_copy(c, &format!("[tiers.{name}]")).map_err(|(sp, m)| at(sp, m))?
                 }
                 None => vec!["all".into()],
             };
@@ -1071,6 +1080,11 @@ impl Config {
                         }),
                         None => None,
                     },
+                    copy: s
+                        .copy
+                        .map(|c| check_copy(c, &format!("[services.{name}]")))
+                        .transpose()
+                        .map_err(|(sp, m)| at(sp, m))?,
                     driver,
                 },
             );
@@ -1357,11 +1371,16 @@ extension = "txt"
         // The seed's "WAL: 24 hours" unless the service says otherwise.
         assert_eq!(wal.retention.as_ref().unwrap().keep_within, Some(86_400));
         assert!(c.service("pg-base").unwrap().retention.is_none());
+        assert!(wal.copy.is_none());
         let own = parse(&text.replace(
             "spool = \"wal-spool\"",
-            "spool = \"wal-spool\"\nretention = { keep_within = \"48h\" }",
+            "spool = \"wal-spool\"\nretention = { keep_within = \"48h\" }\ncopy = [\"all\"]",
         ))
         .unwrap();
+        assert_eq!(
+            own.service("pg-wal").unwrap().copy.as_deref(),
+            Some(&["all".to_owned()][..])
+        );
         assert_eq!(
             own.service("pg-wal")
                 .unwrap()
@@ -1393,6 +1412,11 @@ extension = "txt"
                 "schedule = [\"*/5 * * * *\"]",
                 "schedule = []",
                 "schedule is empty",
+            ),
+            (
+                "spool = \"wal-spool\"\n",
+                "spool = \"w\"\ncopy = [\"sometimes\"]\n",
+                "[services.pg-wal] copy: \"sometimes\"",
             ),
         ] {
             let e = parse(&text.replace(bad, expect)).unwrap_err().to_string();

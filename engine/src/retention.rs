@@ -12,7 +12,7 @@ use crate::artifact::metadata::ArtifactMetadata;
 use crate::catalog::{ArtifactRecord, Catalog, MISSING, PRESENT};
 use crate::config::{Config, Retention};
 use crate::store::open_tier;
-use crate::sync::selected_backups;
+use crate::sync::wanted_by;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,7 +34,7 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
     // Backups some other tier wants and lacks: the primary keeps them for sync.
     let mut awaited: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     for tier in config.tiers.iter().skip(1) {
-        let wanted = selected_backups(&tier.copy, artifacts);
+        let wanted = wanted_by(config, tier, artifacts);
         for a in artifacts.iter().filter(|a| wanted.contains(&a.backup_id)) {
             if a.copy_on(tier.name.as_str())
                 .is_none_or(|c| c.state != PRESENT)

@@ -7,7 +7,7 @@
 //! and never stops the other tiers; after a few consecutive failures the rest of that tier's work
 //! waits for the next run instead of timing out one by one.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -107,7 +107,7 @@ fn sync_tier(
         ..TierReport::default()
     };
     let artifacts = catalog.artifacts(None)?;
-    let wanted = selected_backups(&tier.copy, &artifacts);
+    let wanted = wanted_by(config, tier, &artifacts);
     let todo: Vec<&ArtifactRecord> = artifacts
         .iter()
         .filter(|a| wanted.contains(&a.backup_id))
@@ -297,32 +297,54 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// The catalog ids of the backups a tier with this `copy` policy receives: everything for
-/// `all`; otherwise the first backup of each service in each hour, day, ISO week (Monday) or
-/// month that the policy names — the seed's "daily full, weekly" offsite sets.
-pub fn selected_backups(policy: &[String], artifacts: &[ArtifactRecord]) -> HashSet<i64> {
-    let mut backups: Vec<(&str, i64, i64)> = artifacts
-        .iter()
-        .map(|a| (a.service.as_str(), a.taken_at, a.backup_id))
-        .collect();
-    backups.sort();
-    backups.dedup();
+/// The catalog ids of the backups `tier` receives: by the tier's `copy` policy, or by a
+/// service's own `copy` where it has one (WAL: every segment, not the first of each day).
+pub fn wanted_by(config: &Config, tier: &TierConfig, artifacts: &[ArtifactRecord]) -> HashSet<i64> {
+    selected_backups(
+        |service| {
+            config
+                .service(service)
+                .ok()
+                .and_then(|s| s.copy.as_deref())
+                .unwrap_or(&tier.copy)
+        },
+        artifacts,
+    )
+}
+
+/// The backups that each service's copy policy (`policy_of`) selects: everything for `all`;
+/// otherwise the first backup of the service in each hour, day, ISO week (Monday) or month that
+/// the policy names — the seed's "daily full, weekly" offsite sets.
+pub fn selected_backups<'a>(
+    policy_of: impl Fn(&str) -> &'a [String],
+    artifacts: &[ArtifactRecord],
+) -> HashSet<i64> {
+    let mut by_service: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for a in artifacts {
+        by_service
+            .entry(a.service.as_str())
+            .or_default()
+            .push((a.taken_at, a.backup_id));
+    }
     let mut selected = HashSet::new();
-    for p in policy {
-        if p == "all" {
-            selected.extend(backups.iter().map(|b| b.2));
-            continue;
-        }
-        let mut last: Option<(&str, i64)> = None;
-        for &(service, taken_at, id) in &backups {
-            // Config validation rejects other names; an unknown one selects nothing.
-            let Some(period) = crate::retention::period(p, taken_at) else {
-                break;
-            };
-            let key = (service, period);
-            if last != Some(key) {
-                selected.insert(id);
-                last = Some(key);
+    for (service, mut backups) in by_service {
+        backups.sort();
+        backups.dedup();
+        for p in policy_of(service) {
+            if p == "all" {
+                selected.extend(backups.iter().map(|b| b.1));
+                continue;
+            }
+            let mut last = None;
+            for &(taken_at, id) in &backups {
+                // Config validation rejects other names; an unknown one selects nothing.
+                let Some(period) = crate::retention::period(p, taken_at) else {
+                    break;
+                };
+                if last != Some(period) {
+                    selected.insert(id);
+                    last = Some(period);
+                }
             }
         }
     }
@@ -349,11 +371,20 @@ mod tests {
             rec(5, "pg", monday + 7 * day + 5),
             rec(6, "pg", monday - 60), // Sunday: the previous week
         ];
-        let daily = selected_backups(&["daily".into()], &list);
-        assert_eq!(daily, HashSet::from([1, 3, 4, 5, 6]));
-        let weekly = selected_backups(&["weekly".into()], &list);
-        assert_eq!(weekly, HashSet::from([1, 4, 5, 6]));
-        assert_eq!(selected_backups(&["all".into()], &list).len(), 6);
-        assert!(selected_backups(&[], &list).is_empty());
+        let policy = |p: &str| vec![p.to_owned()];
+        let (daily, weekly, all) = (policy("daily"), policy("weekly"), policy("all"));
+        assert_eq!(
+            selected_backups(|_| &daily, &list),
+            HashSet::from([1, 3, 4, 5, 6])
+        );
+        assert_eq!(
+            selected_backups(|_| &weekly, &list),
+            HashSet::from([1, 4, 5, 6])
+        );
+        assert_eq!(selected_backups(|_| &all, &list).len(), 6);
+        assert!(selected_backups(|_| &[], &list).is_empty());
+        // A service's own policy: every pg backup, redis by the tier's (daily).
+        let mixed = selected_backups(|s| if s == "pg" { &all } else { &daily }, &list);
+        assert_eq!(mixed, HashSet::from([1, 2, 3, 4, 5, 6]));
     }
 }

@@ -6,7 +6,7 @@ use tierback_engine::catalog::{CORRUPT, PRESENT, now};
 use tierback_engine::config::Config;
 use tierback_engine::layout::rfc3339;
 use tierback_engine::store::open_tier;
-use tierback_engine::sync::selected_backups;
+use tierback_engine::sync::wanted_by;
 use tierback_engine::units::human_bytes;
 
 use super::EXIT_OK;
@@ -43,7 +43,7 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
             .and_then(|s| s.list(""))
             .map(|l| l.iter().map(|m| m.size).sum::<u64>());
         // Copies this tier should hold by its copy policy but does not hold verified yet.
-        let wanted = selected_backups(&tier.copy, &artifacts);
+        let wanted = wanted_by(config, tier, &artifacts);
         let pending = if i == 0 {
             0
         } else {
