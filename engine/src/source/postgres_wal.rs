@@ -11,9 +11,9 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use super::{ArtifactPlan, Dump, Facts, Source};
-use crate::Result;
 use crate::error::IoContext;
 use crate::store::local::sync_dir;
+use crate::{Error, Result};
 
 /// The fact that names the WAL file an artifact holds (what `restore_command` asks for).
 pub const WAL_FILE: &str = "wal_file";
@@ -62,6 +62,19 @@ impl WalSpool {
             let entry = entry.ctx(|| format!("reading {}", self.spool.display()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(kind) = wal_kind(&name) else {
+                // Skipping these would let WAL pile up unarchived while every run looks fine.
+                if let Some((segment, _)) = name.rsplit_once('.')
+                    && wal_kind(segment) == Some("wal")
+                    && [".gz", ".lz4", ".zst"].iter().any(|c| name.ends_with(c))
+                {
+                    return Err(Error::source(
+                        &self.service,
+                        format!(
+                            "spool {} holds {name}, a compressed segment: run pg_receivewal without --compress (tierback compresses and checksums WAL itself)",
+                            self.spool.display()
+                        ),
+                    ));
+                }
                 continue;
             };
             let meta = entry
@@ -181,6 +194,16 @@ mod tests {
             spool: dir.path().to_owned(),
         };
         let plan = spool.plan().unwrap();
+        // A compressed segment would never be archived: that is an error, not a skip.
+        seg("000000010000000000000007.gz", 100).unwrap();
+        let e = spool.plan().unwrap_err().to_string();
+        assert!(
+            e.contains("000000010000000000000007.gz") && e.contains("--compress"),
+            "{e}"
+        );
+        std::fs::remove_file(dir.path().join("000000010000000000000007.gz")).unwrap();
+        seg("000000010000000000000007.partial.gz", 100).unwrap();
+        assert_eq!(spool.plan().unwrap(), plan);
         let files: Vec<(&str, &str)> = plan
             .iter()
             .map(|p| (p.stem.as_str(), p.extension.as_str()))
