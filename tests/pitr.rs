@@ -289,3 +289,70 @@ fn base_backup_plus_archived_wal_recovers_to_a_point_in_time() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// The archive_command that docs/operations.md gives, run by a real server: a segment reaches
+/// the spool whole (temporary name, sync, rename), is archived, and comes back byte for byte.
+#[test]
+fn the_documented_archive_command_feeds_the_spool() {
+    let env = Env::new("");
+    let spool = env.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    chmod_tree(env.path(), 0o755, 0o644);
+    check(
+        "chown",
+        Command::new("chown")
+            .args(["postgres:postgres", spool.to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
+    let line = docs
+        .lines()
+        .find(|l| l.starts_with("archive_command = "))
+        .expect("operations.md gives an archive_command");
+    let pg = PgServer::start_with(&format!(
+        "archive_mode = on\n{}\n",
+        line.replace("/var/lib/tierback/wal-spool", spool.to_str().unwrap())
+    ));
+    env.write_config(&format!(
+        "[services.pg-wal]\ndriver = \"postgres_wal\"\nspool = \"{}\"\n",
+        spool.display()
+    ));
+    pg.query(
+        "postgres",
+        "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000)",
+    );
+    let segment = pg.query("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    wait_until(
+        &format!("{segment} archived into the spool"),
+        Duration::from_secs(30),
+        || spool.join(&segment).exists(),
+    );
+    // Archiving the same file again (PostgreSQL retries after a crash) succeeds; a different
+    // file under the same name fails and leaves the archived one alone.
+    let original = std::fs::read(spool.join(&segment)).unwrap();
+    let archive = |content: &[u8]| {
+        let source = env.path().join("retry");
+        std::fs::write(&source, content).unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let command = line
+            .trim_start_matches("archive_command = '")
+            .trim_end_matches('\'')
+            .replace("/var/lib/tierback/wal-spool", spool.to_str().unwrap())
+            .replace("%p", source.to_str().unwrap())
+            .replace("%f", &segment);
+        as_postgres(&["sh", "-c", &command]).status.success()
+    };
+    assert!(archive(&original));
+    let mut other = original.clone();
+    other[100] ^= 1;
+    assert!(!archive(&other));
+    assert!(std::fs::read(spool.join(&segment)).unwrap() == original);
+    env.ok(&["backup", "pg-wal"]);
+    assert!(!spool.join(&segment).exists());
+    let fetched = env.path().join("fetched");
+    env.ok(&["wal-fetch", "pg-wal", &segment, fetched.to_str().unwrap()]);
+    assert!(std::fs::read(&fetched).unwrap() == original);
+}

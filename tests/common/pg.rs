@@ -35,6 +35,12 @@ pub fn check(what: &str, out: Output) -> Output {
 
 impl PgServer {
     pub fn start() -> PgServer {
+        PgServer::start_with("")
+    }
+
+    /// A server whose postgresql.conf ends with `conf` (settings that need a restart, such as
+    /// `archive_mode`).
+    pub fn start_with(conf: &str) -> PgServer {
         let dir = tempfile::Builder::new()
             .prefix("tierback-pg-")
             .tempdir_in("/tmp")
@@ -60,6 +66,10 @@ impl PgServer {
                 "--no-sync",
             ]),
         );
+        let settings = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&settings).unwrap();
+        text.push_str(conf);
+        std::fs::write(&settings, text).unwrap();
         // A port derived from the pid keeps parallel test binaries apart; the socket lives in
         // the temp dir so nothing else on the machine is touched.
         let port = 20000 + (std::process::id() % 20000) as u16;
