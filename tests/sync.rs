@@ -223,6 +223,56 @@ fn a_tier_another_process_is_syncing_is_left_to_it_and_the_others_go_on() {
 }
 
 #[test]
+fn a_rebuild_from_several_tiers_records_every_copy_once() {
+    let env = setup("");
+    env.write_config(&format!("{}\n[services.shop]\ndriver = \"command\"\ncommand = [\"sh\", \"-c\", \"date +%s%N; seq 1 2000\"]\nextension = \"sql\"\n", tiers(&env)));
+    for _ in 0..3 {
+        env.ok(&["backup", "shop"]);
+    }
+    env.ok(&["sync"]);
+    let copies = |env: &Env| -> Vec<Vec<String>> {
+        let mut list = env.list_json();
+        list.sort_by_key(|a| a["taken_at"].as_i64());
+        list.iter()
+            .map(|a| {
+                let mut tiers: Vec<String> = a["copies"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["tier"].as_str().unwrap().to_owned())
+                    .collect();
+                tiers.retain(|t| t != "local");
+                tiers
+            })
+            .collect()
+    };
+    let synced = copies(&env);
+    assert_eq!(
+        synced,
+        [vec!["minio", "offsite"], vec!["minio"], vec!["minio"]]
+    );
+
+    // Catalog and local disk lost: rebuilt from both remote tiers.
+    for f in ["catalog.db", "catalog.db-wal", "catalog.db-shm"] {
+        let _ = std::fs::remove_file(env.path().join(f));
+    }
+    std::fs::remove_dir_all(env.local_tier()).unwrap();
+    let out = env.ok(&["catalog", "rebuild", "--from", "minio", "--from", "offsite"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("3 backups, 3 artifacts, 0 skipped"), "{text}");
+    assert!(text.contains("copies: minio 3, offsite 1"), "{text}");
+    assert_eq!(copies(&env), synced);
+    // Nothing is uploaded again, and the offsite copy reads back.
+    let out = env.ok(&["sync"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("minio      0 uploaded") && text.contains("offsite    0 uploaded"),
+        "{text}"
+    );
+    env.ok(&["verify", "--tier", "offsite"]);
+}
+
+#[test]
 fn catalog_rebuild_from_a_tier_restores_the_view_and_skips_damage() {
     let env = setup("");
     env.write_config(&format!("{}\n[services.shop]\ndriver = \"command\"\ncommand = [\"sh\", \"-c\", \"date +%s%N; seq 1 200000\"]\nextension = \"sql\"\n", tiers(&env)));

@@ -148,11 +148,12 @@ pub enum TiersCommand {
 
 #[derive(Subcommand)]
 pub enum CatalogCommand {
-    /// Rebuild a lost catalog from one tier's sidecars alone (each file's hash is checked).
+    /// Rebuild a lost catalog from tiers' sidecars alone (each file's hash is checked).
     Rebuild {
-        /// The tier to read.
-        #[arg(long)]
-        from: String,
+        /// A tier to read; repeat it (`--from minio --from offsite`) to record the copies on
+        /// each, so sync does not upload them again and prune can manage them.
+        #[arg(long, required = true)]
+        from: Vec<String>,
         /// Replace an existing catalog (kept as CATALOG.bak).
         #[arg(long)]
         force: bool,

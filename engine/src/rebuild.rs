@@ -1,4 +1,7 @@
-//! Rebuilding a lost catalog from one tier's sidecars alone: the disaster-recovery path.
+//! Rebuilding a lost catalog from tiers' sidecars alone: the disaster-recovery path. Given
+//! several tiers, an artifact found on more than one is recorded once with a copy on each (the
+//! copies must be the same file: same stored SHA-256), so sync does not upload it again and
+//! prune manages every copy.
 //!
 //! Every `<key>.meta.json` on the tier names an artifact. Its index sidecar (self-checksummed),
 //! its `.sha256` line and the stored file itself must all agree with the metadata, and the
@@ -22,13 +25,21 @@ use crate::{Error, Result};
 pub struct RebuildReport {
     pub artifacts: usize,
     pub backups: usize,
+    /// Verified copies recorded, per tier.
+    pub copies: BTreeMap<String, usize>,
     /// Artifacts skipped, with why.
     pub skipped: Vec<String>,
 }
 
-/// Reads every artifact on `store` into a new catalog at `catalog_path`.
+/// One artifact as found, with the tiers that hold an intact copy of it.
+struct Found {
+    artifact: NewArtifact,
+    tiers: Vec<String>,
+}
+
+/// Reads every artifact on `stores` into a new catalog at `catalog_path`.
 /// An existing catalog file is replaced only if `replace` is set (it is kept as `.bak`).
-pub fn rebuild(store: &dyn Store, catalog_path: &Path, replace: bool) -> Result<RebuildReport> {
+pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Result<RebuildReport> {
     if catalog_path.exists() && !replace {
         return Err(Error::Invalid(format!(
             "catalog {} exists: rebuilding replaces it; pass --force to keep the old one as {}.bak and replace it",
@@ -43,29 +54,70 @@ pub fn rebuild(store: &dyn Store, catalog_path: &Path, replace: bool) -> Result<
     let mut report = RebuildReport::default();
     let mut catalog = Catalog::open(&tmp)?;
 
-    // Group artifacts into backups by (service, time).
-    let mut backups: BTreeMap<(String, i64), (String, Vec<NewArtifact>)> = BTreeMap::new();
-    for object in store.list("")? {
-        let Some(key) = object.key.strip_suffix(META_SUFFIX) else {
-            continue;
-        };
-        match check_artifact(store, key) {
-            Ok((meta, artifact)) => {
-                backups
-                    .entry((meta.service.clone(), meta.taken_at_unix))
-                    .or_insert_with(|| (meta.driver.clone(), Vec::new()))
-                    .1
-                    .push(artifact);
-                report.artifacts += 1;
-            }
-            Err(e) => {
-                tracing::warn!(tier = store.name(), key, "skipped: {e}");
-                report.skipped.push(format!("{key}: {e}"));
+    // Group artifacts into backups by (service, time), and copies into artifacts by key.
+    let mut backups: BTreeMap<(String, i64), (String, BTreeMap<String, Found>)> = BTreeMap::new();
+    for store in stores {
+        for object in store.list("")? {
+            let Some(key) = object.key.strip_suffix(META_SUFFIX) else {
+                continue;
+            };
+            let (meta, artifact) = match check_artifact(*store, key) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(tier = store.name(), key, "skipped: {e}");
+                    report.skipped.push(format!("{}:{key}: {e}", store.name()));
+                    continue;
+                }
+            };
+            let files = &mut backups
+                .entry((meta.service.clone(), meta.taken_at_unix))
+                .or_insert_with(|| (meta.driver.clone(), BTreeMap::new()))
+                .1;
+            match files.get_mut(key) {
+                None => {
+                    files.insert(
+                        key.to_owned(),
+                        Found {
+                            artifact,
+                            tiers: vec![store.name().to_owned()],
+                        },
+                    );
+                }
+                Some(first) if first.artifact.stored_sha256 == artifact.stored_sha256 => {
+                    first.tiers.push(store.name().to_owned());
+                }
+                Some(first) => report.skipped.push(format!(
+                    "{}:{key}: not the file tier {} holds under this name (SHA-256 {} against {})",
+                    store.name(),
+                    first.tiers[0],
+                    artifact.stored_sha256,
+                    first.artifact.stored_sha256
+                )),
             }
         }
     }
-    for ((service, taken_at), (driver, artifacts)) in &backups {
-        catalog.record_backup(service, *taken_at, driver, None, store.name(), artifacts)?;
+    for ((service, taken_at), (driver, files)) in backups {
+        let copies: Vec<(String, Vec<String>)> = files
+            .iter()
+            .map(|(key, f)| (key.clone(), f.tiers.clone()))
+            .collect();
+        let artifacts: Vec<NewArtifact> = files.into_values().map(|f| f.artifact).collect();
+        // Recorded on the first artifact's first tier, then each artifact's copies set right.
+        catalog.record_backup(
+            &service,
+            taken_at,
+            &driver,
+            None,
+            &copies[0].1[0],
+            &artifacts,
+        )?;
+        for (key, tiers) in &copies {
+            catalog.set_copies(key, tiers)?;
+            for t in tiers {
+                *report.copies.entry(t.clone()).or_default() += 1;
+            }
+        }
+        report.artifacts += artifacts.len();
         report.backups += 1;
     }
     drop(catalog);

@@ -1,25 +1,38 @@
-//! `tierback catalog rebuild --from TIER [--force]`.
+//! `tierback catalog rebuild --from TIER [--from TIER…] [--force]`.
 
 use anyhow::Result;
 use tierback_engine::config::Config;
 use tierback_engine::rebuild::rebuild as rebuild_catalog;
-use tierback_engine::store::open_tier;
+use tierback_engine::store::{Store, open_tier};
 
 use super::{EXIT_FAILURE, EXIT_OK};
 
-pub fn rebuild(config: &Config, from: &str, force: bool) -> Result<i32> {
-    let store = open_tier(config.tier(from)?)?;
-    let report = rebuild_catalog(store.as_ref(), &config.catalog_path, force)?;
+pub fn rebuild(config: &Config, from: &[String], force: bool) -> Result<i32> {
+    let stores = from
+        .iter()
+        .map(|t| open_tier(config.tier(t)?))
+        .collect::<tierback_engine::Result<Vec<_>>>()?;
+    let stores: Vec<&dyn Store> = stores.iter().map(|s| s.as_ref()).collect();
+    let report = rebuild_catalog(&stores, &config.catalog_path, force)?;
     for s in &report.skipped {
         println!("SKIPPED  {s}");
     }
     println!(
-        "rebuilt {} from tier {from}: {} backups, {} artifacts, {} skipped",
+        "rebuilt {} from {} {}: {} backups, {} artifacts, {} skipped",
         config.catalog_path.display(),
+        if from.len() == 1 { "tier" } else { "tiers" },
+        from.join(", "),
         report.backups,
         report.artifacts,
         report.skipped.len()
     );
+    if from.len() > 1 {
+        let copies: Vec<String> = from
+            .iter()
+            .map(|t| format!("{t} {}", report.copies.get(t).copied().unwrap_or(0)))
+            .collect();
+        println!("copies: {}", copies.join(", "));
+    }
     Ok(if report.skipped.is_empty() {
         EXIT_OK
     } else {

@@ -559,6 +559,33 @@ impl Catalog {
         Ok(())
     }
 
+    /// Makes the copies of the artifact stored under `key` exactly `tiers`, verified now (a
+    /// catalog rebuild that read and checked each of them).
+    pub fn set_copies(&mut self, key: &str, tiers: &[String]) -> Result<()> {
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        let id: i64 = tx
+            .query_row("SELECT id FROM artifacts WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .map_err(err)?;
+        tx.execute("DELETE FROM copies WHERE artifact_id = ?1", [id])
+            .map_err(err)?;
+        let at = now();
+        for tier in tiers {
+            tx.execute(
+                "INSERT INTO copies (artifact_id, tier, state, stored_at, verified_at) VALUES (?1, ?2, 'present', ?3, ?3)",
+                params![id, tier, at],
+            )
+            .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Marks `tier`'s copies of a backup as being deleted, before prune deletes their files: a
     /// crash in between leaves a tombstone that the next prune finishes, and readers never use it.
     pub fn mark_backup_copies_missing(&self, backup_id: i64, tier: &str) -> Result<()> {
