@@ -149,6 +149,14 @@ fn base_backup_plus_archived_wal_recovers_to_a_point_in_time() {
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing new"));
     assert_eq!(env.artifacts("pg-wal").len(), wal.len());
 
+    // The archive has no gap between its oldest and newest segment.
+    let rt = env.ok(&["restore-test", "pg-wal"]);
+    let text = String::from_utf8_lossy(&rt.stdout);
+    assert!(
+        text.contains("pg-wal/local (archive)") && text.contains("no gap"),
+        "{text}"
+    );
+
     // The base backup passes PostgreSQL's own check of its manifest and WAL.
     let rt = env.ok(&["restore-test", "pg-base"]);
     assert!(

@@ -6,7 +6,8 @@
 use anyhow::{Result, bail};
 use tierback_engine::artifact::reader::ArtifactReader;
 use tierback_engine::config::Config;
-use tierback_engine::restore_test::{Outcome, newest_backup, test_artifact};
+use tierback_engine::config::Driver;
+use tierback_engine::restore_test::{Outcome, newest_backup, test_artifact, wal_chain};
 use tierback_engine::store::open_tier;
 
 use super::{EXIT_FAILURE, EXIT_OK};
@@ -27,21 +28,34 @@ pub fn run(config: &Config, service: &str, tier: Option<&str>, json: bool) -> Re
     let run = catalog.begin_run(service, "restore-test")?;
     let mut failed = Vec::new();
     let mut report = Vec::new();
-    for a in backup {
-        let path = format!(
-            "{service}/{}/{}/{}",
-            tier.name,
-            a.key.split('/').nth(1).unwrap_or(""),
-            a.file
-        );
-        let outcome = catalog.block_index(a.id).and_then(|index| {
-            let reader = ArtifactReader {
-                store: store.as_ref(),
-                key: &a.key,
-                index: &index,
-            };
-            test_artifact(&svc.driver, a, &reader, config.defaults.threads)
-        });
+    let mut checks: Vec<(String, tierback_engine::Result<Outcome>)> = backup
+        .into_iter()
+        .map(|a| {
+            let path = format!(
+                "{service}/{}/{}/{}",
+                tier.name,
+                a.key.split('/').nth(1).unwrap_or(""),
+                a.file
+            );
+            let outcome = catalog.block_index(a.id).and_then(|index| {
+                let reader = ArtifactReader {
+                    store: store.as_ref(),
+                    key: &a.key,
+                    index: &index,
+                };
+                test_artifact(&svc.driver, a, &reader, config.defaults.threads)
+            });
+            (path, outcome)
+        })
+        .collect();
+    // A WAL archive is only as good as its unbroken chain.
+    if let Driver::PostgresWal { .. } = svc.driver {
+        checks.push((
+            format!("{service}/{} (archive)", tier.name),
+            Ok(wal_chain(&artifacts, tier.name.as_str())),
+        ));
+    }
+    for (path, outcome) in checks {
         let (word, detail) = match outcome {
             Ok(Outcome::Passed(d)) => ("PASSED", d),
             Ok(Outcome::Skipped(d)) => ("SKIPPED", d),
