@@ -211,7 +211,12 @@ pub enum Driver {
         base_backup: bool,
     },
     /// WAL segments that `pg_receivewal` or an `archive_command` completed in `spool`.
-    PostgresWal { spool: PathBuf },
+    PostgresWal {
+        spool: PathBuf,
+        /// The `postgres` service whose base backups this WAL rolls forward: prune keeps the
+        /// WAL from its newest base backup on, whatever `retention` says.
+        base: Option<String>,
+    },
     /// The RDB snapshot, through `redis-cli --rdb`, and the AOF directory when `aof_dir` is set.
     Redis {
         host: String,
@@ -274,7 +279,7 @@ const DRIVER_KEYS: [(&str, &[&str]); 9] = [
             "base_backup",
         ],
     ),
-    ("postgres_wal", &["spool"]),
+    ("postgres_wal", &["spool", "base"]),
     ("redis", &["host", "port", "password", "aof_dir"]),
     ("qdrant", &["url", "api_key", "collections", "full"]),
     ("vault", &["url", "token"]),
@@ -522,6 +527,7 @@ struct RawService {
     aof_dir: Option<Spanned<PathBuf>>,
     // postgres_wal
     spool: Option<Spanned<PathBuf>>,
+    base: Option<Spanned<String>>,
     // qdrant, vault, n8n
     url: Option<Spanned<String>>,
     api_key: Option<Spanned<String>>,
@@ -772,6 +778,7 @@ impl Config {
         };
 
         let mut services = BTreeMap::new();
+        let mut wal_bases = Vec::new();
         for (name, raw_service) in raw.services {
             let span = raw_service.span();
             let s = raw_service.into_inner();
@@ -806,6 +813,7 @@ impl Config {
                 ("globals", s.globals.is_some()),
                 ("base_backup", s.base_backup.is_some()),
                 ("spool", s.spool.is_some()),
+                ("base", s.base.is_some()),
                 ("aof_dir", s.aof_dir.is_some()),
                 ("url", s.url.is_some()),
                 ("api_key", s.api_key.is_some()),
@@ -957,8 +965,12 @@ impl Config {
                             format!("[services.{name}] driver \"postgres_wal\" needs `spool`"),
                         )
                     })?;
+                    if let Some(b) = &s.base {
+                        wal_bases.push((name.clone(), b.get_ref().clone(), b.span()));
+                    }
                     Driver::PostgresWal {
                         spool: resolve(spool.into_inner()),
+                        base: s.base.map(Spanned::into_inner),
                     }
                 }
                 "redis" => Driver::Redis {
@@ -1088,6 +1100,30 @@ impl Config {
                     driver,
                 },
             );
+        }
+
+        // A WAL service's `base` must name a service that takes base backups.
+        for (name, base, span) in wal_bases {
+            let takes_base = services
+                .iter()
+                .any(|(n, s): (&ServiceName, &ServiceConfig)| {
+                    n.as_str() == base
+                        && matches!(
+                            s.driver,
+                            Driver::Postgres {
+                                base_backup: true,
+                                ..
+                            }
+                        )
+                });
+            if !takes_base {
+                return Err(at(
+                    span,
+                    format!(
+                        "[services.{name}] base = {base:?} is not a postgres service with base_backup = true"
+                    ),
+                ));
+            }
         }
 
         let mut jobs = Jobs::default();
@@ -1349,7 +1385,7 @@ extension = "txt"
         let text = format!(
             "{MINIMAL}\n[services.pg-base]\ndriver = \"postgres\"\nbase_backup = true\n\
              schedule = [\"0 2 * * *\"]\n\n[services.pg-wal]\ndriver = \"postgres_wal\"\n\
-             spool = \"wal-spool\"\nschedule = [\"*/5 * * * *\"]\n"
+             spool = \"wal-spool\"\nbase = \"pg-base\"\nschedule = [\"*/5 * * * *\"]\n"
         );
         let c = parse(&text).unwrap();
         match &c.service("pg-base").unwrap().driver {
@@ -1363,8 +1399,9 @@ extension = "txt"
         }
         let wal = c.service("pg-wal").unwrap();
         match &wal.driver {
-            Driver::PostgresWal { spool } => {
-                assert_eq!(spool, Path::new("/etc/tierback/wal-spool"))
+            Driver::PostgresWal { spool, base } => {
+                assert_eq!(spool, Path::new("/etc/tierback/wal-spool"));
+                assert_eq!(base.as_deref(), Some("pg-base"));
             }
             other => panic!("{other:?}"),
         }
@@ -1417,6 +1454,16 @@ extension = "txt"
                 "spool = \"wal-spool\"\n",
                 "spool = \"w\"\ncopy = [\"sometimes\"]\n",
                 "[services.pg-wal] copy: \"sometimes\"",
+            ),
+            (
+                "base = \"pg-base\"",
+                "base = \"pg-wal\"",
+                "base = \"pg-wal\" is not a postgres service with base_backup = true",
+            ),
+            (
+                "base_backup = true\n",
+                "base_backup = false\ndatabases = [\"d\"]\n",
+                "is not a postgres service with base_backup = true",
             ),
         ] {
             let e = parse(&text.replace(bad, expect)).unwrap_err().to_string();

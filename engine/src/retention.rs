@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::artifact::metadata::ArtifactMetadata;
 use crate::catalog::{ArtifactRecord, Catalog, MISSING, PRESENT};
-use crate::config::{Config, Retention};
+use crate::config::{Config, Driver, Retention};
+use crate::source::postgres::BASE;
 use crate::store::open_tier;
 use crate::sync::wanted_by;
 use crate::{Error, Result};
@@ -110,6 +111,12 @@ pub fn plan(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Deci
                 d.keep = true;
                 d.reasons.push("newest verified".into());
             }
+            if let Some(since) = wal_needed_since(config, service, tier.name.as_str(), artifacts) {
+                for d in list.iter_mut().filter(|d| d.taken_at >= since) {
+                    d.keep = true;
+                    d.reasons.push("WAL after the newest base backup".into());
+                }
+            }
             if Some(tier.name.as_str()) == primary {
                 for d in list.iter_mut() {
                     if let Some(tiers) = awaited.get(&d.backup_id) {
@@ -179,6 +186,35 @@ fn apply_policy(policy: &Retention, list: &mut [Decision], now: i64) {
 /// The period a time (Unix seconds, UTC) falls in, shared by retention rules and copy policies:
 /// `hourly`, `daily`, `weekly` (weeks start on Monday), `monthly`, `yearly`; for `last` every
 /// backup is its own period. `None` for an unknown name.
+/// For a WAL service with a `base`: when the newest base backup on `tier` (and the newest
+/// verified one, if older) was taken. The WAL archived since is what rolls it forward, so it
+/// stays even when base backups have failed for longer than the WAL retention.
+fn wal_needed_since(
+    config: &Config,
+    service: &str,
+    tier: &str,
+    artifacts: &[ArtifactRecord],
+) -> Option<i64> {
+    let Driver::PostgresWal {
+        base: Some(base), ..
+    } = &config.service(service).ok()?.driver
+    else {
+        return None;
+    };
+    let prefix = format!("{BASE}_");
+    let bases: Vec<(i64, bool)> = artifacts
+        .iter()
+        .filter(|a| &a.service == base && a.file.starts_with(&prefix))
+        .filter_map(|a| {
+            let copy = a.copy_on(tier).filter(|c| c.state == PRESENT)?;
+            Some((a.taken_at, copy.verified_at.is_some()))
+        })
+        .collect();
+    let newest = bases.iter().map(|b| b.0).max()?;
+    let newest_verified = bases.iter().filter(|b| b.1).map(|b| b.0).max();
+    Some(newest_verified.map_or(newest, |v| v.min(newest)))
+}
+
 pub fn period(kind: &str, t: i64) -> Option<i64> {
     let date =
         || time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
@@ -427,5 +463,62 @@ mod tests {
         kept.sort();
         // WAL: 24 hours (the driver's default); pg: the tier's keep_last = 5.
         assert_eq!(kept, [1, 4, 5, 6]);
+    }
+
+    #[test]
+    fn wal_after_the_newest_base_backup_stays_past_its_retention() {
+        let config = Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/x\"\n\
+             [services.base]\ndriver = \"postgres\"\nbase_backup = true\n\
+             [services.wal]\ndriver = \"postgres_wal\"\nspool = \"/tmp/s\"\nbase = \"base\"\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let rec = |id: i64, service: &str, file: &str, t: i64, verified: bool| ArtifactRecord {
+            file: file.into(),
+            copies: vec![crate::catalog::CopyRecord {
+                tier: "local".into(),
+                state: PRESENT.into(),
+                stored_at: 0,
+                verified_at: verified.then_some(0),
+                error: None,
+            }],
+            ..ArtifactRecord::for_test(id, service, t)
+        };
+        let hour = 3600;
+        let now = 200 * hour;
+        let wal = |id: i64, age: i64| {
+            rec(
+                id,
+                "wal",
+                "000000010000000000000003_000000.wal",
+                now - age * hour,
+                true,
+            )
+        };
+        // Base backups failed for two days: the newest good one is 60 hours old.
+        let mut list = vec![
+            rec(1, "base", "base_000000.tar", now - 60 * hour, true),
+            rec(2, "base", "base_000000.tar", now - 90 * hour, true),
+            wal(10, 1),
+            wal(11, 30),
+            wal(12, 59),
+            wal(13, 61),
+        ];
+        let kept = |list: &[ArtifactRecord]| -> Vec<i64> {
+            let mut k: Vec<i64> = plan(&config, list, now)
+                .into_iter()
+                .filter(|d| d.keep && d.service == "wal")
+                .map(|d| d.backup_id)
+                .collect();
+            k.sort();
+            k
+        };
+        assert_eq!(kept(&list), [10, 11, 12]);
+        // The newest base backup not verified yet: WAL since the newest verified one stays too.
+        list.push(rec(3, "base", "base_000000.tar", now - 2 * hour, false));
+        assert_eq!(kept(&list), [10, 11, 12]);
+        list[6].copies[0].verified_at = Some(0);
+        assert_eq!(kept(&list), [10]);
     }
 }

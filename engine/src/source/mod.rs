@@ -98,7 +98,7 @@ pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<
             globals: *globals,
             base_backup: *base_backup,
         }),
-        Driver::PostgresWal { spool } => Box::new(postgres_wal::WalSpool {
+        Driver::PostgresWal { spool, .. } => Box::new(postgres_wal::WalSpool {
             service: name,
             spool: spool.clone(),
         }),
