@@ -68,7 +68,7 @@ fn base_backup_plus_archived_wal_recovers_to_a_point_in_time() {
     env.write_config(&format!(
         "[services.pg-base]\ndriver = \"postgres\"\nbase_backup = true\nhost = \"{socket}\"\n\
          port = {port}\nuser = \"postgres\"\n\n\
-         [services.pg-wal]\ndriver = \"postgres_wal\"\nspool = \"{spool}\"\n",
+         [services.pg-wal]\ndriver = \"postgres_wal\"\nspool = \"{spool}\"\nbase = \"pg-base\"\n",
         port = pg.port,
         spool = spool.display()
     ));
@@ -148,6 +148,11 @@ fn base_backup_plus_archived_wal_recovers_to_a_point_in_time() {
     let again = env.ok(&["backup", "pg-wal"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("nothing new"));
     assert_eq!(env.artifacts("pg-wal").len(), wal.len());
+
+    // Prune keeps what the base backup needs to roll forward, and says so.
+    let plan = env.ok(&["prune", "--dry-run"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(text.contains("WAL after the newest base backup"), "{text}");
 
     // The archive has no gap between its oldest and newest segment.
     let rt = env.ok(&["restore-test", "pg-wal"]);
