@@ -200,6 +200,9 @@ fn a_tier_another_process_is_syncing_is_left_to_it_and_the_others_go_on() {
         .arg("--close") // only flock holds the lock: killing it releases it
         .arg(locks.join("sync.offsite.lock"))
         .args(["-c", &format!("touch '{}'; sleep 60", ready.display())])
+        // The orphaned sleep must not hold the test's output open.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     while !ready.exists() {

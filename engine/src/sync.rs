@@ -315,7 +315,7 @@ pub fn wanted_by(config: &Config, tier: &TierConfig, artifacts: &[ArtifactRecord
 /// The backups that each service's copy policy (`policy_of`) selects: everything for `all`;
 /// otherwise the first backup of the service in each hour, day, ISO week (Monday) or month that
 /// the policy names — the seed's "daily full, weekly" offsite sets.
-pub fn selected_backups<'a>(
+fn selected_backups<'a>(
     policy_of: impl Fn(&str) -> &'a [String],
     artifacts: &[ArtifactRecord],
 ) -> HashSet<i64> {

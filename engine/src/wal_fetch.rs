@@ -4,7 +4,6 @@
 //! to `%p` under a temporary name, fsynced and renamed: PostgreSQL never replays a partial or
 //! unverified segment.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::artifact::reader::ArtifactReader;
@@ -95,9 +94,8 @@ fn write_from(
         index,
     };
     let bytes = reader.copy_to(tmp.as_file_mut(), threads)?;
-    tmp.as_file_mut()
-        .flush()
-        .and_then(|_| tmp.as_file().sync_all())
+    tmp.as_file()
+        .sync_all()
         .ctx(|| format!("writing {}", tmp.path().display()))?;
     tmp.persist(dest)
         .map_err(|e| Error::io(format!("renaming to {}", dest.display()), e.error))?;

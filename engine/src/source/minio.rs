@@ -2,9 +2,9 @@
 //! tar, `BUCKET_HHMMSS.tar`, one entry per object under its key (the seed's daily MinIO sync).
 //! Objects are streamed in ranged GETs of one version (`If-Match` on the ETag of a HEAD), never
 //! held whole; an object replaced mid-read fails the backup rather than mixing versions. Entries
-//! keep the objects' modification times; content types and user metadata are not kept. Without `buckets`, every bucket the
-//! key can list is taken except those this config's s3 tiers write to: backing up the backup
-//! bucket would copy every backup into the next one.
+//! keep the objects' modification times; content types and user metadata are not kept. Without
+//! `buckets`, every bucket the key can list is taken except those this config's s3 tiers write
+//! to: backing up the backup bucket would copy every backup into the next one.
 //!
 //! Restore: `tar -x -C DIR` and `mc mirror DIR ALIAS/BUCKET` (or `aws s3 sync`).
 //! Directory markers (empty objects whose key ends in `/`) are skipped; a key that cannot be a

@@ -33,11 +33,15 @@ pub struct PostgresSource {
 }
 
 impl PostgresSource {
+    fn is_base(&self, artifact: &ArtifactPlan) -> bool {
+        self.base_backup && artifact.stem == BASE
+    }
+
     /// The argv and environment that dump `artifact`; no secret is in the argv.
     fn command(&self, artifact: &ArtifactPlan) -> Result<Invocation> {
         let mut argv: Vec<String> = if artifact.stem == GLOBALS && self.globals {
             vec!["pg_dumpall".into(), "--globals-only".into()]
-        } else if artifact.stem == BASE && self.base_backup {
+        } else if self.is_base(artifact) {
             // A tar on stdout; `-X fetch` puts the WAL written during the backup into it, and
             // a fast checkpoint starts the backup now rather than at the next scheduled one.
             ["pg_basebackup", "-D", "-", "-F", "tar", "-X", "fetch"]
@@ -98,7 +102,7 @@ impl Source for PostgresSource {
     fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
         let (argv, env) = self.command(artifact)?;
         let inner = ChildDump::spawn(&self.service, &argv, &env)?;
-        if argv[0] == "pg_basebackup" {
+        if self.is_base(artifact) {
             return Ok(Box::new(inner));
         }
         Ok(Box::new(PgDump {
