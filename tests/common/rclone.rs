@@ -138,31 +138,92 @@ fn webdav_remote(prefix: &str, port: u16) -> (String, Vec<(String, String)>) {
     )
 }
 
-/// A wrapper around the real rclone that appends every argv (one line each) to `log`, so tests
-/// can inspect every invocation. With `corrupt_uploads`, `copyto` uploads a different file
-/// instead of the source, to prove that verification catches a bad upload.
-pub fn logging_rclone(dir: &Path, corrupt_uploads: bool) -> (PathBuf, PathBuf) {
+/// An `rclone` wrapper script that logs every argv to a file, then runs the real rclone.
+/// Returns (wrapper path, log path).
+pub fn logging_rclone(dir: &Path) -> (PathBuf, PathBuf) {
     let log = dir.join("rclone-argv.log");
     let script = dir.join("rclone-wrapper.sh");
-    let corrupt = if corrupt_uploads {
-        format!(
-            "if [ \"$1\" = copyto ]; then printf 'not the source' > {dir}/bogus; shift 2; exec rclone copyto {dir}/bogus \"$@\"; fi\n",
-            dir = dir.display()
-        )
-    } else {
-        String::new()
-    };
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\n{corrupt}exec rclone \"$@\"\n",
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> {log}\nexec rclone \"$@\"\n",
             log = log.display()
         ),
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    make_executable(&script);
     (script, log)
+}
+
+/// An `rclone` whose `serve http` remote-control API corrupts every upload: a proxy in front of
+/// the real API rewrites each `operations/copyfile` to copy other bytes than asked, as a bad
+/// transfer would. Everything else is passed through (and `core/pid` answers with the proxy's
+/// pid, the process tierback started).
+pub fn corrupting_rclone(dir: &Path) -> PathBuf {
+    let script = dir.join("rclone-corrupting.py");
+    std::fs::write(
+        &script,
+        CORRUPTING_RCLONE.replace("@DIR@", &dir.display().to_string()),
+    )
+    .unwrap();
+    make_executable(&script);
+    script
+}
+
+const CORRUPTING_RCLONE: &str = r#"#!/usr/bin/env python3
+import ctypes, json, os, signal, socket, subprocess, sys, threading, urllib.error, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+DIR = "@DIR@"
+args = sys.argv[1:]
+if args[:2] != ["serve", "http"]:
+    os.execvp("rclone", ["rclone"] + args)
+i = args.index("--rc-addr")
+port = int(args[i + 1].rsplit(":", 1)[1])
+s = socket.socket(); s.bind(("127.0.0.1", 0)); real = s.getsockname()[1]; s.close()
+args[i + 1] = "127.0.0.1:%d" % real
+with open(os.path.join(DIR, "bogus"), "w") as f:
+    f.write("not the source")
+die_with_parent = lambda: ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+child = subprocess.Popen(["rclone"] + args, preexec_fn=die_with_parent)
+signal.signal(signal.SIGTERM, lambda *_: (child.kill(), os._exit(0)))
+
+class Proxy(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/core/pid":
+            return self.answer(200, json.dumps({"pid": os.getpid()}).encode())
+        if self.path == "/operations/copyfile":
+            j = json.loads(body)
+            j["srcFs"], j["srcRemote"] = ":local:" + DIR, "bogus"
+            body = json.dumps(j).encode()
+        headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (real, self.path), data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req) as r:
+                self.answer(r.status, r.read())
+        except urllib.error.HTTPError as e:
+            self.answer(e.code, e.read())
+        except OSError as e:
+            self.answer(503, json.dumps({"error": str(e)}).encode())
+
+    def answer(self, code, data):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *a):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", port), Proxy)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+sys.exit(child.wait())
+"#;
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 /// Pids of running processes whose command line contains `needle` (e.g. a test's private

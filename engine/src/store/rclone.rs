@@ -1,12 +1,16 @@
 //! The rclone tier: any rclone remote (`onedrive:Zentoria/Backups` in production, a `crypt`
 //! remote for encryption at rest), driven through the real `rclone` binary.
 //!
-//! - Reads: one long-lived `rclone serve http` on loopback answers HTTP `Range` requests
-//!   ([`super::rclone_serve`]); a block read is a local HTTP request, not a process.
-//! - Writes: `rclone copyto` into a private staging directory on the remote, verification of
-//!   the staged object against the source (see [`Verify`]), then `rclone moveto` onto the key.
-//! - Listing: `rclone lsjson -R --files-only`; head: `rclone lsjson --stat`; delete:
-//!   `rclone deletefile`.
+//! One long-lived `rclone serve http --rc` on loopback ([`super::rclone_serve`]) does the work:
+//! - Reads: HTTP `Range` requests; a block read is a local HTTP request, not a process.
+//! - Writes: `operations/copyfile` into a private staging directory on the remote,
+//!   verification of the staged object against the source (see [`Verify`]), then
+//!   `operations/movefile` onto the key.
+//! - Listing: `operations/list` (recursive, files only); head: `operations/stat`; delete:
+//!   `operations/deletefile`.
+//!
+//! Only the verifications rclone's API cannot do start a process of their own: `cryptcheck`
+//! for crypt remotes and `hashsum --download` for remotes that keep no hash.
 //!
 //! Atomicity of `put_file`. rclone 1.60 writes an upload straight to its destination name on
 //! most backends (the `.partial` + rename scheme arrived in 1.63), so a reader of the key could
@@ -78,7 +82,7 @@ struct Features {
     server_side_move: bool,
 }
 
-/// One entry of `rclone lsjson`.
+/// One entry of an `operations/list` or `operations/stat` answer.
 #[derive(Deserialize)]
 struct Entry {
     #[serde(rename = "Path")]
@@ -87,6 +91,18 @@ struct Entry {
     size: i64,
     #[serde(rename = "IsDir")]
     is_dir: bool,
+    #[serde(rename = "Hashes", default)]
+    hashes: std::collections::HashMap<String, String>,
+}
+
+impl Entry {
+    /// The digest of `hash`, lower-case hex, or "" if the remote has none.
+    fn hash(&self, hash: &str) -> String {
+        self.hashes
+            .get(hash)
+            .map(|h| h.to_ascii_lowercase())
+            .unwrap_or_default()
+    }
 }
 
 impl RcloneStore {
@@ -166,18 +182,57 @@ impl RcloneStore {
             .map_err(Failure::into_error)
     }
 
+    /// Calls the server's remote-control API (`None`: not found).
+    fn rc(
+        &self,
+        command: &str,
+        input: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>> {
+        self.serve.rc(command, &input, timeout)
+    }
+
+    /// `operations/stat` of `remote` in `fs`, with the hash `hash` if asked.
+    fn stat(&self, fs: &str, remote: &str, hash: Option<&str>) -> Result<Option<Entry>> {
+        let mut input = serde_json::json!({"fs": fs, "remote": remote});
+        if let Some(h) = hash {
+            input["opt"] = serde_json::json!({"showHash": true, "hashTypes": [h]});
+        }
+        let Some(answer) = self.rc("operations/stat", input, self.rclone.timeout)? else {
+            return Ok(None);
+        };
+        if answer["item"].is_null() {
+            return Ok(None);
+        }
+        serde_json::from_value(answer["item"].clone())
+            .map(Some)
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "tier {}: {remote}: bad operations/stat answer: {e}",
+                    self.name
+                ))
+            })
+    }
+
     fn features(&self) -> Result<Features> {
         if let Some(f) = self.features.get() {
             return Ok(f.clone());
         }
-        let out = self.run(
-            "backend features",
-            &["backend", "features", &self.remote],
-            self.rclone.timeout,
-        )?;
-        let f = parse_features(&out).map_err(|e| {
+        let answer = self
+            .rc(
+                "operations/fsinfo",
+                serde_json::json!({"fs": self.remote}),
+                self.rclone.timeout,
+            )?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "tier {}: rclone does not know the remote",
+                    self.name
+                ))
+            })?;
+        let f = parse_features(answer.to_string().as_bytes()).map_err(|e| {
             Error::Invalid(format!(
-                "tier {}: cannot parse `rclone backend features`: {e}",
+                "tier {}: cannot parse rclone's operations/fsinfo answer: {e}",
                 self.name
             ))
         })?;
@@ -192,15 +247,8 @@ impl RcloneStore {
             .len();
         let features = self.features()?;
         let name = key.rsplit('/').next().expect("checked keys have a name");
-        let src_str = src.to_str().ok_or_else(|| {
-            Error::Invalid(format!(
-                "tier {}: non-UTF-8 path {}",
-                self.name,
-                src.display()
-            ))
-        })?;
         if !features.server_side_move {
-            self.copy_and_verify(src_str, src, size, key, &features.verify)?;
+            self.copy_and_verify(src, size, key, &features.verify)?;
             self.serve.invalidate();
             return Ok(());
         }
@@ -215,20 +263,27 @@ impl RcloneStore {
         );
         let staged = format!("{dir}/{name}");
         let result = self
-            .copy_and_verify(src_str, src, size, &staged, &features.verify)
+            .copy_and_verify(src, size, &staged, &features.verify)
             .and_then(|()| {
-                self.run(
-                    &format!("moveto {key}"),
-                    &["moveto", &self.at(&staged), &self.at(key)],
+                self.rc(
+                    "operations/movefile",
+                    serde_json::json!({
+                        "srcFs": self.remote, "srcRemote": staged,
+                        "dstFs": self.remote, "dstRemote": key,
+                    }),
                     self.rclone.transfer_deadline(size),
-                )
+                )?
                 .map(drop)
+                .ok_or_else(|| Error::NotFound {
+                    tier: self.name.clone(),
+                    key: staged.clone(),
+                })
             });
         // The staging directory is ours alone: remove it whatever happened (best effort; a
         // leftover is hidden from `list` and harmless).
-        let _ = self.run(
-            "purge staging",
-            &["purge", &self.at(&dir)],
+        let _ = self.rc(
+            "operations/purge",
+            serde_json::json!({"fs": self.remote, "remote": dir}),
             self.rclone.timeout,
         );
         result?;
@@ -236,19 +291,25 @@ impl RcloneStore {
         Ok(())
     }
 
-    fn copy_and_verify(
-        &self,
-        src_str: &str,
-        src: &Path,
-        size: u64,
-        dest: &str,
-        verify: &Verify,
-    ) -> Result<()> {
-        self.run(
-            &format!("copyto {dest}"),
-            &["copyto", src_str, &self.at(dest)],
+    fn copy_and_verify(&self, src: &Path, size: u64, dest: &str, verify: &Verify) -> Result<()> {
+        let (dir, name) = local_parts(&self.name, src)?;
+        self.rc(
+            "operations/copyfile",
+            serde_json::json!({
+                "srcFs": dir, "srcRemote": name,
+                "dstFs": self.remote, "dstRemote": dest,
+            }),
             self.rclone.transfer_deadline(size),
-        )?;
+        )?
+        .ok_or_else(|| {
+            Error::io(
+                format!("tier {}: uploading {}", self.name, src.display()),
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "rclone cannot find the source",
+                ),
+            )
+        })?;
         self.verify(src, size, dest, verify)
     }
 
@@ -279,7 +340,7 @@ impl RcloneStore {
                     .ok_or_else(|| mismatch(format!("sha256 {theirs} != {ours}")))
             }
             Verify::RemoteHash(h) => {
-                let ours = self.local_hash(h, src, deadline)?;
+                let ours = self.local_hash(h, src)?;
                 let theirs = self.remote_hash(h, dest, false, deadline)?;
                 if theirs.is_empty() || ours.is_empty() {
                     return self.verify(src, size, dest, &Verify::Download);
@@ -350,8 +411,9 @@ impl RcloneStore {
         }
     }
 
-    /// `rclone hashsum H REMOTE/path` (optionally `--download`): the hex digest, or "" if the
-    /// remote has none for this object.
+    /// The hex digest `hash` the remote keeps of `dest` ("" if it has none for this object);
+    /// with `download`, rclone reads the object and hashes it (`hashsum --download`: the API
+    /// has no such call, so this one is a process).
     fn remote_hash(
         &self,
         hash: &str,
@@ -359,37 +421,46 @@ impl RcloneStore {
         download: bool,
         deadline: Duration,
     ) -> Result<String> {
-        let target = self.at(dest);
-        let mut args = vec!["hashsum", hash, &target];
         if download {
-            args.push("--download");
+            let target = self.at(dest);
+            let args = ["hashsum", hash, &target, "--download"];
+            let out = self.run(&format!("hashsum {hash} {dest}"), &args, deadline)?;
+            return Ok(first_token(&out));
         }
-        let out = self.run(&format!("hashsum {hash} {dest}"), &args, deadline)?;
-        Ok(first_token(&out))
+        let entry = self
+            .stat(&self.remote, dest, Some(hash))?
+            .ok_or_else(|| Error::NotFound {
+                tier: self.name.clone(),
+                key: dest.to_owned(),
+            })?;
+        Ok(entry.hash(hash))
     }
 
     /// rclone computing hash `H` of a local file (for hashes we do not implement, e.g. quickxor).
-    fn local_hash(&self, hash: &str, src: &Path, deadline: Duration) -> Result<String> {
-        let src_str = src.to_str().unwrap_or_default();
-        let out = self.run(
-            &format!("hashsum {hash} (local source)"),
-            &["hashsum", hash, src_str],
-            deadline,
-        )?;
-        Ok(first_token(&out))
+    fn local_hash(&self, hash: &str, src: &Path) -> Result<String> {
+        let (dir, name) = local_parts(&self.name, src)?;
+        Ok(self
+            .stat(&dir, &name, Some(hash))?
+            .map(|e| e.hash(hash))
+            .unwrap_or_default())
     }
+}
 
-    fn lsjson(&self, what: &str, path: &str, extra: &[&str]) -> Result<Option<Vec<u8>>> {
-        let target = self.at(path);
-        let mut args = vec!["lsjson"];
-        args.extend_from_slice(extra);
-        args.push(&target);
-        match self.try_run(what, &args, self.rclone.timeout) {
-            Ok(out) => Ok(Some(out)),
-            Err(f) if f.is_not_found() => Ok(None),
-            Err(f) => Err(f.error),
-        }
-    }
+/// A local file as rclone's API names it: the directory (an fs) and the name in it.
+fn local_parts(tier: &str, src: &Path) -> Result<(String, String)> {
+    let abs =
+        std::path::absolute(src).ctx(|| format!("tier {tier}: resolving {}", src.display()))?;
+    let (Some(dir), Some(name)) = (
+        abs.parent().and_then(Path::to_str),
+        abs.file_name().and_then(|n| n.to_str()),
+    ) else {
+        return Err(Error::Invalid(format!(
+            "tier {tier}: {} is not a UTF-8 file path",
+            src.display()
+        )));
+    };
+    // `:local:` so that a directory with a colon in its name is not taken for a remote.
+    Ok((format!(":local:{dir}"), name.to_owned()))
 }
 
 impl Store for RcloneStore {
@@ -418,15 +489,9 @@ impl Store for RcloneStore {
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         check_key(key)?;
-        let Some(out) = self.lsjson(&format!("lsjson --stat {key}"), key, &["--stat"])? else {
+        let Some(e) = self.stat(&self.remote, key, None)? else {
             return Ok(None);
         };
-        let e: Entry = serde_json::from_slice(&out).map_err(|e| {
-            Error::Invalid(format!(
-                "tier {}: {key}: bad lsjson --stat output: {e}",
-                self.name
-            ))
-        })?;
         Ok((!e.is_dir).then(|| ObjectMeta {
             key: key.to_owned(),
             size: e.size.max(0) as u64,
@@ -437,30 +502,29 @@ impl Store for RcloneStore {
         // List the deepest directory the prefix names completely, then filter by the rest.
         let dir = prefix.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
         let dir = dir.trim_end_matches('/');
-        let exclude = format!("/{STAGING_DIR}/**");
-        let Some(out) = self.lsjson(
-            &format!("lsjson -R {dir:?}"),
-            dir,
-            &["-R", "--files-only", "--exclude", &exclude],
+        let Some(answer) = self.rc(
+            "operations/list",
+            serde_json::json!({
+                "fs": self.remote, "remote": dir,
+                "opt": {"recurse": true, "filesOnly": true, "noModTime": true, "noMimeType": true},
+            }),
+            self.rclone.timeout,
         )?
         else {
             return Ok(Vec::new());
         };
-        let entries: Vec<Entry> = serde_json::from_slice(&out).map_err(|e| {
+        let entries: Vec<Entry> = serde_json::from_value(answer["list"].clone()).map_err(|e| {
             Error::Invalid(format!(
-                "tier {}: bad lsjson output for {dir:?}: {e}",
+                "tier {}: bad operations/list answer for {dir:?}: {e}",
                 self.name
             ))
         })?;
+        // Paths are relative to the remote's root; staging directories (hidden) are dropped.
         let mut out: Vec<ObjectMeta> = entries
             .into_iter()
             .filter(|e| !e.is_dir)
             .map(|e| ObjectMeta {
-                key: if dir.is_empty() {
-                    e.path
-                } else {
-                    format!("{dir}/{}", e.path)
-                },
+                key: e.path,
                 size: e.size.max(0) as u64,
             })
             .filter(|m| m.key.starts_with(prefix) && !m.key.split('/').any(|p| p.starts_with('.')))
@@ -471,28 +535,24 @@ impl Store for RcloneStore {
 
     fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
-        let result = self.try_run(
-            &format!("deletefile {key}"),
-            &["deletefile", &self.at(key)],
+        let result = self.rc(
+            "operations/deletefile",
+            serde_json::json!({"fs": self.remote, "remote": key}),
             self.rclone.timeout,
         );
         self.serve.invalidate();
-        match result {
-            Ok(_) => {
-                // Drop the date directory once empty, as the local tier does (best effort:
-                // rmdir refuses a non-empty directory).
-                if let Some((parent, _)) = key.rsplit_once('/') {
-                    let _ = self.run("rmdir", &["rmdir", &self.at(parent)], self.rclone.timeout);
-                }
-                Ok(())
-            }
-            // rclone reports an absent file as a generic failure (exit 1); deleting an absent
-            // object succeeds, so ask whether it is there before reporting the error.
-            Err(f) => match self.head(key) {
-                Ok(None) => Ok(()),
-                _ => Err(f.error),
-            },
+        // Deleting an absent object succeeds (rclone answers 404: `None`).
+        result?;
+        // Drop the date directory once empty, as the local tier does (best effort: rmdir
+        // refuses a non-empty directory).
+        if let Some((parent, _)) = key.rsplit_once('/') {
+            let _ = self.rc(
+                "operations/rmdir",
+                serde_json::json!({"fs": self.remote, "remote": parent}),
+                self.rclone.timeout,
+            );
         }
+        Ok(())
     }
 }
 

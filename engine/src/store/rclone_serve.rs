@@ -1,7 +1,9 @@
-//! The rclone tier's read path: ONE long-lived `rclone serve http REMOTE --read-only` on
-//! loopback, asked for byte ranges with HTTP `Range`, so a block read costs one local HTTP
-//! request (milliseconds, pooled connections, many in flight) instead of one rclone process
-//! per block (~70 ms each, mostly startup).
+//! The rclone tier's long-lived helper: ONE `rclone serve http REMOTE --read-only --rc` on
+//! loopback per store. Block reads are HTTP `Range` requests to it, and writes, listings, stats
+//! and deletes go to its remote-control API (`operations/copyfile`, `operations/stat`, …), so
+//! each costs one local HTTP request (milliseconds, pooled connections, many in flight)
+//! instead of one rclone process (~140 ms each, mostly startup, plus a fresh login to the
+//! remote).
 //!
 //! Lifecycle: started on the first read; restarted when it has died; killed and reaped when
 //! the store is dropped, and SIGTERMed by the kernel if tierback itself dies (it is started
@@ -42,6 +44,9 @@ const START_ATTEMPTS: usize = 3;
 const PROBE_PAUSE: Duration = Duration::from_millis(20);
 /// User name for the loopback listeners (the password is what protects them).
 const USER: &str = "tierback";
+/// The largest remote-control answer read: a recursive listing of a year of backups is a few
+/// MiB; anything far beyond is not rclone.
+const RC_ANSWER_LIMIT: u64 = 256 << 20;
 
 pub struct ServeHttp {
     rclone: Rclone,
@@ -140,6 +145,69 @@ impl ServeHttp {
         }
     }
 
+    /// Calls `command` of the remote-control API with a JSON `input`, within `timeout`. Its
+    /// answer, or `None` when rclone says the object or directory is not there (HTTP 404).
+    /// A server that died is restarted and asked once more.
+    pub fn rc(
+        &self,
+        command: &str,
+        input: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut retried = false;
+        loop {
+            let ep = self.endpoint()?;
+            let what = format!("rc {command}");
+            let sent = self
+                .agent
+                .post(format!("{}/{command}", ep.rc))
+                .config()
+                .timeout_global(Some(timeout))
+                .build()
+                .header("Authorization", &ep.rc_auth)
+                .header("Content-Type", "application/json")
+                .send(input.to_string());
+            let mut resp = match sent {
+                Ok(r) => r,
+                Err(e)
+                    if !retried && !matches!(e, ureq::Error::Timeout(_)) && self.reap_if_dead() =>
+                {
+                    tracing::warn!(tier = %self.rclone.tier, "rclone serve http died; restarting it");
+                    retried = true;
+                    continue;
+                }
+                Err(e) => return Err(self.http_error(&what, &ep, e)),
+            };
+            let status = resp.status().as_u16();
+            let body = resp
+                .body_mut()
+                .with_config()
+                .limit(RC_ANSWER_LIMIT)
+                .read_to_vec()
+                .map_err(|e| self.http_error(&what, &ep, e))?;
+            if status == 404 {
+                return Ok(None);
+            }
+            let answer: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                self.rclone.failed(
+                    &what,
+                    std::io::ErrorKind::InvalidData,
+                    format!("HTTP {status}, not JSON: {e}"),
+                    &ep.tail.text(),
+                )
+            })?;
+            if status != 200 {
+                // rclone's own words, e.g. "couldn't connect: … connection refused".
+                let message = answer["error"]
+                    .as_str()
+                    .map_or_else(|| format!("HTTP {status}"), str::to_owned);
+                let kind = classify_text(&message).unwrap_or(std::io::ErrorKind::Other);
+                return Err(self.rclone.failed(&what, kind, message, &ep.tail.text()));
+            }
+            return Ok(Some(answer));
+        }
+    }
+
     /// Flushes the server's cached listings after a write through this store (no-op when no
     /// server runs). If that fails the server is stopped, so the next read starts a fresh one.
     pub fn invalidate(&self) {
@@ -229,7 +297,8 @@ impl ServeHttp {
             "--addr".to_owned(),
             format!("127.0.0.1:{port}"),
             "--read-only".to_owned(),
-            // The remote-control API, only for `vfs/forget` and the readiness probe.
+            // The remote-control API: operations (writes, listings, deletes), `vfs/forget`
+            // and the readiness probe.
             "--rc".to_owned(),
             "--rc-addr".to_owned(),
             format!("127.0.0.1:{rc_port}"),
