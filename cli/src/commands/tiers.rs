@@ -1,5 +1,8 @@
-//! `tierback tiers setup [--tier T]`: applies the seed's bucket policy to each s3 tier and says,
-//! part by part, what the server accepted and what it refused (with the server's message).
+//! `tierback tiers setup [--tier T]`: applies the bucket policy to each s3 tier and says, part
+//! by part, what the server accepted and what it refused (with the server's message): versioning,
+//! noncurrent versions expired after the tier's `noncurrent_expiry`, expired delete markers and
+//! incomplete uploads cleaned up, and no expiry of current objects (prune manages them; a rule
+//! that expired them is removed, and named in the output).
 //!
 //! Exit code: 0 when every part is applied everywhere, 3 (partial) when some parts were refused
 //! or failed but others applied, 1 when nothing could be applied.
@@ -7,7 +10,7 @@
 use anyhow::{Result, bail};
 use tierback_engine::config::{Config, TierConfig, TierKind};
 use tierback_engine::store::s3::S3Store;
-use tierback_engine::store::s3_policy::{Outcome, apply_bucket_policy};
+use tierback_engine::store::s3_policy::{BucketPolicy, Outcome, PolicyPart, apply_bucket_policy};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
 
@@ -50,24 +53,43 @@ pub fn setup(config: &Config, tier: Option<&str>) -> Result<i32> {
                 continue;
             }
         };
-        for part in apply_bucket_policy(&store) {
-            let what = part.part.describe();
+        let policy = BucketPolicy::for_tier(tier);
+        let report = apply_bucket_policy(&store, policy);
+        for part in report.parts {
+            let what = policy.describe(part.part);
             match part.outcome {
                 Outcome::Applied => {
                     applied += 1;
-                    println!("  {what:<55} applied");
+                    println!("  {what:<62} applied");
                 }
                 Outcome::Unconfirmed(msg) => {
                     applied += 1;
-                    println!("  {what:<55} applied (accepted, not confirmed: {msg})");
+                    println!("  {what:<62} applied (accepted, not confirmed: {msg})");
                 }
                 Outcome::Refused(msg) => {
                     not_applied += 1;
-                    println!("  {what:<55} REFUSED by the server: {msg}");
+                    println!("  {what:<62} REFUSED by the server: {msg}");
                 }
                 Outcome::Failed(msg) => {
                     not_applied += 1;
-                    println!("  {what:<55} FAILED (server not reachable?): {msg}");
+                    println!("  {what:<62} FAILED (server not reachable?): {msg}");
+                }
+            }
+            if part.part == PolicyPart::NoCurrentExpiry {
+                // setup writes the whole lifecycle configuration: say what it dropped.
+                for rule in &report.removed {
+                    if rule.current_expiry.is_some() {
+                        println!(
+                            "    removed rule {} that expired current objects ({})",
+                            rule.name(),
+                            rule.describe_expiry()
+                        );
+                    } else {
+                        println!(
+                            "    removed rule {} (setup writes the whole lifecycle configuration)",
+                            rule.name()
+                        );
+                    }
                 }
             }
         }

@@ -1,29 +1,84 @@
-//! The seed's bucket policy for an s3 tier, applied by `tierback tiers setup`: versioning on,
-//! objects expire after 90 days, noncurrent versions after 30, expired delete markers removed,
-//! incomplete multipart uploads aborted after 7 days.
+//! The bucket policy for an s3 tier, applied by `tierback tiers setup`: versioning on,
+//! noncurrent versions expire after the tier's `noncurrent_expiry` (in whole days, rounded up),
+//! expired delete markers removed, incomplete multipart uploads aborted after 7 days.
+//!
+//! Current objects get **no** expiry rule. Prune decides what a tier keeps, and it keeps some
+//! objects past the tier's retention on purpose (a service's newest verified backup, pinned
+//! backups, WAL a base backup needs, a copy another tier still waits for); a bucket rule that
+//! expires current objects would delete those behind its back, possibly the last good copy. A
+//! rule that does (an Expiration by days or by date, such as the `tierback-expire` rule older
+//! versions wrote) is removed: setup writes the whole lifecycle configuration anew, and reports
+//! each rule the bucket had that the new configuration drops ([`PolicyReport::removed`]).
 //!
 //! Servers support different subsets (Garage has no versioning and only part of lifecycle;
 //! moto and AWS have everything), and S3 stores a bucket's lifecycle as one document that a PUT
 //! replaces whole: one unsupported rule makes the server refuse them all. So the rules are first
 //! tried together; if the server refuses, each is tried alone to learn which ones it accepts,
-//! and the accepted ones are then written together. Each part is finally confirmed by reading
-//! the configuration back, so "applied" means the server kept it, not just that it said 200.
+//! and the accepted ones are then written together (when it accepts none, the configuration is
+//! deleted, so no old rule survives). Each part is finally confirmed by reading the
+//! configuration back, so "applied" means the server kept it, not just that it said 200; that
+//! includes [`PolicyPart::NoCurrentExpiry`]: no rule read back expires current objects.
 
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::SdkError;
+use aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
     ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
     NoncurrentVersionExpiration, VersioningConfiguration,
 };
+use aws_smithy_types::DateTime;
+use aws_smithy_types::date_time::Format;
 
 use super::s3::{S3Store, http_status, sdk_io_error};
+use crate::config::TierConfig;
+use crate::{Error, Result};
 
-/// Days after which a current object expires (the seed's object-tier retention).
-pub const EXPIRE_DAYS: i32 = 90;
-/// Days after which a replaced or deleted (noncurrent) version is removed.
-pub const NONCURRENT_DAYS: i32 = 30;
 /// Days after which an unfinished multipart upload (a crashed sync) is aborted: long enough
 /// for any real upload to finish, short enough that orphaned parts do not pile up.
 pub const ABORT_MULTIPART_DAYS: i32 = 7;
+
+const DAY_SECS: u64 = 86_400;
+
+/// A duration in seconds as the whole days a lifecycle rule takes: rounded up, at least 1.
+pub fn whole_days(secs: u64) -> i32 {
+    i32::try_from(secs.div_ceil(DAY_SECS).max(1)).unwrap_or(i32::MAX)
+}
+
+/// The settings of one tier's bucket policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketPolicy {
+    /// Days after which a replaced or deleted (noncurrent) version is removed.
+    pub noncurrent_days: i32,
+}
+
+impl BucketPolicy {
+    /// The policy for an s3 tier, from its `noncurrent_expiry`.
+    pub fn for_tier(tier: &TierConfig) -> BucketPolicy {
+        BucketPolicy {
+            noncurrent_days: whole_days(tier.noncurrent_expiry),
+        }
+    }
+
+    /// What `part` does under this policy, for humans.
+    pub fn describe(&self, part: PolicyPart) -> String {
+        match part {
+            PolicyPart::Bucket => "bucket exists".into(),
+            PolicyPart::Versioning => "versioning enabled".into(),
+            PolicyPart::NoCurrentExpiry => {
+                "current objects: no expiry rule (tierback prune manages them)".into()
+            }
+            PolicyPart::NoncurrentExpiration => format!(
+                "noncurrent versions expire after {} days",
+                self.noncurrent_days
+            ),
+            PolicyPart::ExpiredDeleteMarkers => "expired delete markers removed".into(),
+            PolicyPart::AbortIncompleteMultipart => {
+                format!("incomplete multipart uploads aborted after {ABORT_MULTIPART_DAYS} days")
+            }
+        }
+    }
+}
 
 /// One part of the bucket policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,7 +86,8 @@ pub enum PolicyPart {
     /// Not a policy rule but its precondition: the bucket exists (created if missing).
     Bucket,
     Versioning,
-    Expiration,
+    /// Not a rule either: that no lifecycle rule expires current objects (see the module doc).
+    NoCurrentExpiry,
     NoncurrentExpiration,
     ExpiredDeleteMarkers,
     AbortIncompleteMultipart,
@@ -41,33 +97,16 @@ impl PolicyPart {
     pub const ALL: [PolicyPart; 6] = [
         PolicyPart::Bucket,
         PolicyPart::Versioning,
-        PolicyPart::Expiration,
+        PolicyPart::NoCurrentExpiry,
         PolicyPart::NoncurrentExpiration,
         PolicyPart::ExpiredDeleteMarkers,
         PolicyPart::AbortIncompleteMultipart,
     ];
 
-    /// What the part does, for humans.
-    pub fn describe(self) -> String {
-        match self {
-            PolicyPart::Bucket => "bucket exists".into(),
-            PolicyPart::Versioning => "versioning enabled".into(),
-            PolicyPart::Expiration => format!("objects expire after {EXPIRE_DAYS} days"),
-            PolicyPart::NoncurrentExpiration => {
-                format!("noncurrent versions expire after {NONCURRENT_DAYS} days")
-            }
-            PolicyPart::ExpiredDeleteMarkers => "expired delete markers removed".into(),
-            PolicyPart::AbortIncompleteMultipart => {
-                format!("incomplete multipart uploads aborted after {ABORT_MULTIPART_DAYS} days")
-            }
-        }
-    }
-
-    /// The lifecycle rule id used for this part (None for versioning).
+    /// The lifecycle rule id used for this part (None for the parts that are not a rule).
     pub fn rule_id(self) -> Option<&'static str> {
         match self {
-            PolicyPart::Bucket | PolicyPart::Versioning => None,
-            PolicyPart::Expiration => Some("tierback-expire"),
+            PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => None,
             PolicyPart::NoncurrentExpiration => Some("tierback-noncurrent-expire"),
             PolicyPart::ExpiredDeleteMarkers => Some("tierback-expired-delete-markers"),
             PolicyPart::AbortIncompleteMultipart => Some("tierback-abort-multipart"),
@@ -95,8 +134,140 @@ pub struct PartOutcome {
     pub outcome: Outcome,
 }
 
+/// What `tiers setup` did to one bucket.
+#[derive(Debug, Clone)]
+pub struct PolicyReport {
+    /// Every part of [`PolicyPart::ALL`], in that order.
+    pub parts: Vec<PartOutcome>,
+    /// Rules the bucket had before that are gone now (rewriting the lifecycle configuration
+    /// dropped them); those expiring current objects are why setup drops them.
+    pub removed: Vec<LifecycleRuleInfo>,
+}
+
+/// When a lifecycle rule expires current objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurrentExpiry {
+    /// This many days after an object's creation.
+    AfterDays(i32),
+    /// On this date (Unix seconds).
+    OnDate(i64),
+}
+
+impl std::fmt::Display for CurrentExpiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            CurrentExpiry::AfterDays(d) => write!(f, "after {d} days"),
+            CurrentExpiry::OnDate(secs) => match DateTime::from_secs(secs).fmt(Format::DateTime) {
+                Ok(date) => write!(f, "on {date}"),
+                Err(_) => write!(f, "on the date {secs} (Unix seconds)"),
+            },
+        }
+    }
+}
+
+/// One lifecycle rule as a bucket holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleRuleInfo {
+    pub id: Option<String>,
+    pub enabled: bool,
+    /// The key prefix the rule applies to (None: the rule's filter has no prefix).
+    pub prefix: Option<String>,
+    /// The rule's Expiration by days or date: it deletes current objects.
+    pub current_expiry: Option<CurrentExpiry>,
+    pub expired_delete_markers: bool,
+    pub noncurrent_days: Option<i32>,
+    pub abort_multipart_days: Option<i32>,
+}
+
+impl LifecycleRuleInfo {
+    fn from_rule(r: &LifecycleRule) -> LifecycleRuleInfo {
+        #[allow(deprecated)] // the rule-level Prefix of the old schema, still sent by servers
+        let legacy_prefix = r.prefix();
+        let expiration = r.expiration();
+        LifecycleRuleInfo {
+            id: r.id().map(str::to_owned),
+            enabled: r.status() == &ExpirationStatus::Enabled,
+            prefix: r
+                .filter()
+                .and_then(|f| f.prefix().or_else(|| f.and().and_then(|a| a.prefix())))
+                .or(legacy_prefix)
+                .map(str::to_owned),
+            current_expiry: expiration.and_then(|e| {
+                e.days()
+                    .map(CurrentExpiry::AfterDays)
+                    .or_else(|| e.date().map(|d| CurrentExpiry::OnDate(d.secs())))
+            }),
+            expired_delete_markers: expiration
+                .and_then(|e| e.expired_object_delete_marker())
+                .unwrap_or(false),
+            noncurrent_days: r
+                .noncurrent_version_expiration()
+                .and_then(|n| n.noncurrent_days()),
+            abort_multipart_days: r
+                .abort_incomplete_multipart_upload()
+                .and_then(|a| a.days_after_initiation()),
+        }
+    }
+
+    /// Whether the rule is in force and deletes current objects.
+    pub fn expires_current_objects(&self) -> bool {
+        self.enabled && self.current_expiry.is_some()
+    }
+
+    /// The rule's id for messages.
+    pub fn name(&self) -> &str {
+        self.id.as_deref().unwrap_or("(without id)")
+    }
+
+    /// Everything the rule does, for messages, e.g. `noncurrent versions expire after 30
+    /// days, prefix "tierback/"`.
+    pub fn describe(&self) -> String {
+        let mut what = Vec::new();
+        if let Some(e) = self.current_expiry {
+            what.push(format!("current objects expire {e}"));
+        }
+        if let Some(d) = self.noncurrent_days {
+            what.push(format!("noncurrent versions expire after {d} days"));
+        }
+        if self.expired_delete_markers {
+            what.push("expired delete markers removed".into());
+        }
+        if let Some(d) = self.abort_multipart_days {
+            what.push(format!(
+                "incomplete multipart uploads aborted after {d} days"
+            ));
+        }
+        if what.is_empty() {
+            what.push("no action".into());
+        }
+        what.push(self.scope());
+        what.join(", ")
+    }
+
+    /// The rule's prefix and status, e.g. `prefix "tierback/"` or `whole bucket, disabled`.
+    fn scope(&self) -> String {
+        let mut s = match self.prefix.as_deref() {
+            Some(p) if !p.is_empty() => format!("prefix {p:?}"),
+            _ => "whole bucket".into(),
+        };
+        if !self.enabled {
+            s += ", disabled";
+        }
+        s
+    }
+
+    /// Its current-object expiry, prefix and status for messages, e.g.
+    /// `after 90 days, prefix "tierback/"`.
+    pub fn describe_expiry(&self) -> String {
+        match self.current_expiry {
+            Some(e) => format!("{e}, {}", self.scope()),
+            None => format!("no expiry of current objects, {}", self.scope()),
+        }
+    }
+}
+
 /// Applies every part of the policy to the tier's bucket; never stops at the first refusal.
-pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
+pub fn apply_bucket_policy(store: &S3Store, policy: BucketPolicy) -> PolicyReport {
     let (_, runtime) = store.client();
     runtime.block_on(async {
         let bucket = ensure_bucket(store).await;
@@ -106,7 +277,7 @@ pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
                 Outcome::Refused(m) | Outcome::Failed(m) => format!("no bucket: {m}"),
                 Outcome::Applied | Outcome::Unconfirmed(_) => unreachable!(),
             };
-            return PolicyPart::ALL
+            let parts = PolicyPart::ALL
                 .into_iter()
                 .map(|part| PartOutcome {
                     part,
@@ -117,8 +288,12 @@ pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
                     },
                 })
                 .collect();
+            return PolicyReport {
+                parts,
+                removed: Vec::new(),
+            };
         }
-        let mut out = vec![
+        let mut parts = vec![
             PartOutcome {
                 part: PolicyPart::Bucket,
                 outcome: bucket,
@@ -128,21 +303,71 @@ pub fn apply_bucket_policy(store: &S3Store) -> Vec<PartOutcome> {
                 outcome: apply_versioning(store).await,
             },
         ];
-        let versioned =
-            out[1].outcome == Outcome::Applied || matches!(out[1].outcome, Outcome::Unconfirmed(_));
-        for mut p in apply_lifecycle(store).await {
-            // Garage stores a noncurrent-version rule although it has no versioning.
-            if !versioned
-                && p.part == PolicyPart::NoncurrentExpiration
-                && p.outcome == Outcome::Applied
-            {
-                p.outcome = Outcome::Unconfirmed(
-                    "stored, but without versioning there are no noncurrent versions".into(),
-                );
-            }
-            out.push(p);
+        let versioned = parts[1].outcome == Outcome::Applied
+            || matches!(parts[1].outcome, Outcome::Unconfirmed(_));
+        let (lifecycle, removed) = apply_lifecycle(store, policy, versioned).await;
+        parts.extend(lifecycle);
+        PolicyReport { parts, removed }
+    })
+}
+
+/// The lifecycle rules the tier's bucket holds now (none when it has no configuration).
+pub fn lifecycle_rules(store: &S3Store) -> Result<Vec<LifecycleRuleInfo>> {
+    let (_, runtime) = store.client();
+    runtime.block_on(async {
+        get_rules(store)
+            .await
+            .map(|rules| rules.iter().map(LifecycleRuleInfo::from_rule).collect())
+            .map_err(|e| store.sdk_error("GetBucketLifecycleConfiguration", "", e))
+    })
+}
+
+/// For tests: creates the bucket if missing and adds to its lifecycle configuration a rule
+/// `id` that expires current objects under the tier's prefix, as earlier versions of tierback
+/// (their `tierback-expire` rule) or an administrator may have left one. Not for production use.
+#[doc(hidden)]
+pub fn add_current_expiry_rule(store: &S3Store, id: &str, expiry: CurrentExpiry) -> Result<()> {
+    let (client, runtime) = store.client();
+    runtime.block_on(async {
+        if let Outcome::Refused(m) | Outcome::Failed(m) = ensure_bucket(store).await {
+            return Err(Error::io(
+                format!("bucket {}: CreateBucket", store.bucket()),
+                std::io::Error::other(m),
+            ));
         }
-        out
+        let mut rules = get_rules(store)
+            .await
+            .map_err(|e| store.sdk_error("GetBucketLifecycleConfiguration", "", e))?;
+        let expiration = match expiry {
+            CurrentExpiry::AfterDays(d) => LifecycleExpiration::builder().days(d),
+            CurrentExpiry::OnDate(s) => LifecycleExpiration::builder().date(DateTime::from_secs(s)),
+        };
+        rules.push(
+            LifecycleRule::builder()
+                .id(id)
+                .status(ExpirationStatus::Enabled)
+                .filter(
+                    LifecycleRuleFilter::builder()
+                        .prefix(store.prefix())
+                        .build(),
+                )
+                .expiration(expiration.build())
+                .build()
+                .expect("status is set"),
+        );
+        client
+            .put_bucket_lifecycle_configuration()
+            .bucket(store.bucket())
+            .lifecycle_configuration(
+                BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .expect("rules are set"),
+            )
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| store.sdk_error("PutBucketLifecycleConfiguration", "", e))
     })
 }
 
@@ -197,7 +422,7 @@ async fn apply_versioning(store: &S3Store) -> Outcome {
 }
 
 /// The lifecycle rule for one part, restricted to the tier's prefix.
-fn rule(store: &S3Store, part: PolicyPart) -> LifecycleRule {
+fn rule(store: &S3Store, policy: BucketPolicy, part: PolicyPart) -> LifecycleRule {
     let builder = LifecycleRule::builder()
         .id(part.rule_id().expect("lifecycle parts have rule ids"))
         .status(ExpirationStatus::Enabled)
@@ -207,12 +432,9 @@ fn rule(store: &S3Store, part: PolicyPart) -> LifecycleRule {
                 .build(),
         );
     let builder = match part {
-        PolicyPart::Expiration => {
-            builder.expiration(LifecycleExpiration::builder().days(EXPIRE_DAYS).build())
-        }
         PolicyPart::NoncurrentExpiration => builder.noncurrent_version_expiration(
             NoncurrentVersionExpiration::builder()
-                .noncurrent_days(NONCURRENT_DAYS)
+                .noncurrent_days(policy.noncurrent_days)
                 .build(),
         ),
         // AWS does not allow ExpiredObjectDeleteMarker beside Days in one Expiration element,
@@ -227,19 +449,37 @@ fn rule(store: &S3Store, part: PolicyPart) -> LifecycleRule {
                 .days_after_initiation(ABORT_MULTIPART_DAYS)
                 .build(),
         ),
-        PolicyPart::Bucket | PolicyPart::Versioning => {
+        PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => {
             unreachable!("{part:?} is not a lifecycle rule")
         }
     };
     builder.build().expect("status is set")
 }
 
+/// Whether a rule read back does what `part`'s rule asks (the server kept it as written).
+fn does(policy: BucketPolicy, part: PolicyPart, r: &LifecycleRuleInfo) -> bool {
+    r.enabled
+        && r.current_expiry.is_none()
+        && match part {
+            PolicyPart::NoncurrentExpiration => r.noncurrent_days == Some(policy.noncurrent_days),
+            PolicyPart::ExpiredDeleteMarkers => r.expired_delete_markers,
+            PolicyPart::AbortIncompleteMultipart => {
+                r.abort_multipart_days == Some(ABORT_MULTIPART_DAYS)
+            }
+            PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => false,
+        }
+}
+
 /// Writes a lifecycle configuration made of `parts`' rules; the error says why not.
-async fn put_rules(store: &S3Store, parts: &[PolicyPart]) -> Result<(), Outcome> {
+async fn put_rules(
+    store: &S3Store,
+    policy: BucketPolicy,
+    parts: &[PolicyPart],
+) -> Result<(), Outcome> {
     let (client, _) = store.client();
     let mut config = BucketLifecycleConfiguration::builder();
     for &p in parts {
-        config = config.rules(rule(store, p));
+        config = config.rules(rule(store, policy, p));
     }
     client
         .put_bucket_lifecycle_configuration()
@@ -251,35 +491,61 @@ async fn put_rules(store: &S3Store, parts: &[PolicyPart]) -> Result<(), Outcome>
         .map_err(|e| classify(http_status(&e), sdk_io_error(e)))
 }
 
-async fn apply_lifecycle(store: &S3Store) -> Vec<PartOutcome> {
+/// Deletes the bucket's lifecycle configuration (when the server accepted none of the rules, so
+/// that no older rule, one expiring current objects above all, survives).
+async fn delete_rules(store: &S3Store) -> Result<(), Outcome> {
+    let (client, _) = store.client();
+    match client
+        .delete_bucket_lifecycle()
+        .bucket(store.bucket())
+        .send()
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if http_status(&e) == Some(404) => Ok(()),
+        Err(e) => Err(classify(http_status(&e), sdk_io_error(e))),
+    }
+}
+
+/// Writes the lifecycle rules and confirms them; returns the outcomes of
+/// [`PolicyPart::NoCurrentExpiry`] and of the rules, and the rules that the rewrite removed.
+async fn apply_lifecycle(
+    store: &S3Store,
+    policy: BucketPolicy,
+    versioned: bool,
+) -> (Vec<PartOutcome>, Vec<LifecycleRuleInfo>) {
     let parts: Vec<PolicyPart> = PolicyPart::ALL
         .into_iter()
         .filter(|p| p.rule_id().is_some())
         .collect();
+    // What the bucket had before, to tell which rules the rewrite drops. Not knowing it only
+    // costs that report: the rewrite and the check of what is left do not depend on it.
+    let before = read_back(store).await.ok();
     let mut outcomes: Vec<(PolicyPart, Option<Outcome>)> =
         parts.iter().map(|&p| (p, None)).collect();
-    let accepted: Vec<PolicyPart> = match put_rules(store, &parts).await {
+    let accepted: Vec<PolicyPart> = match put_rules(store, policy, &parts).await {
         Ok(()) => parts.clone(),
         Err(Outcome::Failed(msg)) => {
-            return parts
-                .into_iter()
+            let failed = std::iter::once(PolicyPart::NoCurrentExpiry)
+                .chain(parts)
                 .map(|part| PartOutcome {
                     part,
                     outcome: Outcome::Failed(msg.clone()),
                 })
                 .collect();
+            return (failed, Vec::new());
         }
         Err(_) => {
             // Learn which rules this server accepts, one at a time.
             let mut accepted = Vec::new();
             for (part, outcome) in &mut outcomes {
-                match put_rules(store, &[*part]).await {
+                match put_rules(store, policy, &[*part]).await {
                     Ok(()) => accepted.push(*part),
                     Err(refusal) => *outcome = Some(refusal),
                 }
             }
             if !accepted.is_empty()
-                && let Err(refusal) = put_rules(store, &accepted).await
+                && let Err(refusal) = put_rules(store, policy, &accepted).await
             {
                 for (part, outcome) in &mut outcomes {
                     if accepted.contains(part) {
@@ -288,29 +554,96 @@ async fn apply_lifecycle(store: &S3Store) -> Vec<PartOutcome> {
                 }
                 accepted.clear();
             }
+            if accepted.is_empty() && before.as_ref().is_none_or(|b| !b.is_empty()) {
+                // Whether this works shows in the read-back below.
+                let _ = delete_rules(store).await;
+            }
             accepted
         }
     };
-    let kept = read_back_rule_ids(store).await;
-    outcomes
-        .into_iter()
-        .map(|(part, outcome)| {
-            let outcome = outcome.unwrap_or_else(|| match &kept {
+    let kept = read_back(store).await;
+    let no_current_expiry = match &kept {
+        Ok(rules) => {
+            let expiring: Vec<String> = rules
+                .iter()
+                .filter(|r| r.expires_current_objects())
+                .map(|r| format!("{} ({})", r.name(), r.describe_expiry()))
+                .collect();
+            if expiring.is_empty() {
+                Outcome::Applied
+            } else {
+                Outcome::Refused(format!(
+                    "the bucket still has a rule expiring current objects: {}",
+                    expiring.join(", ")
+                ))
+            }
+        }
+        Err(Outcome::Refused(m)) => {
+            Outcome::Unconfirmed(format!("the lifecycle configuration cannot be read: {m}"))
+        }
+        Err(o) => o.clone(),
+    };
+    let mut out = vec![PartOutcome {
+        part: PolicyPart::NoCurrentExpiry,
+        outcome: no_current_expiry,
+    }];
+    out.extend(outcomes.into_iter().map(|(part, outcome)| {
+        let outcome = outcome.unwrap_or_else(|| {
+            let id = part.rule_id();
+            match &kept {
                 _ if !accepted.contains(&part) => Outcome::Refused("not accepted".into()),
-                Ok(ids) if ids.iter().any(|id| Some(id.as_str()) == part.rule_id()) => {
-                    Outcome::Applied
-                }
-                Ok(_) => Outcome::Refused(
-                    "accepted, but the rule is missing when the configuration is read back".into(),
-                ),
+                Ok(rules) => match rules.iter().find(|r| r.id.as_deref() == id) {
+                    // Garage has no versioning; it keeps the noncurrent rule, but without its
+                    // NoncurrentVersionExpiration.
+                    Some(_) if part == PolicyPart::NoncurrentExpiration && !versioned => {
+                        Outcome::Unconfirmed(
+                            "stored, but without versioning there are no noncurrent versions"
+                                .into(),
+                        )
+                    }
+                    Some(r) if does(policy, part, r) => Outcome::Applied,
+                    Some(r) => Outcome::Refused(format!(
+                        "accepted, but the rule reads back as: {}",
+                        r.describe()
+                    )),
+                    None => Outcome::Refused(
+                        "accepted, but the rule is missing when the configuration is read back"
+                            .into(),
+                    ),
+                },
                 Err(o) => o.clone(),
-            });
-            PartOutcome { part, outcome }
-        })
-        .collect()
+            }
+        });
+        PartOutcome { part, outcome }
+    }));
+    // A rule counts as removed when none with its id is left, or, for one that expired current
+    // objects, when none with its id still does (a rule id of ours rewritten without it).
+    let removed = match (before, &kept) {
+        (Some(before), Ok(after)) => before
+            .into_iter()
+            .filter(|b| {
+                !after.iter().any(|a| {
+                    a.id == b.id && (b.current_expiry.is_none() || a.current_expiry.is_some())
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    (out, removed)
 }
 
-async fn read_back_rule_ids(store: &S3Store) -> Result<Vec<String>, Outcome> {
+/// The bucket's lifecycle rules, or why they cannot be read.
+async fn read_back(store: &S3Store) -> Result<Vec<LifecycleRuleInfo>, Outcome> {
+    get_rules(store)
+        .await
+        .map(|rules| rules.iter().map(LifecycleRuleInfo::from_rule).collect())
+        .map_err(|e| classify(http_status(&e), sdk_io_error(e)))
+}
+
+/// The bucket's lifecycle rules as the SDK has them; none when it has no configuration.
+async fn get_rules(
+    store: &S3Store,
+) -> Result<Vec<LifecycleRule>, SdkError<GetBucketLifecycleConfigurationError, HttpResponse>> {
     let (client, _) = store.client();
     match client
         .get_bucket_lifecycle_configuration()
@@ -318,14 +651,10 @@ async fn read_back_rule_ids(store: &S3Store) -> Result<Vec<String>, Outcome> {
         .send()
         .await
     {
-        Ok(c) => Ok(c
-            .rules()
-            .iter()
-            .filter_map(|r| r.id().map(str::to_owned))
-            .collect()),
-        // NoSuchLifecycleConfiguration: nothing was kept.
+        Ok(c) => Ok(c.rules().to_vec()),
+        // NoSuchLifecycleConfiguration: there are no rules.
         Err(e) if http_status(&e) == Some(404) => Ok(Vec::new()),
-        Err(e) => Err(classify(http_status(&e), sdk_io_error(e))),
+        Err(e) => Err(e),
     }
 }
 
@@ -334,5 +663,80 @@ fn classify(status: Option<u16>, err: std::io::Error) -> Outcome {
     match status {
         Some(s) if (400..500).contains(&s) || s == 501 => Outcome::Refused(err.to_string()),
         _ => Outcome::Failed(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_days_round_up_and_are_at_least_one() {
+        assert_eq!(whole_days(0), 1);
+        assert_eq!(whole_days(1), 1);
+        assert_eq!(whole_days(DAY_SECS), 1);
+        assert_eq!(whole_days(DAY_SECS + 1), 2);
+        assert_eq!(whole_days(45 * DAY_SECS), 45);
+        assert_eq!(whole_days(u64::MAX), i32::MAX);
+    }
+
+    #[test]
+    fn the_policy_names_its_days() {
+        let p = BucketPolicy {
+            noncurrent_days: 45,
+        };
+        assert_eq!(
+            p.describe(PolicyPart::NoncurrentExpiration),
+            "noncurrent versions expire after 45 days"
+        );
+        assert_eq!(
+            p.describe(PolicyPart::AbortIncompleteMultipart),
+            "incomplete multipart uploads aborted after 7 days"
+        );
+    }
+
+    #[test]
+    fn only_an_enabled_expiry_by_days_or_date_expires_current_objects() {
+        let marker_rule = LifecycleRuleInfo {
+            id: Some("tierback-expired-delete-markers".into()),
+            enabled: true,
+            prefix: Some(String::new()),
+            current_expiry: None,
+            expired_delete_markers: true,
+            noncurrent_days: None,
+            abort_multipart_days: None,
+        };
+        assert!(!marker_rule.expires_current_objects());
+        let by_days = LifecycleRuleInfo {
+            id: Some("tierback-expire".into()),
+            current_expiry: Some(CurrentExpiry::AfterDays(90)),
+            expired_delete_markers: false,
+            ..marker_rule.clone()
+        };
+        assert!(by_days.expires_current_objects());
+        assert_eq!(by_days.describe_expiry(), "after 90 days, whole bucket");
+        let by_date = LifecycleRuleInfo {
+            current_expiry: Some(CurrentExpiry::OnDate(1_893_456_000)),
+            prefix: Some("tierback/".into()),
+            ..by_days.clone()
+        };
+        assert!(by_date.expires_current_objects());
+        assert_eq!(
+            by_date.describe_expiry(),
+            "on 2030-01-01T00:00:00Z, prefix \"tierback/\""
+        );
+        let disabled = LifecycleRuleInfo {
+            enabled: false,
+            ..by_days
+        };
+        assert!(!disabled.expires_current_objects());
+        assert_eq!(
+            disabled.describe(),
+            "current objects expire after 90 days, whole bucket, disabled"
+        );
+        assert_eq!(
+            marker_rule.describe(),
+            "expired delete markers removed, whole bucket"
+        );
     }
 }
