@@ -20,10 +20,8 @@ test: deps lint
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace -- --test-threads=2
 	$(CARGO) test --workspace --doc
-	@if command -v promtool >/dev/null; then \
-		promtool check rules docs/prometheus/tierback-alerts.yml && \
-		(cd docs/prometheus && promtool test rules tierback-alerts.test.yml); \
-	else echo "promtool not installed: alert rules not checked"; fi
+	promtool check rules docs/prometheus/tierback-alerts.yml
+	cd docs/prometheus && promtool test rules tierback-alerts.test.yml
 
 demo: deps
 	$(CARGO) build --release -p tierback --bin tierback --example gen_sql

@@ -20,6 +20,8 @@ have pgbench || need+=(postgresql-client-15)
 have python3 || need+=(python3)
 have s3cmd || need+=(s3cmd)
 have curl || need+=(curl)
+# promtool: the tests lint the exported metrics and test the alert rules with it.
+have promtool || need+=(prometheus)
 python3 -c "import ensurepip, venv" 2>/dev/null || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then

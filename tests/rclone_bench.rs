@@ -31,16 +31,14 @@ fn ranged_reads_serve_http_vs_process_per_block() {
     let mib = env_u64("TIERBACK_BENCH_MIB", 256);
     let reads = env_u64("TIERBACK_BENCH_READS", 200);
     let r = Remotes::new();
-    let tier = TierConfig {
-        name: TierName::new("offsite").unwrap(),
-        kind: TierKind::Rclone {
+    let tier = TierConfig::new(
+        TierName::new("offsite").unwrap(),
+        TierKind::Rclone {
             remote: r.crypt.clone(),
             binary: "rclone".into(),
             timeout_secs: 60,
         },
-        copy: vec![],
-        retention: Default::default(),
-    };
+    );
     let store = RcloneStore::open_with_env(&tier, r.env.clone()).unwrap();
     let src = r.dir.path().join("object");
     let mut x = 0x9e37_79b9_7f4a_7c15u64;

@@ -62,12 +62,20 @@ pub enum Command {
     /// Write a backup's decompressed, verified bytes to stdout. PATH is as the mount shows it:
     /// SERVICE/TIER/YYYY-MM-DD/FILE.
     Cat { path: String },
-    /// Check stored copies: file SHA-256, every block's hash and CRC, sidecars. Exit 1 on any problem.
+    /// Check stored copies: file SHA-256, every block's hash and CRC, sidecars. Exit 1 on any
+    /// problem. Without options: each tier's scheduled share (oldest-checked first, within its
+    /// verify_budget, every copy within its verify_window); --all, --tier or --service read every
+    /// copy they name.
     Verify {
+        /// Every copy of this service.
         #[arg(long)]
         service: Option<String>,
+        /// Every copy on this tier.
         #[arg(long)]
         tier: Option<String>,
+        /// Every copy on every tier.
+        #[arg(long)]
+        all: bool,
         #[arg(long)]
         json: bool,
     },
@@ -91,16 +99,20 @@ pub enum Command {
         wal_file: String,
         dest: std::path::PathBuf,
     },
-    /// Copy backups to the tiers whose policy wants them; verify each upload.
+    /// Upload what each tier's desired state says it lacks (its copy policy and retention, pins)
+    /// and repair corrupt copies; verify each upload.
     Sync {
         /// Only this tier.
         #[arg(long)]
         tier: Option<String>,
+        /// Print the plan (every copy, kept, uploaded or removed, and why) without changing anything.
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Apply each tier's retention policy. Never removes a service's newest verified backup on a
-    /// tier, nor a copy another tier still waits for.
+    /// Remove what each tier holds and its desired state does not want. Never removes a service's
+    /// newest verified backup on a tier, a pinned backup, nor a copy another tier still waits for.
     Prune {
         /// Print the plan (every copy, kept or removed, and why) without changing anything.
         #[arg(long)]
@@ -108,6 +120,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a backup on every tier that holds it, whatever retention says (and send it to tiers
+    /// whose retention has keep_pinned = true). PATH names a file as the mount shows it
+    /// (SERVICE/TIER/DATE/FILE), which pins its whole backup, or a backup as SERVICE/TIME with
+    /// TIME as `list` prints it (2026-01-16T12:00:00Z).
+    Pin { path: String },
+    /// Undo `pin`: retention decides again.
+    Unpin { path: String },
     /// Catalog administration.
     Catalog {
         #[command(subcommand)]
@@ -137,8 +156,10 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum TiersCommand {
-    /// Apply the seed's bucket policy (versioning, 90-day expiry, noncurrent versions after 30
-    /// days, cleanup of delete markers and incomplete uploads) where the server supports it.
+    /// Apply the bucket policy (versioning, noncurrent versions expired after the tier's
+    /// `noncurrent_expiry`, cleanup of delete markers and incomplete uploads) where the server
+    /// supports it. Current objects get no expiry rule: prune manages them, and an existing rule
+    /// that expires them is removed (and reported).
     Setup {
         /// Only this tier (default: every s3 tier).
         #[arg(long)]

@@ -25,7 +25,10 @@ fn main() {
     // A daemon's stderr becomes its log file: no colour codes in it.
     let daemon = matches!(args.command, args::Command::Mount { daemon: true, .. });
     output::init_logging(args.verbose, args.quiet, !daemon);
-    let code = match commands::run(args) {
+    let code = match tierback_engine::clock::check_env()
+        .map_err(anyhow::Error::msg)
+        .and_then(|()| commands::run(args))
+    {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tierback: error: {}", output::chain(&e));

@@ -3,7 +3,8 @@
 //! each with one artifact and a copy on tier `local`.
 
 use tierback_engine::artifact::{BlockEntry, BlockIndex};
-use tierback_engine::catalog::{Catalog, NewArtifact, now};
+use tierback_engine::catalog::{Catalog, NewArtifact};
+use tierback_engine::clock::now;
 use tierback_engine::layout::{artifact_file, object_key};
 
 fn main() {

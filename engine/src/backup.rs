@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::artifact::metadata::{ArtifactMetadata, backup_id};
 use crate::artifact::writer::{WriteOptions, Written, write_artifact};
-use crate::catalog::{Catalog, NewArtifact, now};
+use crate::catalog::{Catalog, NewArtifact};
+use crate::clock::now;
 use crate::config::{Config, ServiceConfig, TierKind};
 use crate::error::IoContext;
 use crate::layout;

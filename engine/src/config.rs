@@ -84,7 +84,58 @@ pub struct TierConfig {
     /// Which backups this tier receives (`all`, `daily`, `weekly`).
     pub copy: Vec<String>,
     pub retention: Retention,
+    /// When `tierback run` syncs this tier (cron, UTC); `None`: `[jobs] sync`.
+    pub sync: Option<Vec<String>>,
+    /// When `tierback run` verifies this tier; `None`: `[jobs] verify`.
+    pub verify: Option<Vec<String>>,
+    /// Every copy on the tier is read in full at least once per window (seconds): a scheduled
+    /// verification reads the share that keeps to it, oldest first.
+    pub verify_window: u64,
+    /// At most this many stored bytes read by one scheduled verification.
+    pub verify_budget: Option<u64>,
+    /// s3 tiers: `tiers setup` expires replaced or deleted object versions after this long.
+    pub noncurrent_expiry: u64,
 }
+
+impl TierConfig {
+    /// A tier with every setting at its default: receives every backup, keeps everything.
+    pub fn new(name: TierName, kind: TierKind) -> TierConfig {
+        let verify_window = match kind {
+            TierKind::Local { .. } => LOCAL_VERIFY_WINDOW,
+            _ => REMOTE_VERIFY_WINDOW,
+        };
+        TierConfig {
+            name,
+            kind,
+            copy: vec!["all".into()],
+            retention: Retention::default(),
+            sync: None,
+            verify: None,
+            verify_window,
+            verify_budget: None,
+            noncurrent_expiry: DEFAULT_NONCURRENT_EXPIRY,
+        }
+    }
+
+    /// The cron expressions of this tier's sync (empty: every run).
+    pub fn sync_schedule<'a>(&'a self, jobs: &'a Jobs) -> &'a [String] {
+        self.sync.as_deref().unwrap_or(&jobs.sync)
+    }
+
+    /// The cron expressions of this tier's scheduled verification.
+    pub fn verify_schedule<'a>(&'a self, jobs: &'a Jobs) -> &'a [String] {
+        self.verify.as_deref().unwrap_or(&jobs.verify)
+    }
+}
+
+/// Replaced or deleted object versions kept by an s3 tier's bucket: the seed's 30 days.
+pub const DEFAULT_NONCURRENT_EXPIRY: u64 = 30 * 86_400;
+
+/// Default verification window of a local tier: read in full every day.
+pub const LOCAL_VERIFY_WINDOW: u64 = 86_400;
+/// Default verification window of a remote tier: every copy read within 30 days, a thirtieth a
+/// day (restic's `check --read-data-subset` idea).
+pub const REMOTE_VERIFY_WINDOW: u64 = 30 * 86_400;
 
 #[derive(Debug, Clone)]
 pub enum TierKind {
@@ -145,6 +196,20 @@ pub struct Retention {
     pub keep_yearly: Option<u32>,
     /// Keep everything younger than this many seconds.
     pub keep_within: Option<u64>,
+    /// Pinned backups (`tierback pin`) belong on this tier even if its copy policy did not pick
+    /// them: sync sends them and they stay (the seed's offsite Archive, kept forever). A pin
+    /// keeps a backup on the tiers that hold it whatever this says.
+    pub keep_pinned: bool,
+}
+
+impl Retention {
+    /// No rule at all: everything stays.
+    pub fn is_unset(&self) -> bool {
+        Retention {
+            keep_pinned: false,
+            ..self.clone()
+        } == Retention::default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +248,9 @@ pub struct ServiceConfig {
     pub block_size: usize,
     /// This service's own retention, used on every tier instead of the tier's policy.
     pub retention: Option<Retention>,
+    /// This service's retention on particular tiers (`tier_retention = { offsite = {…} }`),
+    /// before `retention` and the tier's own.
+    pub tier_retention: BTreeMap<String, Retention>,
     /// This service's own copy policy, used for every tier instead of the tier's `copy`.
     pub copy: Option<Vec<String>>,
     pub driver: Driver,
@@ -464,6 +532,11 @@ struct RawTier {
     rclone: Option<PathBuf>,
     copy: Option<Spanned<Vec<String>>>,
     retention: Option<Spanned<RawRetention>>,
+    sync: Option<Spanned<Vec<String>>>,
+    verify: Option<Spanned<Vec<String>>>,
+    verify_window: Option<Spanned<String>>,
+    verify_budget: Option<Spanned<String>>,
+    noncurrent_expiry: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -476,6 +549,7 @@ struct RawRetention {
     keep_monthly: Option<Count>,
     keep_yearly: Option<Count>,
     keep_within: Option<String>,
+    keep_pinned: Option<bool>,
 }
 
 /// A retention count: a number or the string "all".
@@ -507,6 +581,8 @@ struct RawService {
     compression_level: Option<Spanned<i64>>,
     block_size: Option<Spanned<String>>,
     retention: Option<Spanned<RawRetention>>,
+    #[serde(default)]
+    tier_retention: IndexMap<String, Spanned<RawRetention>>,
     copy: Option<Spanned<Vec<String>>>,
     // command
     command: Option<Spanned<Vec<String>>>,
@@ -643,6 +719,7 @@ impl Config {
                 ("part_size", t.part_size.is_some()),
                 ("remote", t.remote.is_some()),
                 ("rclone", t.rclone.is_some()),
+                ("noncurrent_expiry", t.noncurrent_expiry.is_some()),
             ];
             let allowed: &[&str] = match t.kind.get_ref().as_str() {
                 "local" => &["path"],
@@ -657,6 +734,7 @@ impl Config {
                     "checksums",
                     "multipart_threshold",
                     "part_size",
+                    "noncurrent_expiry",
                 ],
                 "rclone" => &["remote", "rclone"],
                 // An unknown type is reported below.
@@ -740,11 +818,56 @@ impl Config {
                 }
                 None => Retention::default(),
             };
+            let schedule = |v: Option<Spanned<Vec<String>>>, key: &str| -> Result<_> {
+                v.map(|v| {
+                    for expr in v.get_ref() {
+                        crate::schedule::parse(expr)
+                            .map_err(|m| at(v.span(), format!("[tiers.{name}] {key}: {m}")))?;
+                    }
+                    Ok(v.into_inner())
+                })
+                .transpose()
+            };
+            let age = |v: &Option<Spanned<String>>, key: &str, default: u64| -> Result<u64> {
+                match v {
+                    Some(v) => match parse_age(v.get_ref()) {
+                        Ok(0) => Err(at(v.span(), format!("[tiers.{name}] {key} must not be 0"))),
+                        Ok(secs) => Ok(secs),
+                        Err(e) => Err(at(v.span(), format!("[tiers.{name}] {key}: {e}"))),
+                    },
+                    None => Ok(default),
+                }
+            };
+            let verify_window = age(
+                &t.verify_window,
+                "verify_window",
+                match kind {
+                    TierKind::Local { .. } => LOCAL_VERIFY_WINDOW,
+                    _ => REMOTE_VERIFY_WINDOW,
+                },
+            )?;
+            let verify_budget = t
+                .verify_budget
+                .as_ref()
+                .map(|b| size(&Some(b.clone()), "verify_budget", 0))
+                .transpose()?;
+            let sync = schedule(t.sync, "sync")?;
+            let verify = schedule(t.verify, "verify")?;
+            let noncurrent_expiry = age(
+                &t.noncurrent_expiry,
+                "noncurrent_expiry",
+                DEFAULT_NONCURRENT_EXPIRY,
+            )?;
             tiers.push(TierConfig {
                 name,
                 kind,
                 copy,
                 retention,
+                sync,
+                verify,
+                verify_window,
+                verify_budget,
+                noncurrent_expiry,
             });
         }
         if let Some(first) = tiers.first()
@@ -792,6 +915,19 @@ impl Config {
                 Some(b) => check_block_size(b).map_err(|m| at(b.span(), m))?,
                 None => defaults.block_size,
             };
+            let mut tier_retention = BTreeMap::new();
+            for (tier, r) in s.tier_retention {
+                let sp = r.span();
+                if !tiers.iter().any(|t: &TierConfig| t.name.as_str() == tier) {
+                    return Err(at(
+                        sp,
+                        format!("[services.{name}] tier_retention: no tier named {tier:?}"),
+                    ));
+                }
+                let r = retention(r.into_inner())
+                    .map_err(|m| at(sp, format!("[services.{name}] tier_retention.{tier}: {m}")))?;
+                tier_retention.insert(tier, r);
+            }
             // Keys that belong to one driver are errors under another, named with their line.
             // (An unknown driver is reported below, by name.)
             let driver_keys = DRIVER_KEYS
@@ -1092,6 +1228,7 @@ impl Config {
                         }),
                         None => None,
                     },
+                    tier_retention,
                     copy: s
                         .copy
                         .map(|c| check_copy(c, &format!("[services.{name}]")))
@@ -1188,6 +1325,23 @@ impl Config {
             })
     }
 
+    /// The retention for `service`'s backups on `tier`: the service's own for that tier, the
+    /// service's own for every tier, or the tier's.
+    pub fn retention_for<'a>(&'a self, service: &str, tier: &'a TierConfig) -> &'a Retention {
+        let own = self.service(service).ok();
+        own.and_then(|s| s.tier_retention.get(tier.name.as_str()))
+            .or_else(|| own.and_then(|s| s.retention.as_ref()))
+            .unwrap_or(&tier.retention)
+    }
+
+    /// Which of `service`'s backups `tier` receives: the service's own `copy` or the tier's.
+    pub fn copy_for<'a>(&'a self, service: &str, tier: &'a TierConfig) -> &'a [String] {
+        self.service(service)
+            .ok()
+            .and_then(|s| s.copy.as_deref())
+            .unwrap_or(&tier.copy)
+    }
+
     pub fn service(&self, name: &str) -> Result<&ServiceConfig> {
         self.services
             .iter()
@@ -1271,6 +1425,7 @@ fn retention(r: RawRetention) -> Result<Retention, String> {
             .keep_within
             .map(|w| parse_age(&w).map_err(|e| format!("keep_within: {e}")))
             .transpose()?,
+        keep_pinned: r.keep_pinned.unwrap_or(false),
     })
 }
 
@@ -1534,6 +1689,53 @@ extension = "txt"
         );
         let e = parse(&text).unwrap_err().to_string();
         assert!(e.contains("line 14") && e.contains("0 25 * * *"), "{e}");
+    }
+
+    #[test]
+    fn tier_schedules_windows_budgets_pins_and_per_tier_service_retention() {
+        let c = parse(EXAMPLE_CONFIG).unwrap();
+        let (local, minio, offsite) = (&c.tiers[0], &c.tiers[1], &c.tiers[2]);
+        assert_eq!(offsite.sync_schedule(&c.jobs), ["0 7 * * *", "30 4 * * 0"]);
+        assert!(minio.sync_schedule(&c.jobs).is_empty(), "every run");
+        assert_eq!(local.verify_schedule(&c.jobs), ["0 7 * * *"]);
+        assert_eq!(local.verify_window, LOCAL_VERIFY_WINDOW);
+        assert_eq!(offsite.verify_window, REMOTE_VERIFY_WINDOW);
+        assert_eq!(minio.verify_budget, Some(20 << 30));
+        assert_eq!(minio.noncurrent_expiry, 30 * 86_400);
+        assert!(offsite.retention.keep_pinned && !local.retention.keep_pinned);
+        // configs: kept for ever offsite, the tier's own retention elsewhere.
+        assert_eq!(
+            c.retention_for("configs", offsite).keep_last,
+            Some(u32::MAX)
+        );
+        assert_eq!(c.retention_for("configs", local), &local.retention);
+        assert_eq!(c.retention_for("postgresql", offsite), &offsite.retention);
+
+        let tier = |extra: &str| {
+            parse(&format!(
+                "[catalog]\npath = \"/tmp/c.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/l\"\n{extra}\n"
+            ))
+        };
+        for (extra, words) in [
+            ("sync = [\"0 7 * *\"]", "[tiers.local] sync"),
+            ("verify_window = \"0d\"", "verify_window must not be 0"),
+            ("verify_budget = \"lots\"", "verify_budget"),
+            (
+                "noncurrent_expiry = \"30d\"",
+                "does not apply to type \"local\"",
+            ),
+            ("retention = { keep_pinned = \"yes\" }", "keep_pinned"),
+        ] {
+            let e = tier(extra).unwrap_err().to_string();
+            assert!(e.contains(words) && e.contains("line"), "{extra}: {e}");
+        }
+        let e = tier("[services.c]\ndriver = \"files\"\npaths = [\"/etc\"]\ntier_retention = { nowhere = { keep_last = 1 } }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tier_retention: no tier named \"nowhere\"") && e.contains("line 9"),
+            "{e}"
+        );
     }
 
     #[test]

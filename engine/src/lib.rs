@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod backup;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod fsutil;
@@ -16,6 +17,8 @@ pub mod layout;
 pub mod lock;
 pub mod metrics;
 pub mod parallel;
+pub mod plan;
+pub mod prune;
 pub mod rebuild;
 pub mod restore_test;
 pub mod retention;

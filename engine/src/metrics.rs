@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::Result;
-use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::catalog::{ArtifactRecord, Catalog, TierUsage};
 use crate::config::{Config, TierKind};
 
 pub const LAST_RUN_TIMESTAMP: &str = "backup_last_run_timestamp";
@@ -30,34 +30,57 @@ pub const CHECKSUM_FAILURES: &str = "backup_checksum_failures";
 pub const COMPRESSION_RATIO: &str = "backup_compression_ratio";
 pub const NETWORK_THROUGHPUT_BYTES: &str = "backup_network_throughput_bytes";
 
+pub const VERIFY_OLDEST_AGE_SECONDS: &str = "backup_verify_oldest_age_seconds";
+pub const VERIFY_WINDOW_SECONDS: &str = "backup_verify_window_seconds";
+pub const VERIFY_READ_BYTES: &str = "backup_verify_read_bytes";
+
+/// Samples grouped by metric, in the order metrics are first written: the text format wants
+/// all samples of a metric together, under one HELP and TYPE.
+#[derive(Default)]
 struct Out {
-    text: String,
-    declared: Vec<&'static str>,
+    metrics: Vec<(&'static str, &'static str, &'static str, Vec<String>)>,
 }
 
 impl Out {
     fn metric(
         &mut self,
         name: &'static str,
-        kind: &str,
-        help: &str,
+        kind: &'static str,
+        help: &'static str,
         labels: &[(&str, &str)],
         value: f64,
     ) {
-        if !self.declared.contains(&name) {
-            let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            self.declared.push(name);
-        }
         let labels: Vec<String> = labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(k, v)| {
+                let v = v
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n");
+                format!("{k}=\"{v}\"")
+            })
             .collect();
-        let value = if value.is_infinite() {
+        let value = if value == f64::INFINITY {
             "+Inf".to_string()
         } else {
             format!("{value}")
         };
-        let _ = writeln!(self.text, "{name}{{{}}} {value}", labels.join(","));
+        let sample = format!("{name}{{{}}} {value}", labels.join(","));
+        match self.metrics.iter_mut().find(|m| m.0 == name) {
+            Some(m) => m.3.push(sample),
+            None => self.metrics.push((name, kind, help, vec![sample])),
+        }
+    }
+
+    fn text(self) -> String {
+        let mut text = String::new();
+        for (name, kind, help, samples) in self.metrics {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for s in samples {
+                let _ = writeln!(text, "{s}");
+            }
+        }
+        text
     }
 }
 
@@ -65,25 +88,17 @@ fn kind_of(a: &ArtifactRecord) -> &str {
     a.file.rsplit('.').next().unwrap_or("backup")
 }
 
-/// Renders every metric as Prometheus text exposition.
+/// Renders every metric as Prometheus text exposition (format 0.0.4).
 pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
-    let mut out = Out {
-        text: String::new(),
-        declared: Vec::new(),
-    };
-    let artifacts = catalog.artifacts(None)?;
+    let mut out = Out::default();
+    let running = catalog.running_backups()?;
+    let usage = catalog.tier_usage()?;
     for name in config.services.keys() {
         let service = name.as_str();
-        let mine: Vec<&ArtifactRecord> =
-            artifacts.iter().filter(|a| a.service == service).collect();
-        let newest = mine.first().map(|a| a.backup_id);
-        let newest_artifacts: Vec<&&ArtifactRecord> = mine
-            .iter()
-            .filter(|a| Some(a.backup_id) == newest)
-            .collect();
+        let newest_artifacts = catalog.newest_backup(service)?;
         let kind = newest_artifacts
             .first()
-            .map(|a| kind_of(a))
+            .map(kind_of)
             .unwrap_or("backup")
             .to_owned();
         let labels = [("service", service), ("type", kind.as_str())];
@@ -112,31 +127,41 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 );
             }
         }
-        let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-        for a in &newest_artifacts {
-            let e = by_kind.entry(kind_of(a)).or_default();
-            e.0 += a.raw_size;
-            e.1 += a.stored_size;
+        if let Some(started) = running.get(service) {
+            out.metric(
+                RUNNING_SINCE,
+                "gauge",
+                "Unix time the backup run in progress started (absent when none runs).",
+                &[("service", service)],
+                *started as f64,
+            );
         }
-        for (k, (raw, stored)) in &by_kind {
+        let mut by_kind: BTreeMap<&str, u64> = BTreeMap::new();
+        let (mut raw, mut stored) = (0u64, 0u64);
+        for a in &newest_artifacts {
+            *by_kind.entry(kind_of(a)).or_default() += a.stored_size;
+            raw += a.raw_size;
+            stored += a.stored_size;
+        }
+        for (k, size) in &by_kind {
             out.metric(
                 SIZE_BYTES,
                 "gauge",
                 "Stored (compressed) size of the newest backup.",
                 &[("service", service), ("type", k)],
-                *stored as f64,
+                *size as f64,
             );
-            if *stored > 0 {
-                out.metric(
-                    COMPRESSION_RATIO,
-                    "gauge",
-                    "Uncompressed / stored size of the newest backup.",
-                    &[("service", service)],
-                    *raw as f64 / *stored as f64,
-                );
-            }
         }
-        let age = mine
+        if stored > 0 {
+            out.metric(
+                COMPRESSION_RATIO,
+                "gauge",
+                "Uncompressed / stored size of the newest backup, all its files.",
+                &[("service", service)],
+                raw as f64 / stored as f64,
+            );
+        }
+        let age = newest_artifacts
             .first()
             .map_or(f64::INFINITY, |a| (now - a.taken_at) as f64 / 3600.0);
         out.metric(
@@ -146,6 +171,15 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             &[("service", service)],
             age,
         );
+        if let Some(a) = newest_artifacts.first() {
+            out.metric(
+                NEWEST_TIMESTAMP,
+                "gauge",
+                "Unix time the newest backup was taken.",
+                &[("service", service)],
+                a.taken_at as f64,
+            );
+        }
         if let Some((run, _)) = catalog.last_finished_run(service, "restore-test")? {
             out.metric(
                 RESTORE_TEST_SUCCESS,
@@ -179,8 +213,8 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
         );
         out.metric(
             CHECKSUM_FAILURES,
-            "counter",
-            "Verifications that found a problem, ever.",
+            "gauge",
+            "Stored copies whose latest verification failed.",
             &[("service", &service)],
             failures as f64,
         );
@@ -188,36 +222,29 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
     }
     out.metric(
         CHECKSUM_FAILURES,
-        "counter",
-        "Verifications that found a problem, ever.",
+        "gauge",
+        "Stored copies whose latest verification failed.",
         &[("service", "all")],
         total_failures as f64,
     );
 
     for tier in &config.tiers {
         let t = tier.name.as_str();
-        let present: Vec<&ArtifactRecord> = artifacts
-            .iter()
-            .filter(|a| a.copy_on(t).is_some_and(|c| c.state == PRESENT))
-            .collect();
+        let mine: Vec<&TierUsage> = usage.iter().filter(|u| u.tier == t).collect();
         out.metric(
             STORAGE_USED_BYTES,
             "gauge",
             "Bytes of backups stored on the tier.",
             &[("tier", t)],
-            present.iter().map(|a| a.stored_size).sum::<u64>() as f64,
+            mine.iter().map(|u| u.bytes).sum::<u64>() as f64,
         );
-        let mut per_service: BTreeMap<&str, u64> = BTreeMap::new();
-        for a in &present {
-            *per_service.entry(a.service.as_str()).or_default() += 1;
-        }
-        for (s, n) in &per_service {
+        for u in mine.iter().filter(|u| u.files > 0) {
             out.metric(
                 FILES_COUNT,
                 "gauge",
                 "Backup files on the tier.",
-                &[("location", t), ("service", s)],
-                *n as f64,
+                &[("location", t), ("service", &u.service)],
+                u.files as f64,
             );
         }
         out.metric(
@@ -225,7 +252,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             "gauge",
             "Backup files on the tier.",
             &[("location", t), ("service", "all")],
-            present.len() as f64,
+            mine.iter().map(|u| u.files).sum::<u64>() as f64,
         );
         if let TierKind::Local { path } = &tier.kind
             && let Some(free) = free_bytes(path)
@@ -250,8 +277,35 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 bytes as f64 / secs,
             );
         }
+        // The copy checked longest ago (one never checked counts from when it was stored).
+        let oldest = mine.iter().filter_map(|u| u.oldest_check).min();
+        if let Some(oldest) = oldest {
+            out.metric(
+                VERIFY_OLDEST_AGE_SECONDS,
+                "gauge",
+                "Seconds since the copy on the tier that was verified longest ago was last verified.",
+                &[("tier", t)],
+                (now - oldest).max(0) as f64,
+            );
+        }
+        out.metric(
+            VERIFY_WINDOW_SECONDS,
+            "gauge",
+            "The tier's verify_window: every copy is read within it.",
+            &[("tier", t)],
+            tier.verify_window as f64,
+        );
+        if let Some((_, Some(bytes))) = catalog.last_finished_run(t, crate::verify::TIER_RUN)? {
+            out.metric(
+                VERIFY_READ_BYTES,
+                "gauge",
+                "Stored bytes read by the tier's last verification.",
+                &[("tier", t)],
+                bytes as f64,
+            );
+        }
     }
-    Ok(out.text)
+    Ok(out.text())
 }
 
 fn free_bytes(path: &Path) -> Option<u64> {

@@ -25,6 +25,17 @@ pub fn last_slot(exprs: &[String], now: i64) -> Option<i64> {
         .max()
 }
 
+/// The first time after `now` that any of `exprs` fires (Unix seconds).
+pub fn next_slot(exprs: &[String], now: i64) -> Option<i64> {
+    let now: DateTime<Utc> = DateTime::from_timestamp(now, 0)?;
+    exprs
+        .iter()
+        .filter_map(|e| parse(e).ok())
+        .filter_map(|c| c.find_next_occurrence(&now, false).ok())
+        .map(|t| t.timestamp())
+        .min()
+}
+
 /// True when a slot fired after `last_attempt` (or there was no attempt yet and a slot fired).
 pub fn is_due(exprs: &[String], last_attempt: Option<i64>, now: i64) -> bool {
     match (last_slot(exprs, now), last_attempt) {
@@ -74,6 +85,11 @@ mod tests {
             "0 3 * * 0".to_string(),
         ];
         assert_eq!(last_slot(&pg, T + 30 * 60), Some(T));
+        assert_eq!(next_slot(&pg, T), Some(T + 3600));
+        assert_eq!(
+            next_slot(&["0 3 * * 0".to_string()], T),
+            Some(T + 2 * 86_400 - 9 * 3600)
+        );
         assert!(parse("61 * * * *").is_err());
         assert!(parse("not cron").is_err());
         assert!(!is_due(&[], None, T));

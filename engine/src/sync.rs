@@ -1,5 +1,5 @@
-//! Sync: copy each backup to the tiers whose policy wants it, verify every upload, record each
-//! copy in the catalog.
+//! Sync: upload what the desired state ([`crate::plan`]) says a tier lacks, repair corrupt
+//! copies, verify every upload, record each copy (and its verification) in the catalog.
 //!
 //! Idempotent and resumable: a copy is recorded only after its upload is verified, so a crash
 //! means that one artifact is uploaded again and nothing verified is. Corrupt copies (found by
@@ -7,7 +7,7 @@
 //! and never stops the other tiers; after a few consecutive failures the rest of that tier's work
 //! waits for the next run instead of timing out one by one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::metadata::ArtifactMetadata;
 use crate::backup::{lock_dir, primary_store};
-use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::catalog::{ArtifactRecord, CORRUPT, Catalog, PRESENT};
+use crate::clock::now;
 use crate::config::{Config, TierConfig};
 use crate::error::IoContext;
 use crate::lock::ServiceLock;
@@ -50,22 +51,62 @@ impl TierReport {
     }
 }
 
-/// Copies what each non-primary tier (or only `only`) is missing.
-pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Vec<TierReport>> {
+/// Uploads what the desired state says each tier (or only `only`) lacks, and repairs corrupt
+/// copies, from a tier that holds a good one.
+pub fn sync(config: &Config, catalog: &mut Catalog, only: Option<&str>) -> Result<Vec<TierReport>> {
+    let tiers: Vec<&TierConfig> = config
+        .tiers
+        .iter()
+        .filter(|t| only.is_none_or(|o| o == t.name.as_str()))
+        .collect();
+    sync_tiers(config, catalog, &tiers)
+}
+
+/// [`sync`] for the given tiers (`tierback run` passes those whose sync schedule is due).
+pub fn sync_tiers(
+    config: &Config,
+    catalog: &mut Catalog,
+    tiers: &[&TierConfig],
+) -> Result<Vec<TierReport>> {
     let primary = primary_store(config)?;
+    let artifacts = catalog.artifacts_without_facts(None)?;
+    // The first tier is only ever repaired: leave it out unless it holds a corrupt copy.
+    let first = config.primary_tier()?.name.as_str();
+    let tiers: Vec<&TierConfig> = tiers
+        .iter()
+        .copied()
+        .filter(|t| {
+            t.name.as_str() != first
+                || artifacts
+                    .iter()
+                    .any(|a| a.copy_on(first).is_some_and(|c| c.state == CORRUPT))
+        })
+        .collect();
+    let plan = crate::plan::uploads_from_catalog(config, catalog, &artifacts, now(), &tiers)?;
     let mut reports = Vec::new();
-    for tier in config.tiers.iter().skip(1) {
-        if only.is_some_and(|o| o != tier.name.as_str()) {
+    for tier in tiers {
+        let name = tier.name.as_str();
+        let wanted: HashSet<i64> = plan
+            .iter()
+            .filter(|e| e.tier == name)
+            .map(|e| e.backup_id)
+            .collect();
+        let todo: Vec<&ArtifactRecord> = artifacts
+            .iter()
+            .filter(|a| wanted.contains(&a.backup_id))
+            .filter(|a| a.copy_on(name).is_none_or(|c| c.state != PRESENT))
+            .collect();
+        if todo.is_empty() && tier.name.as_str() == first {
             continue;
         }
-        let _lock = match ServiceLock::acquire(&lock_dir(config), &format!("sync.{}", tier.name)) {
+        let _lock = match ServiceLock::acquire(&lock_dir(config), &format!("sync.{name}")) {
             Ok(lock) => lock,
             // A slow offsite upload must not stop the other tiers, nor fail the cron runs
             // that start while it goes on.
             Err(Error::Locked { .. }) => {
-                tracing::info!(tier = %tier.name, "another process is syncing this tier; left to it");
+                tracing::info!(tier = %name, "another process is syncing this tier; left to it");
                 reports.push(TierReport {
-                    tier: tier.name.to_string(),
+                    tier: name.to_owned(),
                     busy: true,
                     ..TierReport::default()
                 });
@@ -73,8 +114,8 @@ pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Ve
             }
             Err(e) => return Err(e),
         };
-        let run = catalog.begin_run(tier.name.as_str(), "sync")?;
-        let report = sync_tier(config, catalog, &primary, tier);
+        let run = catalog.begin_run(name, "sync")?;
+        let report = sync_tier(config, catalog, &primary, tier, &todo);
         let (status, error) = match &report {
             Ok(r) if r.ok() => ("ok", None),
             Ok(r) => (
@@ -88,7 +129,7 @@ pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Ve
             catalog.set_run_bytes(run, r.bytes)?;
         }
         reports.push(report.unwrap_or_else(|e| TierReport {
-            tier: tier.name.to_string(),
+            tier: name.to_owned(),
             error: Some(e.to_string()),
             ..TierReport::default()
         }));
@@ -98,24 +139,15 @@ pub fn sync(config: &Config, catalog: &Catalog, only: Option<&str>) -> Result<Ve
 
 fn sync_tier(
     config: &Config,
-    catalog: &Catalog,
+    catalog: &mut Catalog,
     primary: &LocalStore,
     tier: &TierConfig,
+    todo: &[&ArtifactRecord],
 ) -> Result<TierReport> {
     let mut report = TierReport {
         tier: tier.name.to_string(),
         ..TierReport::default()
     };
-    let artifacts = catalog.artifacts(None)?;
-    let wanted = wanted_by(config, tier, &artifacts);
-    let todo: Vec<&ArtifactRecord> = artifacts
-        .iter()
-        .filter(|a| wanted.contains(&a.backup_id))
-        .filter(|a| {
-            a.copy_on(tier.name.as_str())
-                .is_none_or(|c| c.state != PRESENT)
-        })
-        .collect();
     if todo.is_empty() {
         return Ok(report);
     }
@@ -202,6 +234,8 @@ fn upload(
     config: &Config,
 ) -> Result<()> {
     let index = catalog.block_index(a.id)?;
+    // The plan's records carry no facts; the metadata sidecar needs them.
+    let facts = catalog.facts(a.id)?;
     let (src, temp) = source_file(primary, config, a)?;
     let result = (|| {
         // Never spread a corrupt file: check the source against the catalog first.
@@ -228,7 +262,8 @@ fn upload(
                 ));
             }
         }
-        for (key, bytes) in ArtifactMetadata::from_record(a).sidecars(&a.key, &index) {
+        let record = ArtifactRecord { facts, ..a.clone() };
+        for (key, bytes) in ArtifactMetadata::from_record(&record).sidecars(&a.key, &index) {
             store.put_bytes(&key, &bytes)?;
         }
         Ok(())
@@ -295,96 +330,4 @@ fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).ctx(|| format!("reading {}", path.display()))?;
     Ok(hex::encode(h.finalize()))
-}
-
-/// The catalog ids of the backups `tier` receives: by the tier's `copy` policy, or by a
-/// service's own `copy` where it has one (WAL: every segment, not the first of each day).
-pub fn wanted_by(config: &Config, tier: &TierConfig, artifacts: &[ArtifactRecord]) -> HashSet<i64> {
-    selected_backups(
-        |service| {
-            config
-                .service(service)
-                .ok()
-                .and_then(|s| s.copy.as_deref())
-                .unwrap_or(&tier.copy)
-        },
-        artifacts,
-    )
-}
-
-/// The backups that each service's copy policy (`policy_of`) selects: everything for `all`;
-/// otherwise the first backup of the service in each hour, day, ISO week (Monday) or month that
-/// the policy names — the seed's "daily full, weekly" offsite sets.
-fn selected_backups<'a>(
-    policy_of: impl Fn(&str) -> &'a [String],
-    artifacts: &[ArtifactRecord],
-) -> HashSet<i64> {
-    let mut by_service: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
-    for a in artifacts {
-        by_service
-            .entry(a.service.as_str())
-            .or_default()
-            .push((a.taken_at, a.backup_id));
-    }
-    let mut selected = HashSet::new();
-    for (service, mut backups) in by_service {
-        backups.sort();
-        backups.dedup();
-        for p in policy_of(service) {
-            if p == "all" {
-                selected.extend(backups.iter().map(|b| b.1));
-                continue;
-            }
-            let mut last = None;
-            for &(taken_at, id) in &backups {
-                // Config validation rejects other names; an unknown one selects nothing.
-                let Some(period) = crate::retention::period(p, taken_at) else {
-                    break;
-                };
-                if last != Some(period) {
-                    selected.insert(id);
-                    last = Some(period);
-                }
-            }
-        }
-    }
-    selected
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(backup_id: i64, service: &str, taken_at: i64) -> ArtifactRecord {
-        ArtifactRecord::for_test(backup_id, service, taken_at)
-    }
-
-    #[test]
-    fn daily_and_weekly_pick_the_first_of_each_period() {
-        let day = 86_400;
-        let monday = 1_768_780_800; // 2026-01-19 00:00 UTC, a Monday
-        let list = vec![
-            rec(1, "pg", monday + 3600),
-            rec(2, "pg", monday + 7200),
-            rec(3, "pg", monday + day + 60),
-            rec(4, "redis", monday + 7200),
-            rec(5, "pg", monday + 7 * day + 5),
-            rec(6, "pg", monday - 60), // Sunday: the previous week
-        ];
-        let policy = |p: &str| vec![p.to_owned()];
-        let (daily, weekly, all) = (policy("daily"), policy("weekly"), policy("all"));
-        assert_eq!(
-            selected_backups(|_| &daily, &list),
-            HashSet::from([1, 3, 4, 5, 6])
-        );
-        assert_eq!(
-            selected_backups(|_| &weekly, &list),
-            HashSet::from([1, 4, 5, 6])
-        );
-        assert_eq!(selected_backups(|_| &all, &list).len(), 6);
-        assert!(selected_backups(|_| &[], &list).is_empty());
-        // A service's own policy: every pg backup, redis by the tier's (daily).
-        let mixed = selected_backups(|s| if s == "pg" { &all } else { &daily }, &list);
-        assert_eq!(mixed, HashSet::from([1, 2, 3, 4, 5, 6]));
-    }
 }

@@ -39,9 +39,7 @@ impl AuditLog {
 
     /// Appends one line. A failure to log is reported but never fails the read itself.
     pub fn record(&self, caller: Caller, path: &str, outcome: &str) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let now = tierback_engine::clock::now();
         let mut line = serde_json::json!({
             "time": now,
             "event": "open",

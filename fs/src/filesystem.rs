@@ -220,12 +220,13 @@ pub struct Filesystem {
 }
 
 /// Extended attributes of a backup file, in `listxattr` order.
-const COPY_XATTRS: [&str; 5] = [
+const COPY_XATTRS: [&str; 6] = [
     "user.tierback.sha256",
     "user.tierback.backup_id",
     "user.tierback.stored_sha256",
     "user.tierback.verified_at",
     "user.tierback.tier",
+    "user.tierback.pinned",
 ];
 const ROOT_XATTRS: [&str; 4] = [
     "user.tierback.integrity_failures",
@@ -590,6 +591,9 @@ impl Filesystem {
                 f.verified_at.map(rfc3339).unwrap_or_else(|| "never".into())
             }
             (Content::Copy(f), "user.tierback.tier") => f.tier.clone(),
+            (Content::Copy(f), "user.tierback.pinned") => {
+                (if f.pinned { "yes" } else { "no" }).into()
+            }
             _ if ino == crate::inode::ROOT => {
                 let s = &self.shared.stats;
                 match name {

@@ -25,6 +25,8 @@ pub struct CopyFile {
     pub raw_sha256: String,
     pub stored_sha256: String,
     pub verified_at: Option<i64>,
+    /// Pinned by `tierback pin`: kept whatever retention says.
+    pub pinned: bool,
     /// `service/tier/date/file`, for log lines.
     pub view_path: String,
 }
@@ -95,6 +97,7 @@ impl Tree {
                     raw_sha256: a.raw_sha256.clone(),
                     stored_sha256: a.stored_sha256.clone(),
                     verified_at: copy.verified_at,
+                    pinned: a.pinned,
                     view_path: view_path.clone(),
                 });
                 tree.add(inodes, dir, &view_path, Content::Copy(file), a.taken_at);
@@ -125,6 +128,7 @@ impl Tree {
                     "compression_level": a.compression_level,
                     "state": copy.state,
                     "verified_at": copy.verified_at.map(rfc3339),
+                    "pinned": a.pinned,
                     "facts": a.facts,
                 }));
             }
@@ -252,6 +256,7 @@ pub(crate) mod tests {
             compression_level: 6,
             block_count: 1,
             facts: serde_json::json!({}),
+            pinned: false,
             copies: tiers
                 .iter()
                 .map(|t| CopyRecord {

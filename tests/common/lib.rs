@@ -4,8 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The `tierback` binary cargo built beside the test executable.
+/// The `tierback` binary cargo built beside the test executable (or `TIERBACK_BIN`, to keep a
+/// long test on one binary while the workspace is rebuilt).
 pub fn tierback_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("TIERBACK_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/tierback
     let dir = exe
@@ -218,3 +222,4 @@ pub mod fuse;
 pub mod garage;
 pub mod pg;
 pub mod rclone;
+pub mod sim;

@@ -4,7 +4,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 
 use anyhow::{Context, Result};
-use tierback_engine::catalog::{Catalog, now};
+use tierback_engine::catalog::Catalog;
+use tierback_engine::clock::now;
 use tierback_engine::config::Config;
 use tierback_engine::metrics::render;
 

@@ -7,6 +7,7 @@ mod init;
 mod list;
 mod metrics;
 mod mount;
+mod pin;
 mod prune;
 mod restore_test;
 mod run;
@@ -46,15 +47,23 @@ pub fn run(cli: Cli) -> Result<i32> {
             service,
             tier,
             json,
-        } => restore_test::run(&Config::load(&cli.config)?, &service, tier.as_deref(), json),
+        } => restore_test::run(
+            &Config::load(&cli.config)?,
+            &service,
+            tier.as_deref(),
+            json,
+            quiet,
+        ),
         Command::Verify {
             service,
             tier,
+            all,
             json,
         } => verify::run(
             &Config::load(&cli.config)?,
             service.as_deref(),
             tier.as_deref(),
+            all,
             json,
         ),
         Command::Prune { dry_run, json } => prune::run(&Config::load(&cli.config)?, dry_run, json),
@@ -63,9 +72,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             wal_file,
             dest,
         } => Ok(wal_fetch::run(&cli.config, &service, &wal_file, &dest)),
-        Command::Sync { tier, json } => {
-            sync::run(&Config::load(&cli.config)?, tier.as_deref(), json)
-        }
+        Command::Sync {
+            tier,
+            dry_run,
+            json,
+        } => sync::run(&Config::load(&cli.config)?, tier.as_deref(), dry_run, json),
+        Command::Pin { path } => pin::run(&Config::load(&cli.config)?, &path, true),
+        Command::Unpin { path } => pin::run(&Config::load(&cli.config)?, &path, false),
         Command::Catalog {
             command: CatalogCommand::Rebuild { from, force },
         } => catalog::rebuild(&Config::load(&cli.config)?, &from, force),

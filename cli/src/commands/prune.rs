@@ -1,42 +1,37 @@
-//! `tierback prune [--dry-run] [--json]`: plan, print, then apply.
+//! `tierback prune [--dry-run] [--json]`: plan, print, then apply. The plan is the desired state
+//! that `sync --dry-run` prints too.
 
 use anyhow::Result;
-use tierback_engine::catalog::now;
+use tierback_engine::clock::now;
 use tierback_engine::config::Config;
 use tierback_engine::layout::rfc3339;
-use tierback_engine::retention::{apply, plan};
+use tierback_engine::plan::{Action, Entry, from_catalog};
+use tierback_engine::prune::apply;
 
 use super::EXIT_OK;
 
 pub fn run(config: &Config, dry_run: bool, json: bool) -> Result<i32> {
     let mut catalog = super::open_catalog(config)?;
-    let decisions = plan(config, &catalog.artifacts(None)?, now());
+    let plan = from_catalog(config, &catalog, now())?;
     if json && dry_run {
-        println!("{}", serde_json::to_string_pretty(&decisions)?);
+        println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(EXIT_OK);
     }
     if !json {
-        for d in &decisions {
-            println!(
-                "{:<6}  {:<10} {:<14} {}  {}",
-                if d.keep { "keep" } else { "remove" },
-                d.tier,
-                d.service,
-                rfc3339(d.taken_at),
-                d.reasons.join(", ")
-            );
-        }
+        print_plan(&plan);
     }
-    let removing = decisions.iter().filter(|d| !d.keep).count();
+    let count = |a: Action| plan.iter().filter(|e| e.action == a).count();
+    let removing = count(Action::Remove);
     if dry_run {
         println!(
-            "dry run: {removing} backup copies would be removed, {} kept",
-            decisions.len() - removing
+            "dry run: {removing} backup copies would be removed, {} kept ({} to upload or repair by sync)",
+            count(Action::Keep),
+            count(Action::Upload) + count(Action::Repair)
         );
         return Ok(EXIT_OK);
     }
     let run = catalog.begin_run("*", "prune")?;
-    let result = apply(config, &mut catalog, &decisions);
+    let result = apply(config, &mut catalog, &plan);
     match &result {
         Ok(_) => catalog.finish_run(run, "ok", None, None)?,
         Err(e) => catalog.finish_run(run, "failed", Some(&e.to_string()), None)?,
@@ -51,4 +46,18 @@ pub fn run(config: &Config, dry_run: bool, json: bool) -> Result<i32> {
         );
     }
     Ok(EXIT_OK)
+}
+
+/// One line per backup per tier: what happens to it and why.
+pub fn print_plan(plan: &[Entry]) {
+    for e in plan {
+        println!(
+            "{:<7} {:<10} {:<14} {}  {}",
+            e.action.as_str(),
+            e.tier,
+            e.service,
+            rfc3339(e.taken_at),
+            e.reasons.join(", ")
+        );
+    }
 }

@@ -12,7 +12,14 @@ use tierback_engine::store::open_tier;
 
 use super::{EXIT_FAILURE, EXIT_OK};
 
-pub fn run(config: &Config, service: &str, tier: Option<&str>, json: bool) -> Result<i32> {
+/// `quiet`: print only FAILED lines (what `run` does under cron).
+pub fn run(
+    config: &Config,
+    service: &str,
+    tier: Option<&str>,
+    json: bool,
+    quiet: bool,
+) -> Result<i32> {
     let svc = config.service(service)?;
     let tier = match tier {
         Some(t) => config.tier(t)?,
@@ -69,7 +76,7 @@ pub fn run(config: &Config, service: &str, tier: Option<&str>, json: bool) -> Re
             report.push(
                 serde_json::json!({"path": path, "result": word.to_lowercase(), "detail": detail}),
             );
-        } else {
+        } else if !quiet || word == "FAILED" {
             println!("{word:8}{path}  {detail}");
         }
     }

@@ -5,10 +5,13 @@
 use anyhow::Result;
 use tierback_engine::Error;
 use tierback_engine::backup::backup_service;
-use tierback_engine::catalog::{Catalog, now};
-use tierback_engine::config::Config;
+use tierback_engine::catalog::Catalog;
+use tierback_engine::clock::now;
+use tierback_engine::config::{Config, TierConfig};
+use tierback_engine::plan::from_catalog;
 use tierback_engine::schedule::is_due;
-use tierback_engine::sync::sync;
+use tierback_engine::sync::sync_tiers;
+use tierback_engine::verify::{Scope, TIER_RUN, verify};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
 use crate::output::Bar;
@@ -49,9 +52,26 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         }
     }
 
-    if config.tiers.len() > 1 && job_due(&catalog, &config.jobs.sync, "sync-job", t)? {
+    // Each tier syncs on its own schedule (the seed: offsite at 07:00 and Sunday 04:30).
+    let sync_due: Vec<&TierConfig> = config
+        .tiers
+        .iter()
+        .map(|tier| {
+            // A sync that failed (a tier down) is tried again at every run, not at the next
+            // slot: the tier catches up as soon as it is back.
+            let schedule = tier.sync_schedule(&config.jobs);
+            let last = catalog
+                .last_ok_run(tier.name.as_str(), "sync")?
+                .map(|(r, _)| r.started_at);
+            Ok((tier, schedule.is_empty() || is_due(schedule, last, t)))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter_map(|(tier, due)| due.then_some(tier))
+        .collect();
+    if config.tiers.len() > 1 && !sync_due.is_empty() {
         let run = catalog.begin_run("*", "sync-job")?;
-        let reports = match sync(config, &catalog, None) {
+        let reports = match sync_tiers(config, &mut catalog, &sync_due) {
             Ok(r) => r,
             Err(e) => {
                 catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
@@ -83,33 +103,74 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         if all_ok { ok += 1 } else { failed += 1 }
     }
 
-    if job_due(&catalog, &config.jobs.verify, "verify-job", t)? {
-        let run = catalog.begin_run("*", "verify-job")?;
-        let code = super::verify::run(config, None, None, false)?;
-        catalog.finish_run(
-            run,
-            if code == EXIT_OK { "ok" } else { "failed" },
-            None,
-            None,
-        )?;
-        if code == EXIT_OK {
-            ok += 1
-        } else {
-            failed += 1
+    // Each tier verifies on its own schedule, the share its window and budget allow.
+    let verify_due: Vec<&TierConfig> = config
+        .tiers
+        .iter()
+        .map(|tier| {
+            let schedule = tier.verify_schedule(&config.jobs);
+            Ok((
+                tier,
+                job_due(&catalog, schedule, tier.name.as_str(), TIER_RUN, t)?,
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .filter_map(|(tier, due)| due.then_some(tier))
+        .collect();
+    if !verify_due.is_empty() {
+        let summaries = verify(config, &catalog, &verify_due, None, Scope::Due, t, |c| {
+            if !c.problems.is_empty() {
+                eprintln!(
+                    "tierback: error: verify {}: {}",
+                    c.path,
+                    c.problems.join("; ")
+                );
+            }
+        })?;
+        let mut all_ok = true;
+        for s in &summaries {
+            if let Some(e) = &s.error {
+                eprintln!("tierback: error: verify tier {}: {e}", s.tier);
+            }
+            all_ok &= s.error.is_none() && s.failed == 0;
+            if !quiet && s.checked > 0 {
+                println!(
+                    "verify {}: {} of {} copies checked",
+                    s.tier, s.checked, s.copies
+                );
+            }
         }
+        if all_ok { ok += 1 } else { failed += 1 }
     }
 
-    if job_due(&catalog, &config.jobs.prune, "prune", t)? {
-        match super::prune::run(config, false, false) {
-            Ok(_) => ok += 1,
+    if job_due(&catalog, &config.jobs.prune, "*", "prune", t)? {
+        let run = catalog.begin_run("*", "prune")?;
+        let result = from_catalog(config, &catalog, t)
+            .and_then(|plan| tierback_engine::prune::apply(config, &mut catalog, &plan));
+        match result {
+            Ok(report) => {
+                catalog.finish_run(run, "ok", None, None)?;
+                ok += 1;
+                if !quiet && !report.removed.is_empty() {
+                    println!("prune: {} files' backups removed", report.removed.len());
+                }
+            }
             Err(e) => {
+                catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
                 failed += 1;
                 eprintln!("tierback: error: prune: {e}");
             }
         }
     }
 
-    if job_due(&catalog, &config.jobs.restore_test, "restore-test-job", t)? {
+    if job_due(
+        &catalog,
+        &config.jobs.restore_test,
+        "*",
+        "restore-test-job",
+        t,
+    )? {
         let run = catalog.begin_run("*", "restore-test-job")?;
         let mut all_ok = true;
         for svc in config.services.values() {
@@ -118,7 +179,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
             if catalog.artifacts(Some(name))?.is_empty() {
                 continue;
             }
-            match super::restore_test::run(config, name, None, false) {
+            match super::restore_test::run(config, name, None, false, quiet) {
                 Ok(EXIT_OK) => {}
                 Ok(_) => all_ok = false,
                 Err(e) => {
@@ -144,11 +205,18 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
     })
 }
 
-/// An empty schedule means "every run".
-fn job_due(catalog: &Catalog, schedule: &[String], kind: &str, t: i64) -> Result<bool> {
+/// Whether a job is due: a slot of `schedule` fired since the last run of `kind` for `owner`
+/// (`*`, or a tier). An empty schedule means "every run".
+fn job_due(
+    catalog: &Catalog,
+    schedule: &[String],
+    owner: &str,
+    kind: &str,
+    t: i64,
+) -> Result<bool> {
     if schedule.is_empty() {
         return Ok(true);
     }
-    let last = catalog.last_run("*", kind)?.map(|(r, _)| r.started_at);
+    let last = catalog.last_run(owner, kind)?.map(|(r, _)| r.started_at);
     Ok(is_due(schedule, last, t))
 }

@@ -2,11 +2,12 @@
 //! last run work; per tier: usage, copies waiting for sync, corrupt copies.
 
 use anyhow::Result;
-use tierback_engine::catalog::{CORRUPT, PRESENT, now};
+use tierback_engine::catalog::CORRUPT;
+use tierback_engine::clock::now;
 use tierback_engine::config::Config;
 use tierback_engine::layout::rfc3339;
+use tierback_engine::plan::{Action, from_catalog};
 use tierback_engine::store::open_tier;
-use tierback_engine::sync::wanted_by;
 use tierback_engine::units::human_bytes;
 
 use super::EXIT_OK;
@@ -14,7 +15,7 @@ use crate::output::age;
 
 pub fn run(config: &Config, json: bool) -> Result<i32> {
     let catalog = super::open_catalog(config)?;
-    let artifacts = catalog.artifacts(None)?;
+    let artifacts = catalog.artifacts_without_facts(None)?;
     let t = now();
     let mut services = Vec::new();
     for name in config.services.keys() {
@@ -37,22 +38,17 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
         }));
     }
     let mut tiers = Vec::new();
-    for (i, tier) in config.tiers.iter().enumerate() {
+    let plan = from_catalog(config, &catalog, t)?;
+    for tier in &config.tiers {
         let name = tier.name.as_str();
         let used = open_tier(tier)
             .and_then(|s| s.list(""))
             .map(|l| l.iter().map(|m| m.size).sum::<u64>());
-        // Copies this tier should hold by its copy policy but does not hold verified yet.
-        let wanted = wanted_by(config, tier, &artifacts);
-        let pending = if i == 0 {
-            0
-        } else {
-            artifacts
-                .iter()
-                .filter(|a| wanted.contains(&a.backup_id))
-                .filter(|a| a.copy_on(name).is_none_or(|c| c.state != PRESENT))
-                .count()
-        };
+        // Backups the desired state wants on this tier that sync has yet to upload or repair.
+        let pending = plan
+            .iter()
+            .filter(|e| e.tier == name && matches!(e.action, Action::Upload | Action::Repair))
+            .count();
         let corrupt = artifacts
             .iter()
             .filter(|a| a.copy_on(name).is_some_and(|c| c.state == CORRUPT))

@@ -1,17 +1,37 @@
-//! `tierback sync [--tier T]`: exit 0 when every wanted copy exists and is verified.
+//! `tierback sync [--tier T] [--dry-run]`: exit 0 when every copy the desired state wants exists
+//! and is verified.
 
 use anyhow::Result;
+use tierback_engine::clock::now;
 use tierback_engine::config::Config;
+use tierback_engine::plan::{Action, from_catalog};
 use tierback_engine::sync::sync;
 
 use super::{EXIT_FAILURE, EXIT_OK};
 
-pub fn run(config: &Config, tier: Option<&str>, json: bool) -> Result<i32> {
+pub fn run(config: &Config, tier: Option<&str>, dry_run: bool, json: bool) -> Result<i32> {
     if let Some(t) = tier {
         config.tier(t)?;
     }
-    let catalog = super::open_catalog(config)?;
-    let reports = sync(config, &catalog, tier)?;
+    let mut catalog = super::open_catalog(config)?;
+    if dry_run {
+        let plan: Vec<_> = from_catalog(config, &catalog, now())?
+            .into_iter()
+            .filter(|e| tier.is_none_or(|t| t == e.tier))
+            .collect();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            super::prune::print_plan(&plan);
+            let sending = plan
+                .iter()
+                .filter(|e| matches!(e.action, Action::Upload | Action::Repair))
+                .count();
+            println!("dry run: {sending} backup copies would be uploaded or repaired");
+        }
+        return Ok(EXIT_OK);
+    }
+    let reports = sync(config, &mut catalog, tier)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

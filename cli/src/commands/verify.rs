@@ -1,14 +1,22 @@
-//! `tierback verify [--service S] [--tier T]`: exit 1 if any copy has a problem.
+//! `tierback verify [--all | --tier T | --service S]`: exit 1 if any copy checked has a problem.
+//! Bare `verify` is the scheduled pass (each tier's due share, oldest-checked first, within its
+//! budget); `--all`, `--tier` and `--service` read every copy they name.
 
 use anyhow::Result;
-use tierback_engine::catalog::MISSING;
+use tierback_engine::clock::now;
 use tierback_engine::config::Config;
-use tierback_engine::store::{Store, open_tier};
-use tierback_engine::verify::verify_copy;
+use tierback_engine::units::human_bytes;
+use tierback_engine::verify::{Scope, verify};
 
 use super::{EXIT_FAILURE, EXIT_OK};
 
-pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: bool) -> Result<i32> {
+pub fn run(
+    config: &Config,
+    service: Option<&str>,
+    tier: Option<&str>,
+    all: bool,
+    json: bool,
+) -> Result<i32> {
     if let Some(s) = service {
         config.service(s)?;
     }
@@ -16,85 +24,63 @@ pub fn run(config: &Config, service: Option<&str>, tier: Option<&str>, json: boo
         Some(t) => vec![config.tier(t)?],
         None => config.tiers.iter().collect(),
     };
-    let catalog = super::open_catalog(config)?;
-    let mut stores: Vec<(String, Box<dyn Store>)> = Vec::new();
-    // A tier that cannot be opened is a failed check, not a skipped one.
-    let mut unreachable = 0;
-    for t in tiers {
-        match open_tier(t) {
-            Ok(s) => stores.push((t.name.to_string(), s)),
-            Err(e) => {
-                unreachable += 1;
-                println!("FAILED  tier {}: {e}", t.name);
-            }
-        }
-    }
-    let (mut checked, mut bad) = (0, unreachable);
-    let mut results = Vec::new();
-    let artifacts = catalog.artifacts(service)?;
-    // One run per service, so metrics can report each service's verification time.
-    let mut runs: std::collections::BTreeMap<String, (i64, bool)> =
-        std::collections::BTreeMap::new();
-    for a in &artifacts {
-        if !runs.contains_key(&a.service) {
-            runs.insert(
-                a.service.clone(),
-                (catalog.begin_run(&a.service, "verify")?, true),
-            );
-        }
-    }
-    for artifact in artifacts {
-        let index = catalog.block_index(artifact.id)?;
-        for (tier_name, store) in &stores {
-            let Some(copy) = artifact.copy_on(tier_name) else {
-                continue;
-            };
-            if copy.state == MISSING {
-                continue;
-            }
-            let problems = verify_copy(store.as_ref(), &artifact, &index, config.defaults.threads)?;
-            catalog.record_verification(artifact.id, tier_name, &problems)?;
-            checked += 1;
-            let path = format!(
-                "{}/{}/{}/{}",
-                artifact.service,
-                tier_name,
-                tierback_engine::layout::date_of(artifact.taken_at),
-                artifact.file
-            );
-            if problems.is_empty() {
-                if !json {
-                    println!("OK      {path}");
-                }
-            } else {
-                bad += 1;
-                if let Some(r) = runs.get_mut(&artifact.service) {
-                    r.1 = false;
-                }
-                if !json {
-                    println!("FAILED  {path}");
-                    for p in &problems {
-                        println!("        {p}");
-                    }
-                }
-            }
-            results.push(
-                serde_json::json!({"path": path, "ok": problems.is_empty(), "problems": problems}),
-            );
-        }
-    }
-    for (run, ok) in runs.values() {
-        let status = if *ok { "ok" } else { "failed" };
-        catalog.finish_run(
-            *run,
-            status,
-            (!ok).then_some("verification found problems"),
-            None,
-        )?;
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&results)?);
+    let scope = if all || tier.is_some() || service.is_some() {
+        Scope::All
     } else {
+        Scope::Due
+    };
+    let catalog = super::open_catalog(config)?;
+    let mut results = Vec::new();
+    let summaries = verify(config, &catalog, &tiers, service, scope, now(), |c| {
+        if json {
+            results.push(c.clone());
+            return;
+        }
+        if c.problems.is_empty() {
+            println!("OK      {}", c.path);
+        } else {
+            println!("FAILED  {}", c.path);
+            for p in &c.problems {
+                println!("        {p}");
+            }
+        }
+    })?;
+    let bad: usize = summaries
+        .iter()
+        .map(|s| s.failed + usize::from(s.error.is_some()))
+        .sum();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "copies": results.iter().map(|c| serde_json::json!({
+                    "tier": c.tier, "path": c.path, "ok": c.problems.is_empty(), "problems": c.problems,
+                })).collect::<Vec<_>>(),
+                "tiers": summaries,
+            }))?
+        );
+    } else {
+        for s in &summaries {
+            match &s.error {
+                Some(e) => println!("FAILED  tier {}: {e}", s.tier),
+                None if scope == Scope::Due => println!(
+                    "tier {:<10} {} of {} copies checked ({} read; the rest by rotation, `verify --all` reads every copy), {} with problems",
+                    s.tier,
+                    s.checked,
+                    s.copies,
+                    human_bytes(s.bytes),
+                    s.failed
+                ),
+                None => println!(
+                    "tier {:<10} {} copies checked ({} read), {} with problems",
+                    s.tier,
+                    s.checked,
+                    human_bytes(s.bytes),
+                    s.failed
+                ),
+            }
+        }
+        let checked: usize = summaries.iter().map(|s| s.checked).sum();
         println!("{checked} copies checked, {bad} with problems");
     }
     Ok(if bad == 0 { EXIT_OK } else { EXIT_FAILURE })

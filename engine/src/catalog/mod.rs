@@ -3,8 +3,12 @@
 //! Holds no secrets: only names, sizes, hashes, states and the dump tools' stderr tails.
 
 mod schema;
+mod stats;
 mod view;
 
+pub use stats::TierUsage;
+
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +16,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::artifact::BlockIndex;
+use crate::clock::now;
 use crate::error::IoContext;
 use crate::{Error, Result};
 
@@ -45,6 +50,8 @@ pub struct ArtifactRecord {
     pub compression_level: i32,
     pub block_count: u64,
     pub facts: serde_json::Value,
+    /// Pinned by `tierback pin`: kept on every tier that holds it, whatever retention says.
+    pub pinned: bool,
     pub copies: Vec<CopyRecord>,
 }
 
@@ -72,9 +79,19 @@ impl ArtifactRecord {
             compression_level: 9,
             block_count: 1,
             facts: serde_json::Value::Null,
+            pinned: false,
             copies: vec![],
         }
     }
+}
+
+/// One backup as the history knows it (its files may be gone from every tier).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupEntry {
+    pub id: i64,
+    pub service: String,
+    pub taken_at: i64,
+    pub pinned: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -111,14 +128,8 @@ pub struct NewArtifact {
     pub facts: serde_json::Value,
 }
 
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 const ARTIFACT_COLUMNS: &str = "a.id, a.backup_id, b.service, b.taken_at, b.driver, a.file, a.key, a.raw_size, \
-     a.raw_sha256, a.stored_size, a.stored_sha256, a.block_size, a.compression_level, a.block_count, a.facts";
+     a.raw_sha256, a.stored_size, a.stored_sha256, a.block_size, a.compression_level, a.block_count, a.facts, b.pinned_at";
 
 impl Catalog {
     /// Opens (creating and migrating) the catalog at `path`.
@@ -280,6 +291,16 @@ impl Catalog {
         self.last_run_where(service, kind, "AND status != 'running'")
     }
 
+    /// The newest run of `kind` for `service` that succeeded (a failed sync is retried at the
+    /// next run, not at the next slot of its schedule).
+    pub fn last_ok_run(
+        &self,
+        service: &str,
+        kind: &str,
+    ) -> Result<Option<(RunRecord, Option<u64>)>> {
+        self.last_run_where(service, kind, "AND status = 'ok'")
+    }
+
     fn last_run_where(
         &self,
         service: &str,
@@ -300,28 +321,47 @@ impl Catalog {
     }
 
     /// Per service, over the copies that still exist: (copies whose latest verification failed,
-    /// whether every copy's latest verification passed).
+    /// whether every copy's latest verification passed). A copy's state is its latest check's
+    /// outcome (a failed check marks it corrupt; a passed one, or sync's repair, present), so
+    /// this reads the copies, not the growing history of verifications.
     pub fn verification_summary(&self) -> Result<Vec<(String, u64, bool)>> {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT b.service, sum(1 - v.ok), min(v.ok) \
-                 FROM verifications v \
-                 JOIN copies c ON c.artifact_id = v.artifact_id AND c.tier = v.tier \
-                 JOIN artifacts a ON a.id = v.artifact_id JOIN backups b ON b.id = a.backup_id \
-                 WHERE v.id IN (SELECT max(id) FROM verifications GROUP BY artifact_id, tier) \
-                 GROUP BY b.service",
+                "SELECT b.service, sum(c.state = 'corrupt') \
+                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
+                 WHERE c.state != 'missing' GROUP BY b.service",
             )
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get::<_, i64>(1)? as u64,
-                r.get::<_, i64>(2)? == 1,
-            ))
+            let failures = r.get::<_, i64>(1)? as u64;
+            Ok((r.get(0)?, failures, failures == 0))
         })
         .and_then(|rows| rows.collect())
         .map_err(|e| self.err(e))
+    }
+
+    /// Services with a backup run in progress (its process alive), and when it started.
+    pub fn running_backups(&self) -> Result<HashMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT service, started_at, pid FROM runs \
+                 WHERE status = 'running' AND kind = 'backup'",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows: Vec<(String, i64, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))?;
+        let mut running: HashMap<String, i64> = HashMap::new();
+        for (service, started, pid) in rows {
+            if pid.is_some_and(process_alive) {
+                let e = running.entry(service).or_insert(started);
+                *e = (*e).min(started);
+            }
+        }
+        Ok(running)
     }
 
     /// Marks runs whose process is gone (a `kill -9`, a crash, a reboot) as interrupted.
@@ -375,6 +415,18 @@ impl Catalog {
             )
             .optional()
             .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The id of `service`'s backup taken at `taken_at`.
+    pub fn backup_id(&self, service: &str, taken_at: i64) -> Result<Option<i64>> {
+        self.conn
+            .query_row(
+                "SELECT id FROM backups WHERE service = ?1 AND taken_at = ?2",
+                params![service, taken_at],
+                |r| r.get(0),
+            )
+            .optional()
             .map_err(|e| self.err(e))
     }
 
@@ -435,13 +487,113 @@ impl Catalog {
 
     /// Every artifact, newest backup first, optionally of one service.
     pub fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+        self.artifacts_with(service, true)
+    }
+
+    /// [`Catalog::artifacts`] without their `facts` (null): what planning, metrics and status
+    /// need, at a fraction of the cost for the thousands of artifacts a catalog holds.
+    pub fn artifacts_without_facts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+        self.artifacts_with(service, false)
+    }
+
+    fn artifacts_with(&self, service: Option<&str>, facts: bool) -> Result<Vec<ArtifactRecord>> {
+        let columns = if facts {
+            ARTIFACT_COLUMNS.to_owned()
+        } else {
+            ARTIFACT_COLUMNS.replace("a.facts", "'null'")
+        };
         let sql = format!(
-            "SELECT {ARTIFACT_COLUMNS} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
+            "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
              WHERE ?1 IS NULL OR b.service = ?1 ORDER BY b.taken_at DESC, b.service, a.file"
         );
         let mut list = self.query_artifacts(&sql, params![service])?;
-        self.attach_copies(&mut list)?;
+        // One query for every copy: a catalog holds thousands of artifacts and this runs on
+        // every `tierback run`.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT c.artifact_id, c.tier, c.state, c.stored_at, c.verified_at, c.error \
+                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
+                 WHERE ?1 IS NULL OR b.service = ?1 ORDER BY c.rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut copies: HashMap<i64, Vec<CopyRecord>> = HashMap::new();
+        let rows = stmt
+            .query_map(params![service], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    CopyRecord {
+                        tier: r.get(1)?,
+                        state: r.get(2)?,
+                        stored_at: r.get(3)?,
+                        verified_at: r.get(4)?,
+                        error: r.get(5)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (id, copy) = row.map_err(|e| self.err(e))?;
+            copies.entry(id).or_default().push(copy);
+        }
+        for a in &mut list {
+            a.copies = copies.remove(&a.id).unwrap_or_default();
+        }
         Ok(list)
+    }
+
+    /// Every backup ever recorded, oldest first, including those whose files every tier has
+    /// since removed: copy policies and retention count them as if each tier held them all.
+    pub fn history(&self) -> Result<Vec<BackupEntry>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, service, taken_at, pinned_at IS NOT NULL FROM backups ORDER BY taken_at, id",
+            )
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |r| {
+            Ok(BackupEntry {
+                id: r.get(0)?,
+                service: r.get(1)?,
+                taken_at: r.get(2)?,
+                pinned: r.get(3)?,
+            })
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| self.err(e))
+    }
+
+    /// (backup id, tier) of every copy prune removed from a backup that some tier still holds:
+    /// sync never sends those again. (A backup no tier holds cannot be sent anywhere.)
+    pub fn retired(&self) -> Result<HashMap<String, HashSet<i64>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT backup_id, tier FROM retired \
+                 WHERE backup_id IN (SELECT backup_id FROM artifacts)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut retired: HashMap<String, HashSet<i64>> = HashMap::new();
+        for row in rows {
+            let (id, tier) = row.map_err(|e| self.err(e))?;
+            retired.entry(tier).or_default().insert(id);
+        }
+        Ok(retired)
+    }
+
+    /// Pins or unpins a backup. Returns false if no backup has this id.
+    pub fn set_pinned(&self, backup_id: i64, pinned: bool) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE backups SET pinned_at = CASE WHEN ?2 THEN coalesce(pinned_at, ?3) END WHERE id = ?1",
+                params![backup_id, pinned, now()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n == 1)
     }
 
     /// The artifact a view path names (`service`, UTC `date`, decompressed `file`).
@@ -496,6 +648,7 @@ impl Catalog {
                 compression_level: r.get(12)?,
                 block_count: r.get::<_, i64>(13)? as u64,
                 facts: serde_json::from_str(&facts).unwrap_or(serde_json::Value::Null),
+                pinned: r.get::<_, Option<i64>>(15)?.is_some(),
                 copies: Vec::new(),
             })
         })
@@ -527,6 +680,19 @@ impl Catalog {
         Ok(())
     }
 
+    /// The facts recorded with an artifact (what its driver learned at backup time).
+    pub fn facts(&self, artifact_id: i64) -> Result<serde_json::Value> {
+        let text: String = self
+            .conn
+            .query_row(
+                "SELECT facts FROM artifacts WHERE id = ?1",
+                [artifact_id],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
     /// The block index of an artifact (kept apart from the record: it can be megabytes).
     pub fn block_index(&self, artifact_id: i64) -> Result<BlockIndex> {
         let blob: Vec<u8> = self
@@ -546,17 +712,28 @@ impl Catalog {
         })
     }
 
-    /// Records that `tier` holds a verified copy of the artifact (after an upload).
-    pub fn set_copy_present(&self, artifact_id: i64, tier: &str) -> Result<()> {
+    /// Records that `tier` holds a verified copy of the artifact (after an upload), and that
+    /// verification: a copy repaired by sync stops counting as failed at once.
+    pub fn set_copy_present(&mut self, artifact_id: i64, tier: &str) -> Result<()> {
         let at = now();
-        self.conn
-            .execute(
-                "INSERT INTO copies (artifact_id, tier, state, stored_at, verified_at) VALUES (?1, ?2, 'present', ?3, ?3) \
-                 ON CONFLICT (artifact_id, tier) DO UPDATE SET state = 'present', stored_at = ?3, verified_at = ?3, error = NULL",
-                params![artifact_id, tier, at],
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        let path = self.path.clone();
+        let err = |source| Error::Catalog {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute(
+            "INSERT INTO copies (artifact_id, tier, state, stored_at, verified_at) VALUES (?1, ?2, 'present', ?3, ?3) \
+             ON CONFLICT (artifact_id, tier) DO UPDATE SET state = 'present', stored_at = ?3, verified_at = ?3, error = NULL",
+            params![artifact_id, tier, at],
+        )
+        .map_err(err)?;
+        tx.execute(
+            "INSERT INTO verifications (artifact_id, tier, at, ok, detail) VALUES (?1, ?2, ?3, 1, 'uploaded and verified by sync')",
+            params![artifact_id, tier, at],
+        )
+        .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Makes the copies of the artifact stored under `key` exactly `tiers`, verified now (a
@@ -599,8 +776,9 @@ impl Catalog {
         Ok(())
     }
 
-    /// Forgets `tier`'s copies of a backup (before prune deletes the files, so the catalog never
-    /// points at a missing file), then the backup itself once no tier holds any of it.
+    /// Forgets `tier`'s copies of a backup once prune deleted their files, and remembers that the
+    /// tier dropped it (sync never sends it back). Once no tier holds any of it, its artifacts go
+    /// too; the backup row stays as history.
     pub fn remove_backup_copies(&mut self, backup_id: i64, tier: &str) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
@@ -621,9 +799,14 @@ impl Catalog {
             )
             .map_err(err)?;
         if remaining == 0 {
-            tx.execute("DELETE FROM backups WHERE id = ?1", [backup_id])
+            tx.execute("DELETE FROM artifacts WHERE backup_id = ?1", [backup_id])
                 .map_err(err)?;
         }
+        tx.execute(
+            "INSERT OR REPLACE INTO retired (backup_id, tier, at) VALUES (?1, ?2, ?3)",
+            params![backup_id, tier, now()],
+        )
+        .map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -679,11 +862,11 @@ fn process_alive(pid: i64) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::artifact::BlockEntry;
 
-    fn artifact(file: &str) -> NewArtifact {
+    pub(super) fn artifact(file: &str) -> NewArtifact {
         NewArtifact {
             file: file.into(),
             key: format!("svc/2026-01-16/{file}.gz"),

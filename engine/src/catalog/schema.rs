@@ -63,4 +63,22 @@ CREATE TABLE verifications (
 "#,
     // 2: bytes moved by a run (sync uploads), for throughput metrics.
     "ALTER TABLE runs ADD COLUMN bytes INTEGER;",
+    // 3: the desired state. A backup row outlives its files (the history that copy policies and
+    // retention count, as if every tier had held every backup); `retired` remembers which tier
+    // dropped which backup, so sync never sends it there again; pins override retention.
+    r#"
+ALTER TABLE backups ADD COLUMN pinned_at INTEGER;
+CREATE TABLE retired (
+    backup_id INTEGER NOT NULL REFERENCES backups (id) ON DELETE CASCADE,
+    tier      TEXT NOT NULL,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (backup_id, tier)
+);
+CREATE INDEX copies_by_tier ON copies (tier);
+-- Every command asks for the newest run of a kind, and for runs still marked running: both
+-- stay index lookups however long the history grows (cron adds a few runs an hour).
+CREATE INDEX runs_by_kind ON runs (service, kind, id);
+CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
+CREATE INDEX verifications_by_copy ON verifications (artifact_id, tier, id);
+"#,
 ];

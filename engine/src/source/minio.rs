@@ -43,9 +43,9 @@ impl MinioSource {
 
     /// A client for `bucket`, built the way an s3 tier's is (path-style, MinIO-safe checksums).
     fn store(&self, bucket: &str) -> Result<S3Store> {
-        let tier = TierConfig {
-            name: TierName::new(&self.service)?,
-            kind: TierKind::S3 {
+        let tier = TierConfig::new(
+            TierName::new(&self.service)?,
+            TierKind::S3 {
                 endpoint: self.endpoint.clone(),
                 bucket: bucket.to_owned(),
                 region: self.region.clone(),
@@ -58,9 +58,7 @@ impl MinioSource {
                 part_size: CHUNK,
                 timeout_secs: 60,
             },
-            copy: Vec::new(),
-            retention: Default::default(),
-        };
+        );
         S3Store::open(&tier)
     }
 }

@@ -17,6 +17,7 @@ pub mod s3;
 pub mod s3_policy;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::Result;
 
@@ -81,15 +82,58 @@ pub fn check_key(key: &str) -> Result<()> {
     }
 }
 
-/// Opens the store behind a configured tier.
+/// Opens the store behind a configured tier. Remote stores are opened once per process and
+/// shared: a `run` that syncs, verifies and prunes the offsite tier starts one rclone server
+/// (and builds one S3 client), not one per step.
 pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
     use crate::config::TierKind;
-    match &tier.kind {
-        TierKind::Local { path } => {
-            Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?))
-        }
-        TierKind::S3 { .. } => Ok(Box::new(s3::S3Store::open(tier)?)),
-        TierKind::Rclone { .. } => Ok(Box::new(rclone::RcloneStore::open(tier)?)),
+    type Shared = std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Store>>>;
+    static OPEN: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+    if let TierKind::Local { path } = &tier.kind {
+        return Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?));
+    }
+    // The whole definition is the key: tests open several configs in one process.
+    let key = format!("{}\0{:?}", tier.name, tier.kind);
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(store) = open.get(&key) {
+        return Ok(Box::new(Arc::clone(store)));
+    }
+    let store: Arc<dyn Store> = match &tier.kind {
+        TierKind::S3 { .. } => Arc::new(s3::S3Store::open(tier)?),
+        _ => Arc::new(rclone::RcloneStore::open(tier)?),
+    };
+    open.insert(key, Arc::clone(&store));
+    Ok(Box::new(store))
+}
+
+/// A shared store is a store.
+impl Store for Arc<dyn Store> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+        (**self).put_file(key, src)
+    }
+    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        (**self).put_bytes(key, bytes)
+    }
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        (**self).get_range(key, offset, len)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        (**self).head(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<()> {
+        (**self).delete(key)
+    }
+    fn forget(&self, key: &str) {
+        (**self).forget(key)
     }
 }
 
@@ -115,5 +159,8 @@ impl Store for Box<dyn Store> {
     }
     fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key)
+    }
+    fn forget(&self, key: &str) {
+        (**self).forget(key)
     }
 }

@@ -536,11 +536,8 @@ impl S3Store {
     /// listings). Returns how many were aborted. The bucket's lifecycle rule does the same
     /// after days where the server supports it; this is for servers or moments where it does not.
     pub fn abort_incomplete_uploads(&self, older_than: Duration) -> Result<usize> {
-        let cutoff = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(older_than)
-            .as_secs() as i64;
+        // The server's upload dates: compared with the system clock, never TIERBACK_NOW.
+        let cutoff = crate::clock::system_now() - older_than.as_secs() as i64;
         self.run("ListMultipartUploads", "", async {
             let mut aborted = 0;
             let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);

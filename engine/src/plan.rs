@@ -1,0 +1,778 @@
+//! The desired state: for every tier, the backups it should hold, as a pure function of the
+//! catalog, the config and the time. Sync uploads what is desired and missing, prune removes
+//! what is held and not desired, and `sync --dry-run` and `prune --dry-run` print this one plan,
+//! so the two can never undo each other's work.
+//!
+//! Per tier and service, over the service's whole history (every backup ever recorded, those
+//! that every tier has since dropped included, so that nothing shifts when old files go):
+//! 1. the `copy` policy selects a series: every backup, or the first of each hour, day, week
+//!    or month;
+//! 2. retention keeps part of that series, restic-style, as if the tier held all of it;
+//! 3. holds override retention for copies the tier holds: a pin, the service's newest verified
+//!    backup on the tier, the WAL its newest base backup needs, and the last copy of a backup
+//!    another tier still waits to receive;
+//! 4. a tier whose retention says `keep_pinned` also wants every pinned backup.
+//!
+//! A backup prune once dropped from a tier (`retired`) is never sent there again. The first tier
+//! holds what backups wrote to it: sync repairs its corrupt copies but never fills it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::Result;
+use crate::catalog::{ArtifactRecord, BackupEntry, CORRUPT, Catalog, MISSING, PRESENT};
+use crate::config::{Config, Driver, TierConfig};
+use crate::retention::{kept_by, period};
+use crate::source::postgres::BASE;
+
+/// What the catalog says exists, as the plan reads it.
+pub struct Snapshot<'a> {
+    /// Every artifact whose files some tier holds, with its copies.
+    pub artifacts: &'a [ArtifactRecord],
+    /// Every backup ever recorded.
+    pub history: &'a [BackupEntry],
+    /// Per tier, the backups prune removed from it.
+    pub retired: &'a HashMap<String, HashSet<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Held and desired.
+    Keep,
+    /// Desired, not held: sync uploads it from a tier that holds a good copy.
+    Upload,
+    /// Desired and held, but a copy is corrupt or missing a file: sync uploads it again.
+    Repair,
+    /// Held and not desired: prune removes it.
+    Remove,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Keep => "keep",
+            Action::Upload => "upload",
+            Action::Repair => "repair",
+            Action::Remove => "remove",
+        }
+    }
+}
+
+/// One backup on one tier: what should happen to it, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    pub tier: String,
+    pub service: String,
+    pub backup_id: i64,
+    pub taken_at: i64,
+    pub action: Action,
+    /// Why it is kept or sent (`daily`, `pinned`, `newest verified`, …) or why it goes.
+    pub reasons: Vec<String>,
+    /// Object keys of this backup's artifacts.
+    pub keys: Vec<String>,
+}
+
+impl Entry {
+    /// True when the tier should hold this backup after sync and prune.
+    pub fn desired(&self) -> bool {
+        self.action != Action::Remove
+    }
+}
+
+/// The plan for what the catalog holds now.
+pub fn from_catalog(config: &Config, catalog: &Catalog, now: i64) -> Result<Vec<Entry>> {
+    let artifacts = catalog.artifacts_without_facts(None)?;
+    let history = catalog.history()?;
+    let retired = catalog.retired()?;
+    let snap = Snapshot {
+        artifacts: &artifacts,
+        history: &history,
+        retired: &retired,
+    };
+    Ok(plan(config, &snap, now))
+}
+
+/// [`uploads`] for what the catalog holds now, given its artifacts (already read by the caller).
+pub fn uploads_from_catalog(
+    config: &Config,
+    catalog: &Catalog,
+    artifacts: &[ArtifactRecord],
+    now: i64,
+    tiers: &[&TierConfig],
+) -> Result<Vec<Entry>> {
+    let history = catalog.history()?;
+    let retired = catalog.retired()?;
+    let snap = Snapshot {
+        artifacts,
+        history: &history,
+        retired: &retired,
+    };
+    Ok(uploads(config, &snap, now, tiers))
+}
+
+/// The plan for every tier, in config order, each service's backups newest first.
+pub fn plan(config: &Config, snap: &Snapshot, now: i64) -> Vec<Entry> {
+    let all: Vec<&TierConfig> = config.tiers.iter().collect();
+    plan_tiers(config, snap, now, &all)
+}
+
+/// What `tiers` lack: their uploads and repairs, as [`plan`] has them. The holds that keep a
+/// copy for another tier need every tier's plan, so only [`plan`] has them; sync, which only
+/// sends, asks for the tiers it syncs.
+pub fn uploads(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig]) -> Vec<Entry> {
+    plan_tiers(config, snap, now, tiers)
+        .into_iter()
+        .filter(|e| matches!(e.action, Action::Upload | Action::Repair))
+        .collect()
+}
+
+fn plan_tiers(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig]) -> Vec<Entry> {
+    let mut live: HashMap<i64, Vec<&ArtifactRecord>> = HashMap::new();
+    for a in snap.artifacts {
+        live.entry(a.backup_id).or_default().push(a);
+    }
+    let mut series: BTreeMap<&str, Vec<&BackupEntry>> = BTreeMap::new();
+    for b in snap.history {
+        series.entry(b.service.as_str()).or_default().push(b);
+    }
+    for list in series.values_mut() {
+        list.sort_by_key(|b| std::cmp::Reverse((b.taken_at, b.id)));
+    }
+
+    let mut entries = Vec::new();
+    for tier in tiers {
+        let primary = config.tiers.first().is_some_and(|p| p.name == tier.name);
+        for (service, list) in &series {
+            entries.extend(plan_series(
+                config, tier, primary, service, list, &live, snap, now,
+            ));
+        }
+    }
+    if tiers.len() == config.tiers.len() {
+        hold_sources(config, &mut entries, &live);
+    }
+    entries
+}
+
+/// One service's backups on one tier (`list` newest first).
+#[allow(clippy::too_many_arguments)]
+fn plan_series(
+    config: &Config,
+    tier: &TierConfig,
+    primary: bool,
+    service: &str,
+    list: &[&BackupEntry],
+    live: &HashMap<i64, Vec<&ArtifactRecord>>,
+    snap: &Snapshot,
+    now: i64,
+) -> Vec<Entry> {
+    let name = tier.name.as_str();
+    let copy = config.copy_for(service, tier);
+    let selected = select(copy, list);
+    let retention = config.retention_for(service, tier);
+    let chosen: Vec<(i64, i64)> = list
+        .iter()
+        .zip(&selected)
+        .filter(|(_, s)| **s)
+        .map(|(b, _)| (b.id, b.taken_at))
+        .collect();
+    let kept = kept_by(retention, &chosen, now);
+    let retired = snap.retired.get(name);
+    let wal_since = wal_needed_since(config, service, name, snap.artifacts);
+
+    // Only backups with files can be kept, sent or removed; the rest of the history only
+    // shaped the selection and the retention above.
+    let mut newest_verified_found = false;
+    let mut out = Vec::new();
+    for (b, &is_selected) in list.iter().zip(&selected) {
+        let Some(arts) = live.get(&b.id) else {
+            continue;
+        };
+        let here = Here::of(arts, name);
+        let mut why: Vec<String> = kept
+            .get(&b.id)
+            .map(|r| r.iter().map(|s| (*s).to_owned()).collect())
+            .unwrap_or_default();
+        if here.held {
+            if !newest_verified_found && !here.tombstone && here.whole_and_verified {
+                newest_verified_found = true;
+                why.push("newest verified".into());
+            }
+            if wal_since.is_some_and(|since| b.taken_at >= since) {
+                why.push("WAL after the newest base backup".into());
+            }
+        }
+        if b.pinned && (here.held || retention.keep_pinned) {
+            why.push("pinned".into());
+        }
+        let entry = |action, reasons, keys: bool| Entry {
+            tier: name.to_owned(),
+            service: service.to_owned(),
+            backup_id: b.id,
+            taken_at: b.taken_at,
+            action,
+            reasons,
+            // Keys are what prune deletes and sync sends; a kept copy needs none.
+            keys: if keys {
+                arts.iter().map(|a| a.key.clone()).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        if here.held {
+            if here.tombstone {
+                out.push(entry(
+                    Action::Remove,
+                    vec!["finishing an interrupted prune".into()],
+                    true,
+                ));
+            } else if why.is_empty() {
+                let reason = if is_selected {
+                    "outside the retention policy".to_owned()
+                } else {
+                    format!("not picked by the copy policy ({})", copy.join(", "))
+                };
+                out.push(entry(Action::Remove, vec![reason], true));
+            } else if needs_repair(arts, name, primary) && has_source(arts, name) {
+                out.push(entry(Action::Repair, why, true));
+            } else {
+                out.push(entry(Action::Keep, why, false));
+            }
+        } else if !primary
+            && !why.is_empty()
+            && !retired.is_some_and(|r| r.contains(&b.id))
+            && has_source(arts, name)
+        {
+            out.push(entry(Action::Upload, why, true));
+        }
+    }
+    out
+}
+
+/// What one tier holds of one backup.
+struct Here {
+    /// Some copy of an artifact of it is on the tier (in any state).
+    held: bool,
+    /// Prune marked it and stopped halfway.
+    tombstone: bool,
+    /// Every artifact is there, present and verified.
+    whole_and_verified: bool,
+}
+
+impl Here {
+    fn of(arts: &[&ArtifactRecord], tier: &str) -> Here {
+        let mut here = Here {
+            held: false,
+            tombstone: false,
+            whole_and_verified: !arts.is_empty(),
+        };
+        for a in arts {
+            match a.copy_on(tier) {
+                Some(c) => {
+                    here.held = true;
+                    here.tombstone |= c.state == MISSING;
+                    here.whole_and_verified &= c.state == PRESENT && c.verified_at.is_some();
+                }
+                None => here.whole_and_verified = false,
+            }
+        }
+        here
+    }
+}
+
+/// A held backup whose copy on the tier is corrupt, or lacks some artifact (an upload that
+/// stopped halfway). The first tier is only repaired, never filled.
+fn needs_repair(arts: &[&ArtifactRecord], tier: &str, primary: bool) -> bool {
+    arts.iter().any(|a| match a.copy_on(tier) {
+        Some(c) => c.state == CORRUPT,
+        None => !primary,
+    })
+}
+
+/// Some other tier holds a present copy of every artifact this tier lacks or holds corrupt.
+fn has_source(arts: &[&ArtifactRecord], tier: &str) -> bool {
+    !arts.is_empty()
+        && arts
+            .iter()
+            .filter(|a| a.copy_on(tier).is_none_or(|c| c.state != PRESENT))
+            .all(|a| {
+                a.copies
+                    .iter()
+                    .any(|c| c.tier != tier && c.state == PRESENT)
+            })
+}
+
+/// A backup some tier waits to receive keeps its copy on one tier that holds it whole (the
+/// first tier preferred), even if that tier's retention would drop it: a tier that is down
+/// delays its copies, it never loses them.
+fn hold_sources(config: &Config, entries: &mut [Entry], live: &HashMap<i64, Vec<&ArtifactRecord>>) {
+    let mut by_backup: HashMap<i64, Vec<usize>> = HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        by_backup.entry(e.backup_id).or_default().push(i);
+    }
+    for (backup, list) in by_backup {
+        let waiting: Vec<String> = list
+            .iter()
+            .map(|&i| &entries[i])
+            .filter(|e| matches!(e.action, Action::Upload | Action::Repair))
+            .map(|e| e.tier.clone())
+            .collect();
+        if waiting.is_empty() {
+            continue;
+        }
+        let whole_on = |tier: &str| {
+            live.get(&backup).is_some_and(|arts| {
+                arts.iter()
+                    .all(|a| a.copy_on(tier).is_some_and(|c| c.state == PRESENT))
+            })
+        };
+        if list
+            .iter()
+            .any(|&i| entries[i].action == Action::Keep && whole_on(&entries[i].tier))
+        {
+            continue;
+        }
+        // Tiers in config order: the first tier is the preferred source.
+        let holder = config.tiers.iter().find_map(|t| {
+            list.iter().copied().find(|&i| {
+                let e = &entries[i];
+                e.tier == t.name.as_str()
+                    && e.action == Action::Remove
+                    && !e.reasons.iter().any(|r| r.contains("interrupted prune"))
+                    && whole_on(&e.tier)
+            })
+        });
+        if let Some(i) = holder {
+            entries[i].action = Action::Keep;
+            entries[i].reasons = vec![format!("not yet on {}", waiting.join(", "))];
+        }
+    }
+}
+
+/// Which backups of a series (newest first) a copy policy selects, index by index: everything
+/// for `all`; otherwise the first backup of each hour, day, ISO week (from Monday) or month the
+/// policy names — the seed's "daily full, weekly" offsite sets. Over the whole history, so the
+/// first backup of a day stays the first when older files go.
+fn select(policy: &[String], list: &[&BackupEntry]) -> Vec<bool> {
+    let mut selected = vec![false; list.len()];
+    for p in policy {
+        if p == "all" {
+            selected.fill(true);
+            continue;
+        }
+        let mut last = None;
+        for (i, b) in list.iter().enumerate().rev() {
+            // Config validation rejects other names; an unknown one selects nothing.
+            let Some(current) = period(p, b.taken_at) else {
+                break;
+            };
+            if last != Some(current) {
+                selected[i] = true;
+                last = Some(current);
+            }
+        }
+    }
+    selected
+}
+
+/// For a WAL service with a `base`: when the newest base backup on `tier` (and the newest
+/// verified one, if older) was taken. The WAL archived since is what rolls it forward, so it
+/// stays even when base backups have failed for longer than the WAL retention.
+fn wal_needed_since(
+    config: &Config,
+    service: &str,
+    tier: &str,
+    artifacts: &[ArtifactRecord],
+) -> Option<i64> {
+    let Driver::PostgresWal {
+        base: Some(base), ..
+    } = &config.service(service).ok()?.driver
+    else {
+        return None;
+    };
+    let prefix = format!("{BASE}_");
+    let bases: Vec<(i64, bool)> = artifacts
+        .iter()
+        .filter(|a| &a.service == base && a.file.starts_with(&prefix))
+        .filter_map(|a| {
+            let copy = a.copy_on(tier).filter(|c| c.state == PRESENT)?;
+            Some((a.taken_at, copy.verified_at.is_some()))
+        })
+        .collect();
+    let newest = bases.iter().map(|b| b.0).max()?;
+    let newest_verified = bases.iter().filter(|b| b.1).map(|b| b.0).max();
+    Some(newest_verified.map_or(newest, |v| v.min(newest)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CopyRecord;
+
+    const HOUR: i64 = 3600;
+    const DAY: i64 = 86_400;
+    /// 2026-01-19 00:00 UTC, a Monday.
+    const MONDAY: i64 = 1_768_780_800;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(
+            &format!(
+                "[catalog]\npath = \"/tmp/x.db\"\n\
+                 [tiers.local]\ntype = \"local\"\npath = \"/tmp/l\"\nretention = {{ keep_last = 2 }}\n\
+                 [tiers.offsite]\ntype = \"local\"\npath = \"/tmp/o\"\ncopy = [\"daily\"]\n\
+                 retention = {{ keep_daily = 2 }}\n{extra}"
+            ),
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn copy(tier: &str, state: &str) -> CopyRecord {
+        CopyRecord {
+            tier: tier.into(),
+            state: state.into(),
+            stored_at: 0,
+            verified_at: Some(0),
+            error: None,
+        }
+    }
+
+    struct World {
+        history: Vec<BackupEntry>,
+        artifacts: Vec<ArtifactRecord>,
+        retired: HashMap<String, HashSet<i64>>,
+    }
+
+    impl World {
+        /// Backups of `pg` at these times, each held on `tiers`.
+        fn new(times: &[(i64, &[&str])]) -> World {
+            let mut w = World {
+                history: vec![],
+                artifacts: vec![],
+                retired: HashMap::new(),
+            };
+            for (i, (t, tiers)) in times.iter().enumerate() {
+                let id = i as i64 + 1;
+                w.history.push(BackupEntry {
+                    id,
+                    service: "pg".into(),
+                    taken_at: *t,
+                    pinned: false,
+                });
+                if !tiers.is_empty() {
+                    w.artifacts.push(ArtifactRecord {
+                        copies: tiers.iter().map(|t| copy(t, PRESENT)).collect(),
+                        ..ArtifactRecord::for_test(id, "pg", *t)
+                    });
+                }
+            }
+            w
+        }
+
+        fn plan(&self, config: &Config, now: i64) -> Vec<Entry> {
+            plan(
+                config,
+                &Snapshot {
+                    artifacts: &self.artifacts,
+                    history: &self.history,
+                    retired: &self.retired,
+                },
+                now,
+            )
+        }
+    }
+
+    fn actions(plan: &[Entry], tier: &str) -> Vec<(i64, Action)> {
+        let mut v: Vec<(i64, Action)> = plan
+            .iter()
+            .filter(|e| e.tier == tier)
+            .map(|e| (e.backup_id, e.action))
+            .collect();
+        v.sort_by_key(|x| x.0);
+        v
+    }
+
+    #[test]
+    fn offsite_gets_the_first_backup_of_each_day_within_its_retention() {
+        let c = config("");
+        // Two backups a day for three days, all on local only.
+        let local: &[&str] = &["local"];
+        let w = World::new(&[
+            (MONDAY + HOUR, local),
+            (MONDAY + 2 * HOUR, local),
+            (MONDAY + DAY + HOUR, local),
+            (MONDAY + DAY + 2 * HOUR, local),
+            (MONDAY + 2 * DAY + HOUR, local),
+            (MONDAY + 2 * DAY + 2 * HOUR, local),
+        ]);
+        let p = w.plan(&c, MONDAY + 2 * DAY + 3 * HOUR);
+        // Offsite: the first of each of the two newest days.
+        assert_eq!(
+            actions(&p, "offsite"),
+            [(3, Action::Upload), (5, Action::Upload)]
+        );
+        // Local keeps its last two, and the ones offsite waits for.
+        let local = actions(&p, "local");
+        assert_eq!(
+            local,
+            [
+                (1, Action::Remove),
+                (2, Action::Remove),
+                (3, Action::Keep),
+                (4, Action::Remove),
+                (5, Action::Keep),
+                (6, Action::Keep)
+            ]
+        );
+        let held3 = p
+            .iter()
+            .find(|e| e.tier == "local" && e.backup_id == 3)
+            .unwrap();
+        assert_eq!(held3.reasons, ["not yet on offsite"]);
+    }
+
+    #[test]
+    fn a_backup_offsite_dropped_is_never_sent_again_and_selection_does_not_shift() {
+        let c = config("[tiers.minio]\ntype = \"local\"\npath = \"/tmp/m\"\n");
+        let both: &[&str] = &["local", "minio"];
+        let minio: &[&str] = &["minio"];
+        let none: &[&str] = &[];
+        // Day 1's first backup is gone from every tier; day 1's second is on minio. Day 2's
+        // first was on offsite and retired from it.
+        let mut w = World::new(&[
+            (MONDAY + HOUR, none),
+            (MONDAY + 2 * HOUR, minio),
+            (MONDAY + DAY + HOUR, minio),
+            (MONDAY + 5 * DAY, both),
+        ]);
+        w.retired.entry("offsite".into()).or_default().insert(3);
+        let p = w.plan(&c, MONDAY + 5 * DAY + HOUR);
+        // keep_daily = 2 would want days 2 and 6: day 2 was retired, so only day 6 is sent.
+        assert_eq!(actions(&p, "offsite"), [(4, Action::Upload)]);
+        // Backup 2 is not the first of its day, even though backup 1 has no files left.
+        let p = w.plan(&c, MONDAY + DAY + 2 * HOUR);
+        assert!(!actions(&p, "offsite").iter().any(|(id, _)| *id == 2));
+    }
+
+    #[test]
+    fn pins_hold_where_held_and_keep_pinned_tiers_receive_them() {
+        let c = Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n\
+             [tiers.local]\ntype = \"local\"\npath = \"/tmp/l\"\nretention = { keep_last = 1 }\n\
+             [tiers.archive]\ntype = \"local\"\npath = \"/tmp/a\"\ncopy = [\"monthly\"]\n\
+             retention = { keep_last = 1, keep_pinned = true }\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let local: &[&str] = &["local"];
+        let mut w = World::new(&[
+            (MONDAY + HOUR, local),
+            (MONDAY + 2 * HOUR, local),
+            (MONDAY + 3 * HOUR, local),
+        ]);
+        w.history[1].pinned = true;
+        w.artifacts[1].pinned = true;
+        let p = w.plan(&c, MONDAY + 4 * HOUR);
+        assert_eq!(
+            actions(&p, "local"),
+            [(1, Action::Keep), (2, Action::Keep), (3, Action::Keep)],
+            "1: archive waits for it; 2: pinned; 3: newest"
+        );
+        assert_eq!(
+            actions(&p, "archive"),
+            [(1, Action::Upload), (2, Action::Upload)]
+        );
+        let pinned = p
+            .iter()
+            .find(|e| e.tier == "local" && e.backup_id == 2)
+            .unwrap();
+        assert_eq!(pinned.reasons, ["pinned"]);
+    }
+
+    #[test]
+    fn corrupt_copies_are_repaired_from_another_tier_and_tombstones_finished() {
+        let c = config("");
+        let both: &[&str] = &["local", "offsite"];
+        let mut w = World::new(&[(MONDAY + HOUR, both), (MONDAY + DAY + HOUR, both)]);
+        w.artifacts[1].copies[1].state = CORRUPT.into();
+        w.artifacts[0].copies[0].state = MISSING.into();
+        let p = w.plan(&c, MONDAY + DAY + 2 * HOUR);
+        assert_eq!(
+            actions(&p, "offsite"),
+            [(1, Action::Keep), (2, Action::Repair)]
+        );
+        assert_eq!(
+            actions(&p, "local"),
+            [(1, Action::Remove), (2, Action::Keep)]
+        );
+    }
+
+    #[test]
+    fn selection_picks_the_first_of_each_period() {
+        let entry = |id: i64, t: i64| BackupEntry {
+            id,
+            service: "pg".into(),
+            taken_at: t,
+            pinned: false,
+        };
+        let list = [
+            entry(5, MONDAY + 7 * DAY + 5),
+            entry(3, MONDAY + DAY + 60),
+            entry(2, MONDAY + 2 * HOUR),
+            entry(1, MONDAY + HOUR),
+            entry(6, MONDAY - 60), // Sunday: the previous week
+        ];
+        let refs: Vec<&BackupEntry> = list.iter().collect();
+        let ids = |policy: &[&str]| -> HashSet<i64> {
+            let policy: Vec<String> = policy.iter().map(|p| p.to_string()).collect();
+            select(&policy, &refs)
+                .iter()
+                .zip(&refs)
+                .filter(|(s, _)| **s)
+                .map(|(_, b)| b.id)
+                .collect()
+        };
+        assert_eq!(ids(&["daily"]), HashSet::from([1, 3, 5, 6]));
+        assert_eq!(ids(&["weekly"]), HashSet::from([1, 5, 6]));
+        assert_eq!(ids(&["all"]).len(), 5);
+        assert!(ids(&[]).is_empty());
+    }
+    /// A plan over artifacts alone (one per backup, history = what they name).
+    fn plan_of(config: &Config, artifacts: &[ArtifactRecord], now: i64) -> Vec<Entry> {
+        let history: Vec<BackupEntry> = artifacts
+            .iter()
+            .map(|a| BackupEntry {
+                id: a.backup_id,
+                service: a.service.clone(),
+                taken_at: a.taken_at,
+                pinned: a.pinned,
+            })
+            .collect();
+        plan(
+            config,
+            &Snapshot {
+                artifacts,
+                history: &history,
+                retired: &HashMap::new(),
+            },
+            now,
+        )
+    }
+
+    fn kept_ids(plan: &[Entry], service: &str) -> Vec<i64> {
+        let mut k: Vec<i64> = plan
+            .iter()
+            .filter(|e| e.desired() && e.service == service)
+            .map(|e| e.backup_id)
+            .collect();
+        k.sort();
+        k
+    }
+
+    fn local_only() -> Config {
+        Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/x\"\nretention = { keep_last = 5 }\n\
+             [services.wal]\ndriver = \"postgres_wal\"\nspool = \"/tmp/s\"\nschedule = [\"*/5 * * * *\"]\n\
+             [services.configs]\ndriver = \"files\"\npaths = [\"/etc\"]\ntier_retention = { local = { keep_last = 1 } }\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap()
+    }
+
+    fn on_local(id: i64, service: &str, t: i64, state: &str) -> ArtifactRecord {
+        ArtifactRecord {
+            copies: vec![copy("local", state)],
+            ..ArtifactRecord::for_test(id, service, t)
+        }
+    }
+
+    #[test]
+    fn tombstones_of_an_interrupted_prune_are_finished_and_never_protect() {
+        let config = local_only();
+        // The newest backup is a tombstone: it goes, and the next one is the newest verified.
+        let p = plan_of(
+            &config,
+            &[
+                on_local(2, "pg", 200, MISSING),
+                on_local(1, "pg", 100, PRESENT),
+            ],
+            300,
+        );
+        let d2 = p.iter().find(|d| d.backup_id == 2).unwrap();
+        assert!(
+            d2.action == Action::Remove && d2.reasons[0].contains("interrupted prune"),
+            "{d2:?}"
+        );
+        let d1 = p.iter().find(|d| d.backup_id == 1).unwrap();
+        assert!(
+            d1.action == Action::Keep && d1.reasons.iter().any(|r| r == "newest verified"),
+            "{d1:?}"
+        );
+    }
+
+    #[test]
+    fn service_retention_replaces_the_tiers_and_tier_retention_the_services() {
+        let config = local_only();
+        let now = 100 * HOUR;
+        // Three backups 1, 30 and 50 hours old of a WAL service, of pg and of configs.
+        let mut list = vec![];
+        for (i, service) in ["wal", "pg", "configs"].iter().enumerate() {
+            for (j, age) in [1, 30, 50].iter().enumerate() {
+                let id = (i * 3 + j + 1) as i64;
+                list.push(on_local(id, service, now - age * HOUR, PRESENT));
+            }
+        }
+        let p = plan_of(&config, &list, now);
+        // WAL: 24 hours (the driver's default); pg: the tier's keep_last = 5; configs: its own
+        // retention on this tier, keep_last = 1.
+        assert_eq!(kept_ids(&p, "wal"), [1]);
+        assert_eq!(kept_ids(&p, "pg"), [4, 5, 6]);
+        assert_eq!(kept_ids(&p, "configs"), [7]);
+    }
+
+    #[test]
+    fn wal_after_the_newest_base_backup_stays_past_its_retention() {
+        let config = Config::parse(
+            "[catalog]\npath = \"/tmp/x.db\"\n[tiers.local]\ntype = \"local\"\npath = \"/tmp/x\"\n\
+             [services.base]\ndriver = \"postgres\"\nbase_backup = true\n\
+             [services.wal]\ndriver = \"postgres_wal\"\nspool = \"/tmp/s\"\nbase = \"base\"\n",
+            std::path::Path::new("/tmp/t.toml"),
+        )
+        .unwrap();
+        let rec = |id: i64, service: &str, file: &str, t: i64, verified: bool| ArtifactRecord {
+            file: file.into(),
+            copies: vec![CopyRecord {
+                verified_at: verified.then_some(0),
+                ..copy("local", PRESENT)
+            }],
+            ..ArtifactRecord::for_test(id, service, t)
+        };
+        let now = 200 * HOUR;
+        let wal = |id: i64, age: i64| {
+            rec(
+                id,
+                "wal",
+                "000000010000000000000003_000000.wal",
+                now - age * HOUR,
+                true,
+            )
+        };
+        // Base backups failed for two days: the newest good one is 60 hours old.
+        let mut list = vec![
+            rec(1, "base", "base_000000.tar", now - 60 * HOUR, true),
+            rec(2, "base", "base_000000.tar", now - 90 * HOUR, true),
+            wal(10, 1),
+            wal(11, 30),
+            wal(12, 59),
+            wal(13, 61),
+        ];
+        assert_eq!(kept_ids(&plan_of(&config, &list, now), "wal"), [10, 11, 12]);
+        // The newest base backup not verified yet: WAL since the newest verified one stays too.
+        list.push(rec(3, "base", "base_000000.tar", now - 2 * HOUR, false));
+        assert_eq!(kept_ids(&plan_of(&config, &list, now), "wal"), [10, 11, 12]);
+        list[6].copies[0].verified_at = Some(0);
+        assert_eq!(kept_ids(&plan_of(&config, &list, now), "wal"), [10]);
+    }
+}
