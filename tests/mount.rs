@@ -152,6 +152,14 @@ fn tools_see_exact_files_and_random_reads_equal_the_source() {
     );
     assert_eq!(getxattr(&file, "user.tierback.tier"), "local");
     assert!(getxattr(&file, "user.tierback.verified_at").starts_with("20"));
+    // A pin shows without remounting.
+    assert_eq!(getxattr(&file, "user.tierback.pinned"), "no");
+    env.ok(&["pin", &rel]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while getxattr(&file, "user.tierback.pinned") != "yes" {
+        assert!(std::time::Instant::now() < deadline, "the pin never showed");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     // statfs answers.
     let df = ok(&format!("stat -f -c '%b %S' {mnt}"));

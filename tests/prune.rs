@@ -101,3 +101,89 @@ fn the_primary_keeps_what_another_tier_still_needs() {
     );
     drop(env);
 }
+
+#[test]
+fn a_pinned_backup_stays_and_goes_to_the_keep_pinned_tier_until_unpinned() {
+    let env = Env::new("");
+    let text = format!(
+        "[catalog]\npath = \"{0}/catalog.db\"\n\n\
+         [tiers.local]\ntype = \"local\"\npath = \"{0}/tiers/local\"\nretention = {{ keep_last = 1 }}\n\n\
+         [tiers.archive]\ntype = \"local\"\npath = \"{0}/tiers/archive\"\ncopy = [\"monthly\"]\n\
+         retention = {{ keep_last = 1, keep_pinned = true }}\n\n{SERVICE}",
+        env.path().display()
+    );
+    std::fs::write(env.config(), text).unwrap();
+    // Three backups an hour apart, on the 4th of a month.
+    let at = |hour: i64| (1_799_020_800 + hour * 3600).to_string();
+    for hour in 1..=3 {
+        env.ok_with(&["backup", "shop"], &[("TIERBACK_NOW", &at(hour))]);
+    }
+    let now = at(4);
+    let when = [("TIERBACK_NOW", now.as_str())];
+    let second = "shop/local/2027-01-04/shop_020000.sql";
+    let out = env.ok_with(&["pin", second], &when);
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("pinned the shop backup of 2027-01-04T02:00:00Z (1 files): kept on local"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let pinned: Vec<bool> = env
+        .list_json()
+        .iter()
+        .map(|a| a["pinned"].as_bool().unwrap())
+        .collect();
+    assert_eq!(pinned, [false, true, false], "newest first");
+
+    // The archive gets the month's first backup by its copy policy, and the pinned one; local
+    // keeps its newest and the pinned one.
+    let plan =
+        String::from_utf8_lossy(&env.ok_with(&["sync", "--dry-run"], &when).stdout).into_owned();
+    assert!(
+        plan.contains("upload  archive    shop           2027-01-04T02:00:00Z  pinned"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("upload  archive    shop           2027-01-04T01:00:00Z  last"),
+        "{plan}"
+    );
+    env.ok_with(&["sync"], &when);
+    env.ok_with(&["prune"], &when);
+    let files = |tier: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            std::fs::read_dir(env.path().join("tiers").join(tier).join("shop/2027-01-04"))
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".sql.gz"))
+                .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(files("local"), ["shop_020000.sql.gz", "shop_030000.sql.gz"]);
+    assert_eq!(
+        files("archive"),
+        ["shop_010000.sql.gz", "shop_020000.sql.gz"]
+    );
+
+    // Unpinned, retention decides again: local drops it; on the archive it is now the newest
+    // verified backup, which stays whatever retention says.
+    env.ok_with(&["unpin", "shop/2027-01-04T02:00:00Z"], &when);
+    let plan = String::from_utf8_lossy(&env.ok_with(&["prune"], &when).stdout).into_owned();
+    assert!(
+        plan.contains("keep    archive    shop           2027-01-04T02:00:00Z  newest verified"),
+        "{plan}"
+    );
+    assert_eq!(files("local"), ["shop_030000.sql.gz"]);
+    assert_eq!(
+        files("archive"),
+        ["shop_010000.sql.gz", "shop_020000.sql.gz"]
+    );
+    // A backup that does not exist is named.
+    let out = env.run_with(&["pin", "shop/2027-01-04T05:00:00Z"], &when);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no backup of shop taken at 2027-01-04T05:00:00Z")
+    );
+}

@@ -281,6 +281,28 @@ impl Sim {
                 },
             );
         }
+        // The seed's counts, per hourly service, once a tier's retention has filled: local 168
+        // hourly + 30 daily + 12 weekly (less the days and weeks the hourly ones cover), MinIO
+        // 90 days, offsite 30 daily + 52 weekly (+ a monthly for every month past the year).
+        if day >= 90 {
+            let local = self.count("local", "postgresql");
+            assert!(
+                (168 + 23 + 7..=168 + 30 + 12).contains(&local),
+                "{when}: local {local}"
+            );
+            let minio = self.count("minio", "postgresql");
+            assert!(
+                (90 * 24 - 1..=90 * 24 + 1).contains(&minio),
+                "{when}: minio {minio}"
+            );
+        }
+        if day >= 7 * 52 {
+            let offsite = self.count("offsite", "postgresql");
+            assert!(
+                (30 + 52 - 5..=30 + 52 + 14).contains(&offsite),
+                "{when}: offsite {offsite}"
+            );
+        }
         // 4. Each service's newest backup exists, verified, on the first tier.
         let list: Vec<serde_json::Value> = serde_json::from_slice(&tierback(
             &self.config,
@@ -393,28 +415,8 @@ fn a_year_of_cron_on_three_tiers_converges_to_the_desired_state() {
     let totals = sim.run(days);
     sim.print_table(&totals, &format!("{days} simulated days:"));
 
-    if days >= 400 {
-        // The seed's counts, per hourly service: local 168 hourly + 30 daily + 12 weekly (less
-        // the days and weeks the hourly ones already cover), MinIO 90 days, offsite 30 daily +
-        // 52 weekly (+ a monthly for every month past the year).
-        let local = sim.count("local", "postgresql");
-        assert!(
-            (168 + 23 + 7..=168 + 30 + 12).contains(&local),
-            "local {local}"
-        );
-        let minio = sim.count("minio", "postgresql");
-        assert!(
-            (90 * 24 - 1..=90 * 24 + 1).contains(&minio),
-            "minio {minio}"
-        );
-        let offsite = sim.count("offsite", "postgresql");
-        assert!(
-            (30 + 52 - 5..=30 + 52 + 14).contains(&offsite),
-            "offsite {offsite}"
-        );
-        // Configs are kept forever offsite: the first of each day.
-        assert_eq!(sim.count("offsite", "configs"), days as usize);
-    }
+    // Configs are kept forever offsite: the first of each day.
+    assert_eq!(sim.count("offsite", "configs"), days as usize);
 }
 
 #[test]

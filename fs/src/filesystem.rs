@@ -789,8 +789,9 @@ mod tests {
             b"local"
         );
         assert_eq!(f.fs.getxattr(a.ino, "user.other"), Err(FsError::NoXattr));
+        assert_eq!(f.fs.getxattr(a.ino, "user.tierback.pinned").unwrap(), b"no");
         let list = f.fs.listxattr(a.ino).unwrap();
-        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 5);
+        assert_eq!(list.iter().filter(|&&b| b == 0).count(), 6);
         assert!(f.fs.statfs().blocks >= f.data.len() as u64 / 4096);
     }
 

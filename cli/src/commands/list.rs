@@ -40,14 +40,15 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
             })
             .collect();
         println!(
-            "{:<20} {:<12} {:<44} {:>10} {:>10} {:>7}  {}",
+            "{:<20} {:<12} {:<44} {:>10} {:>10} {:>7}  {}{}",
             rfc3339(a.taken_at),
             a.service,
             a.file,
             human_bytes(a.raw_size),
             human_bytes(a.stored_size),
             ratio(a.raw_size, a.stored_size),
-            copies.join(" ")
+            copies.join(" "),
+            if a.pinned { "  (pinned)" } else { "" }
         );
     }
     if let Some(a) = artifacts.first()

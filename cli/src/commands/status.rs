@@ -15,7 +15,8 @@ use crate::output::age;
 
 pub fn run(config: &Config, json: bool) -> Result<i32> {
     let catalog = super::open_catalog(config)?;
-    let artifacts = catalog.artifacts_without_facts(None)?;
+    let mut artifacts = catalog.artifacts_without_facts(None)?;
+    artifacts.sort_by_key(|a| std::cmp::Reverse(a.taken_at));
     let t = now();
     let mut services = Vec::new();
     for name in config.services.keys() {

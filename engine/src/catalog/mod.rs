@@ -205,7 +205,8 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         self.conn
             .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+                 PRAGMA mmap_size = 268435456;",
             )
             .map_err(|e| self.err(e))
     }
@@ -318,27 +319,6 @@ impl Catalog {
             )
             .optional()
             .map_err(|e| self.err(e))
-    }
-
-    /// Per service, over the copies that still exist: (copies whose latest verification failed,
-    /// whether every copy's latest verification passed). A copy's state is its latest check's
-    /// outcome (a failed check marks it corrupt; a passed one, or sync's repair, present), so
-    /// this reads the copies, not the growing history of verifications.
-    pub fn verification_summary(&self) -> Result<Vec<(String, u64, bool)>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT b.service, sum(c.state = 'corrupt') \
-                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
-                 WHERE c.state != 'missing' GROUP BY b.service",
-            )
-            .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| {
-            let failures = r.get::<_, i64>(1)? as u64;
-            Ok((r.get(0)?, failures, failures == 0))
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
     }
 
     /// Services with a backup run in progress (its process alive), and when it started.
@@ -490,21 +470,25 @@ impl Catalog {
         self.artifacts_with(service, true)
     }
 
-    /// [`Catalog::artifacts`] without their `facts` (null): what planning, metrics and status
-    /// need, at a fraction of the cost for the thousands of artifacts a catalog holds.
+    /// [`Catalog::artifacts`] without their `facts` (null), in no particular order: what
+    /// planning needs on every `tierback run`, at a fraction of the cost for the thousands of
+    /// artifacts a catalog holds.
     pub fn artifacts_without_facts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
         self.artifacts_with(service, false)
     }
 
     fn artifacts_with(&self, service: Option<&str>, facts: bool) -> Result<Vec<ArtifactRecord>> {
-        let columns = if facts {
-            ARTIFACT_COLUMNS.to_owned()
+        let (columns, order) = if facts {
+            (
+                ARTIFACT_COLUMNS.to_owned(),
+                "ORDER BY b.taken_at DESC, b.service, a.file",
+            )
         } else {
-            ARTIFACT_COLUMNS.replace("a.facts", "'null'")
+            (ARTIFACT_COLUMNS.replace("a.facts", "'null'"), "")
         };
         let sql = format!(
             "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
-             WHERE ?1 IS NULL OR b.service = ?1 ORDER BY b.taken_at DESC, b.service, a.file"
+             WHERE ?1 IS NULL OR b.service = ?1 {order}"
         );
         let mut list = self.query_artifacts(&sql, params![service])?;
         // One query for every copy: a catalog holds thousands of artifacts and this runs on

@@ -15,6 +15,8 @@ pub struct TierUsage {
     /// Present (readable) copies, and their stored bytes.
     pub files: u64,
     pub bytes: u64,
+    /// Copies whose latest check failed (the copy's state is its latest check's outcome).
+    pub corrupt: u64,
     /// The oldest last successful check among the copies the tier holds (present or corrupt;
     /// a copy never checked counts from when it was stored).
     pub oldest_check: Option<i64>,
@@ -28,7 +30,7 @@ impl Catalog {
             .prepare_cached(
                 "SELECT c.tier, b.service, sum(c.state = 'present'), \
                  sum(CASE WHEN c.state = 'present' THEN a.stored_size ELSE 0 END), \
-                 min(coalesce(c.verified_at, c.stored_at)) \
+                 min(coalesce(c.verified_at, c.stored_at)), sum(c.state = 'corrupt') \
                  FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
                  WHERE c.state != 'missing' GROUP BY c.tier, b.service ORDER BY c.tier, b.service",
             )
@@ -40,6 +42,7 @@ impl Catalog {
                 files: r.get::<_, i64>(2)? as u64,
                 bytes: r.get::<_, i64>(3)? as u64,
                 oldest_check: r.get(4)?,
+                corrupt: r.get::<_, i64>(5)? as u64,
             })
         })
         .and_then(|rows| rows.collect())

@@ -109,58 +109,35 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
     Ok(Box::new(store))
 }
 
-/// A shared store is a store.
-impl Store for Arc<dyn Store> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn put_file(&self, key: &str, src: &Path) -> Result<()> {
-        (**self).put_file(key, src)
-    }
-    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        (**self).put_bytes(key, bytes)
-    }
-    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        (**self).get_range(key, offset, len)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        (**self).head(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        (**self).list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        (**self).delete(key)
-    }
-    fn forget(&self, key: &str) {
-        (**self).forget(key)
-    }
+/// A boxed or shared store is a store, so wrappers such as [`retry::RetryStore`] take any tier.
+macro_rules! forward_store {
+    ($($wrapper:ident),*) => {$(
+        impl<S: Store + ?Sized> Store for $wrapper<S> {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
+            fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+                (**self).put_file(key, src)
+            }
+            fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+                (**self).put_bytes(key, bytes)
+            }
+            fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+                (**self).get_range(key, offset, len)
+            }
+            fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+                (**self).head(key)
+            }
+            fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+                (**self).list(prefix)
+            }
+            fn delete(&self, key: &str) -> Result<()> {
+                (**self).delete(key)
+            }
+            fn forget(&self, key: &str) {
+                (**self).forget(key)
+            }
+        }
+    )*};
 }
-
-/// A boxed store is a store, so wrappers such as [`retry::RetryStore`] take any tier.
-impl Store for Box<dyn Store> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-    fn put_file(&self, key: &str, src: &Path) -> Result<()> {
-        (**self).put_file(key, src)
-    }
-    fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
-        (**self).put_bytes(key, bytes)
-    }
-    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        (**self).get_range(key, offset, len)
-    }
-    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        (**self).head(key)
-    }
-    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        (**self).list(prefix)
-    }
-    fn delete(&self, key: &str) -> Result<()> {
-        (**self).delete(key)
-    }
-    fn forget(&self, key: &str) {
-        (**self).forget(key)
-    }
-}
+forward_store!(Box, Arc);
