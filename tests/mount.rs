@@ -309,6 +309,33 @@ fn a_new_backup_appears_without_remounting() {
 }
 
 #[test]
+fn a_mount_follows_a_catalog_replaced_by_rebuild() {
+    let env = env_with(&sql_dump(100_000, 2));
+    let m = Mount::start(&env, &[]);
+    let first = env.newest_path("shop", "local");
+    assert!(m.path(&first).exists());
+    // The disaster-recovery path: a new catalog file from the tier's sidecars, the old one kept
+    // as .bak; then new backups go to the new file only.
+    env.ok(&["catalog", "rebuild", "--from", "local", "--force"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    env.ok(&["backup", "shop"]);
+    let newest = env.newest_path("shop", "local");
+    assert_ne!(newest, first);
+    let t = Instant::now();
+    while !m.path(&newest).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a backup recorded in the rebuilt catalog is not visible after 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        std::fs::read(m.path(&newest)).unwrap(),
+        env.ok(&["cat", &newest]).stdout
+    );
+}
+
+#[test]
 fn signals_unmount_cleanly_and_a_dead_mount_is_reported_as_stale() {
     let env = env_with(&sql_dump(10_000, 2));
     // SIGTERM: clean exit, nothing left mounted.

@@ -163,7 +163,10 @@ impl BlockCache {
                 if let Some(old) = inner.lru.put(key, entry) {
                     inner.bytes -= old.block.len();
                 }
-                while inner.bytes > self.budget {
+                // The block just loaded always stays, even when it alone is larger than the
+                // budget (a 64 MiB block in a 32 MiB cache): evicting it as it is inserted would
+                // inflate it again for every read of it.
+                while inner.bytes > self.budget && inner.lru.len() > 1 {
                     let Some((_, evicted)) = inner.lru.pop_lru() else {
                         break;
                     };
@@ -250,6 +253,29 @@ mod tests {
             })
             .unwrap();
         assert_eq!(loaded.load(Ordering::SeqCst), 0, "a hit does not load");
+    }
+
+    #[test]
+    fn a_block_larger_than_the_cache_stays_until_the_next_one() {
+        let b = blocks(1000, 2);
+        let cache = BlockCache::new(600);
+        cache.get_or_load(key(0), || Ok(b[0].clone())).unwrap();
+        let loads = AtomicUsize::new(0);
+        for _ in 0..3 {
+            cache
+                .get_or_load(key(0), || {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    Ok(b[0].clone())
+                })
+                .unwrap();
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 0, "re-reads of it are hits");
+        cache.get_or_load(key(1), || Ok(b[1].clone())).unwrap();
+        assert!(
+            !cache.is_present_or_loading(key(0)),
+            "the next block takes its place"
+        );
+        assert_eq!(cache.bytes(), 1000);
     }
 
     #[test]

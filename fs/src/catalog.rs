@@ -21,33 +21,73 @@ pub trait CatalogSource: Send + Sync {
 
 /// The catalog file, read through one read-only connection; the rare corruption mark opens a
 /// short-lived writable one (the mount must not hold a writer open against the engine).
+///
+/// `catalog rebuild --force` replaces the file (the old one becomes `.bak`): a connection keeps
+/// reading the file it opened, so each poll compares the path's inode with the open one's and
+/// reopens when it changed.
 pub struct SqliteCatalog {
     path: PathBuf,
-    reader: Mutex<Catalog>,
+    reader: Mutex<Reader>,
+}
+
+struct Reader {
+    catalog: Catalog,
+    /// (device, inode) of the file `catalog` reads.
+    file: (u64, u64),
+    /// How many times the file was replaced: part of the version, so a new file always counts
+    /// as a change.
+    generation: i64,
+}
+
+fn identity(path: &std::path::Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path)
+        .map(|m| (m.dev(), m.ino()))
+        .map_err(|e| tierback_engine::Error::io(format!("catalog {}", path.display()), e))
 }
 
 impl SqliteCatalog {
     pub fn open(path: PathBuf) -> Result<SqliteCatalog> {
-        let reader = Mutex::new(Catalog::open_read_only(&path)?);
-        Ok(SqliteCatalog { path, reader })
+        let file = identity(&path)?;
+        let catalog = Catalog::open_read_only(&path)?;
+        Ok(SqliteCatalog {
+            path,
+            reader: Mutex::new(Reader {
+                catalog,
+                file,
+                generation: 0,
+            }),
+        })
     }
 
-    fn reader(&self) -> std::sync::MutexGuard<'_, Catalog> {
+    fn reader(&self) -> std::sync::MutexGuard<'_, Reader> {
         self.reader.lock().expect("catalog connection poisoned")
     }
 }
 
 impl CatalogSource for SqliteCatalog {
     fn artifacts(&self) -> Result<Vec<ArtifactRecord>> {
-        self.reader().artifacts(None)
+        self.reader().catalog.artifacts(None)
     }
 
     fn version(&self) -> Result<i64> {
-        self.reader().data_version()
+        let mut reader = self.reader();
+        let now = identity(&self.path)?;
+        if now != reader.file {
+            let catalog = Catalog::open_read_only(&self.path)?;
+            tracing::info!(path = %self.path.display(), "the catalog was replaced; reading the new one");
+            *reader = Reader {
+                catalog,
+                file: now,
+                generation: reader.generation + 1,
+            };
+        }
+        // data_version is small (one step per foreign commit): the generation above it.
+        Ok(reader.catalog.data_version()? + (reader.generation << 40))
     }
 
     fn block_index(&self, artifact_id: i64) -> Result<BlockIndex> {
-        self.reader().block_index(artifact_id)
+        self.reader().catalog.block_index(artifact_id)
     }
 
     fn mark_corrupt(&self, artifact_id: i64, tier: &str, problem: &str) -> Result<()> {

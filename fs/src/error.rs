@@ -11,6 +11,10 @@ pub enum FsError {
     NotDir,
     #[error("is a directory")]
     IsDir,
+    /// The caller's uid and groups do not give it the access asked for (the mount checks
+    /// owner, group and mode itself, so that refusals reach the audit log).
+    #[error("permission denied")]
+    PermissionDenied,
     /// Any attempt to change the view: it shows backups, which are immutable.
     #[error("read-only file system")]
     ReadOnly,
@@ -36,6 +40,7 @@ impl FsError {
     pub fn errno(&self) -> i32 {
         match self {
             FsError::NotFound => libc::ENOENT,
+            FsError::PermissionDenied => libc::EACCES,
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::ReadOnly => libc::EROFS,

@@ -1,11 +1,22 @@
 //! The filesystem itself, as typed methods with no kernel in sight: lookups, attributes,
 //! directory listings, opens and reads answer from an immutable [`Tree`] snapshot and the block
 //! cache. `fuse.rs` adapts these to fuser; the unit tests below drive them directly.
+//!
+//! Access is decided here, not by the kernel (the mount has no `default_permissions`), so that
+//! refused attempts reach the audit log: [`permits`] is the kernel's generic permission check,
+//! applied to the caller the kernel names (uid, gid, pid → supplementary groups from `/proc`).
+//! A lookup needs search permission on the directory; an open, a directory read, `access(2)`
+//! and reading a `user.` attribute need their permission on the node and search permission on
+//! every directory above it. Attributes (`stat`) stay readable to whoever reaches the node, as
+//! with the kernel. Writes are refused with EROFS before any of that. When some caller may be
+//! refused a walk, the kernel is told not to cache names ([`Filesystem::names_cacheable`]), so
+//! that every walk comes here.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use tierback_engine::artifact::BlockIndex;
 use tierback_engine::artifact::reader::ArtifactReader;
@@ -13,12 +24,78 @@ use tierback_engine::layout::rfc3339;
 use tierback_engine::store::Store;
 use tracing::{debug, error, info, warn};
 
+use crate::audit::{AuditLog, Caller, Entry, Event, Identities, Outcome, SystemIdentities};
 use crate::cache::{Block, BlockCache, BlockKey};
 use crate::catalog::CatalogSource;
 use crate::error::{FsError, FsResult};
 use crate::inode::Inodes;
 use crate::readahead::{Prefetcher, Sequence};
-use crate::tree::{Content, CopyFile, Tree};
+use crate::tree::{Content, CopyFile, Node, Tree};
+
+/// Permission bits as `access(2)` spells them.
+pub const MAY_READ: u32 = 4;
+pub const MAY_WRITE: u32 = 2;
+pub const MAY_EXEC: u32 = 1;
+
+/// The kernel's generic permission check (`generic_permission`, no ACLs) of `mask`
+/// ([`MAY_READ`] | [`MAY_WRITE`] | [`MAY_EXEC`]) on a node with `attr`: the owner's bits if
+/// `uid` owns it, else the group's if `gid` or one of the caller's supplementary groups
+/// (`in_group`) is its group, else the others' — only that one class counts, as in the kernel.
+/// Root may still read anything, search any directory and execute a file anyone may execute
+/// (CAP_DAC_READ_SEARCH / CAP_DAC_OVERRIDE); root's writes are not granted here (the view is
+/// read-only). `in_group` is asked only when the answer depends on it.
+pub fn permits(
+    attr: &Attr,
+    uid: u32,
+    gid: u32,
+    in_group: impl FnOnce(u32) -> bool,
+    mask: u32,
+) -> bool {
+    let mode = u32::from(attr.perm);
+    let mask = mask & 7;
+    // Root's capabilities grant whatever the bits would, and more: decide without the groups.
+    if uid == 0
+        && mask & MAY_WRITE == 0
+        && (attr.kind == Kind::Dir || mask & MAY_EXEC == 0 || mode & 0o111 != 0)
+    {
+        return true;
+    }
+    let class = if uid == attr.uid {
+        mode >> 6
+    } else if gid == attr.gid || ((mode >> 3) & 7 != mode & 7 && in_group(attr.gid)) {
+        mode >> 3
+    } else {
+        mode
+    };
+    mask & !class & 7 == 0
+}
+
+/// A caller with its supplementary groups read at most once per request, and only if needed.
+struct Who<'a> {
+    caller: Caller,
+    ids: &'a dyn Identities,
+    groups: OnceLock<Vec<u32>>,
+}
+
+impl Who<'_> {
+    fn in_group(&self, gid: u32) -> bool {
+        self.groups
+            .get_or_init(|| {
+                self.ids.groups(self.caller.pid).unwrap_or_else(|| {
+                    debug!(
+                        pid = self.caller.pid,
+                        "supplementary groups unreadable (the caller exited?): none assumed"
+                    );
+                    Vec::new()
+                })
+            })
+            .contains(&gid)
+    }
+}
+
+/// A refused lookup repeated by the same thread for the same name within this long is one
+/// attempt: the kernel asks twice when it revalidates an expired entry and then looks it up.
+const REFUSAL_ECHO: Duration = Duration::from_secs(1);
 
 /// How the view presents itself and how much memory it may use.
 #[derive(Debug, Clone)]
@@ -88,6 +165,13 @@ impl ReadData {
 pub struct Stats {
     pub integrity_failures: AtomicU64,
     pub tier_errors: AtomicU64,
+}
+
+/// The audit log and what it needs to name a caller.
+struct Audit {
+    log: AuditLog,
+    /// Refused lookups recently logged: (pid, parent, name, when).
+    recent_refusals: Mutex<Vec<(u32, u64, String, Instant)>>,
 }
 
 /// An open backup copy.
@@ -216,7 +300,8 @@ pub struct Filesystem {
     /// Blocks decoded ahead at most: a sequential reader never holds more than a quarter of
     /// the cache in flight, so read-ahead cannot evict what it is about to be asked for.
     max_window: usize,
-    audit: Option<crate::audit::AuditLog>,
+    audit: Option<Audit>,
+    identities: Arc<dyn Identities>,
 }
 
 /// Extended attributes of a backup file, in `listxattr` order.
@@ -228,11 +313,12 @@ const COPY_XATTRS: [&str; 6] = [
     "user.tierback.tier",
     "user.tierback.pinned",
 ];
-const ROOT_XATTRS: [&str; 4] = [
+const ROOT_XATTRS: [&str; 5] = [
     "user.tierback.integrity_failures",
     "user.tierback.tier_errors",
     "user.tierback.cache_hits",
     "user.tierback.cache_misses",
+    "user.tierback.audit_failures",
 ];
 
 /// Decoding ahead further than this (1 MiB blocks) gains nothing on two cores and costs memory.
@@ -269,26 +355,142 @@ impl Filesystem {
             max_window: (cache_blocks / 4).clamp(0, MAX_READAHEAD_BLOCKS),
             settings,
             audit: None,
+            identities: Arc::new(SystemIdentities::default()),
         };
         fs.refresh_if_changed()?;
         Ok(fs)
     }
 
-    /// Records every open of a backup file in `log`.
-    pub fn with_audit_log(mut self, log: crate::audit::AuditLog) -> Self {
-        self.audit = Some(log);
+    /// Records every open of a file, every directory read and every refused path walk in `log`.
+    pub fn with_audit_log(mut self, log: AuditLog) -> Self {
+        self.audit = Some(Audit {
+            log,
+            recent_refusals: Mutex::default(),
+        });
         self
     }
 
-    /// Writes the audit line for an open of `ino` (backup files only; sidecars and directories
-    /// are not logged).
-    pub fn audit_open(&self, ino: u64, caller: crate::audit::Caller, outcome: &str) {
-        let Some(log) = &self.audit else { return };
-        if let Some(node) = self.tree().get(ino)
-            && let Content::Copy(file) = &node.content
-        {
-            log.record(caller, &file.view_path, outcome);
+    /// Where callers' groups, commands and user names come from (the running system unless a
+    /// test says otherwise).
+    pub fn with_identities(mut self, ids: Arc<dyn Identities>) -> Self {
+        self.identities = ids;
+        self
+    }
+
+    /// True if the kernel may cache names: the directory mode lets every class search, so no
+    /// path walk can be refused. Otherwise a cached name would let anyone walk where someone
+    /// else walked in the last second without asking here, so every name is looked up afresh.
+    pub fn names_cacheable(&self) -> bool {
+        self.settings.dir_mode & 0o111 == 0o111
+    }
+
+    fn who(&self, caller: Caller) -> Who<'_> {
+        Who {
+            caller,
+            ids: self.identities.as_ref(),
+            groups: OnceLock::new(),
         }
+    }
+
+    /// True if `who` may do `mask` on `node` and search every directory above it.
+    fn allowed(&self, tree: &Tree, node: &Node, who: &Who, mask: u32) -> bool {
+        let (uid, gid) = (who.caller.uid, who.caller.gid);
+        if !permits(&self.attr_of(node), uid, gid, |g| who.in_group(g), mask) {
+            return false;
+        }
+        let mut ino = node.ino;
+        while ino != crate::inode::ROOT {
+            let Some(parent) = tree.get(ino).and_then(|n| tree.get(n.parent)) else {
+                return false;
+            };
+            if !permits(
+                &self.attr_of(parent),
+                uid,
+                gid,
+                |g| who.in_group(g),
+                MAY_EXEC,
+            ) {
+                return false;
+            }
+            ino = parent.ino;
+        }
+        true
+    }
+
+    /// The path of `node` as the mount shows it (`.` for the root).
+    fn path_of(tree: &Tree, node: &Node) -> String {
+        if let Content::Copy(file) = &node.content {
+            return file.view_path.clone();
+        }
+        let mut parts = Vec::new();
+        let mut ino = node.ino;
+        while ino != crate::inode::ROOT {
+            let Some(n) = tree.get(ino) else { break };
+            if let Some(Content::Dir(children)) = tree.get(n.parent).map(|p| &p.content)
+                && let Some((name, _)) = children.iter().find(|(_, i)| **i == ino)
+            {
+                parts.push(name.as_str());
+            }
+            ino = n.parent;
+        }
+        if parts.is_empty() {
+            return ".".into();
+        }
+        parts.reverse();
+        parts.join("/")
+    }
+
+    /// Writes one audit line, if there is a log.
+    fn audit<T>(&self, event: Event, path: Option<&str>, caller: Caller, result: &FsResult<T>) {
+        let Some(audit) = &self.audit else { return };
+        let outcome = match result {
+            Ok(_) => Outcome::Allowed,
+            Err(e @ (FsError::PermissionDenied | FsError::ReadOnly)) => {
+                Outcome::Refused(e.to_string())
+            }
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let user = self.identities.user_name(caller.uid);
+        let command = self.identities.command(caller.pid);
+        audit.log.record(&Entry {
+            event,
+            path,
+            caller,
+            user: user.as_deref(),
+            command: command.as_deref(),
+            outcome: &outcome,
+        });
+    }
+
+    /// Logs a refused lookup of `name` in `parent`, once per attempt.
+    fn audit_refused_lookup(&self, tree: &Tree, dir: &Node, caller: Caller, name: &str) {
+        let Some(audit) = &self.audit else { return };
+        {
+            let mut recent = audit.recent_refusals.lock().expect("refusals poisoned");
+            recent.retain(|(.., at)| at.elapsed() < REFUSAL_ECHO);
+            if recent
+                .iter()
+                .any(|(pid, parent, n, _)| *pid == caller.pid && *parent == dir.ino && n == name)
+            {
+                return;
+            }
+            if recent.len() >= 1024 {
+                recent.remove(0);
+            }
+            recent.push((caller.pid, dir.ino, name.to_owned(), Instant::now()));
+        }
+        let parent = Self::path_of(tree, dir);
+        let path = if parent == "." {
+            name.to_owned()
+        } else {
+            format!("{parent}/{name}")
+        };
+        self.audit::<()>(
+            Event::Lookup,
+            Some(&path),
+            caller,
+            &Err(FsError::PermissionDenied),
+        );
     }
 
     pub fn stats(&self) -> &Stats {
@@ -346,11 +548,17 @@ impl Filesystem {
         }
     }
 
-    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+    /// `name` in directory `parent`, if `caller` may search it (and every directory above it).
+    /// A refusal is audited: it is where a path walk of someone outside the modes ends.
+    pub fn lookup(&self, caller: Caller, parent: u64, name: &str) -> FsResult<Attr> {
         let tree = self.tree();
         let dir = tree.get(parent).ok_or(FsError::NotFound)?;
         if !matches!(dir.content, Content::Dir(_)) {
             return Err(FsError::NotDir);
+        }
+        if !self.allowed(&tree, dir, &self.who(caller), MAY_EXEC) {
+            self.audit_refused_lookup(&tree, dir, caller, name);
+            return Err(FsError::PermissionDenied);
         }
         tree.lookup(parent, name)
             .map(|n| self.attr_of(n))
@@ -364,7 +572,48 @@ impl Filesystem {
             .ok_or(FsError::NotFound)
     }
 
-    /// The entries of a directory, `.` and `..` first.
+    /// Opens directory `ino` for listing: read permission on it, search on the directories above.
+    /// Audited, allowed or not.
+    pub fn opendir(&self, caller: Caller, ino: u64) -> FsResult<()> {
+        let tree = self.tree();
+        let Some(node) = tree.get(ino) else {
+            let r = Err(FsError::NotFound);
+            self.audit(Event::OpenDir, None, caller, &r);
+            return r;
+        };
+        let result = if !matches!(node.content, Content::Dir(_)) {
+            Err(FsError::NotDir)
+        } else if self.allowed(&tree, node, &self.who(caller), MAY_READ) {
+            Ok(())
+        } else {
+            Err(FsError::PermissionDenied)
+        };
+        if self.audit.is_some() {
+            self.audit(
+                Event::OpenDir,
+                Some(&Self::path_of(&tree, node)),
+                caller,
+                &result,
+            );
+        }
+        result
+    }
+
+    /// `access(2)` (and `chdir`): `mask` on `ino` for `caller`. Asking for write is EROFS.
+    pub fn access(&self, caller: Caller, ino: u64, mask: u32) -> FsResult<()> {
+        if mask & MAY_WRITE != 0 {
+            return Err(FsError::ReadOnly);
+        }
+        let tree = self.tree();
+        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        if mask & 7 == 0 || self.allowed(&tree, node, &self.who(caller), mask) {
+            Ok(())
+        } else {
+            Err(FsError::PermissionDenied)
+        }
+    }
+
+    /// The entries of a directory, `.` and `..` first (on a handle [`Filesystem::opendir`] gave).
     pub fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
         let tree = self.tree();
         let node = tree.get(ino).ok_or(FsError::NotFound)?;
@@ -396,13 +645,36 @@ impl Filesystem {
         Ok(out)
     }
 
-    /// Opens a file for reading; any write access is refused. Returns the file handle.
-    pub fn open(&self, ino: u64, write: bool) -> FsResult<u64> {
-        if write {
-            return Err(FsError::ReadOnly);
-        }
+    /// Opens a file for `caller`: any write access is refused (EROFS), reading needs read
+    /// permission on the file and search permission on every directory above it. Returns the
+    /// file handle. Audited, allowed or not.
+    pub fn open(&self, caller: Caller, ino: u64, write: bool) -> FsResult<u64> {
         let tree = self.tree();
-        let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        let Some(node) = tree.get(ino) else {
+            let r = Err(FsError::NotFound);
+            self.audit(Event::Open, None, caller, &r);
+            return r;
+        };
+        let result = if write {
+            Err(FsError::ReadOnly)
+        } else if !self.allowed(&tree, node, &self.who(caller), MAY_READ) {
+            Err(FsError::PermissionDenied)
+        } else {
+            self.open_node(node)
+        };
+        if self.audit.is_some() {
+            self.audit(
+                Event::Open,
+                Some(&Self::path_of(&tree, node)),
+                caller,
+                &result,
+            );
+        }
+        result
+    }
+
+    fn open_node(&self, node: &Node) -> FsResult<u64> {
+        let ino = node.ino;
         let handle = match &node.content {
             Content::Dir(_) => return Err(FsError::IsDir),
             Content::Bytes(b) => Handle::Bytes(b.clone()),
@@ -580,9 +852,17 @@ impl Filesystem {
         }
     }
 
-    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+    /// A `user.` attribute needs read permission, as the kernel has it; other names are no
+    /// attribute of ours.
+    pub fn getxattr(&self, caller: Caller, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let tree = self.tree();
         let node = tree.get(ino).ok_or(FsError::NotFound)?;
+        if !name.starts_with("user.") {
+            return Err(FsError::NoXattr);
+        }
+        if !self.allowed(&tree, node, &self.who(caller), MAY_READ) {
+            return Err(FsError::PermissionDenied);
+        }
         let value = match (&node.content, name) {
             (Content::Copy(f), "user.tierback.sha256") => f.raw_sha256.clone(),
             (Content::Copy(f), "user.tierback.backup_id") => f.backup_id.to_string(),
@@ -609,6 +889,11 @@ impl Filesystem {
                     "user.tierback.cache_misses" => {
                         self.shared.cache.misses.load(Ordering::Relaxed).to_string()
                     }
+                    "user.tierback.audit_failures" => self
+                        .audit
+                        .as_ref()
+                        .map_or(0, |a| a.log.failures())
+                        .to_string(),
                     _ => return Err(FsError::NoXattr),
                 }
             }
@@ -714,6 +999,10 @@ mod tests {
     }
 
     fn fixture(cache_bytes: usize) -> Fixture {
+        fixture_modes(cache_bytes, 0o444, 0o555)
+    }
+
+    fn fixture_modes(cache_bytes: usize, file_mode: u16, dir_mode: u16) -> Fixture {
         let data: Vec<u8> = (0..50_000u32)
             .flat_map(|i| format!("{i},").into_bytes())
             .collect();
@@ -729,8 +1018,8 @@ mod tests {
             Settings {
                 uid: 10,
                 gid: 20,
-                file_mode: 0o444,
-                dir_mode: 0o555,
+                file_mode,
+                dir_mode,
                 cache_bytes,
                 readahead_threads: 2,
             },
@@ -744,12 +1033,23 @@ mod tests {
         }
     }
 
-    fn resolve(fs: &Filesystem, path: &str) -> FsResult<Attr> {
+    /// The mounting user (root), whom every mode lets in.
+    const ME: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    fn resolve_as(fs: &Filesystem, caller: Caller, path: &str) -> FsResult<Attr> {
         let mut attr = fs.getattr(ROOT)?;
         for part in path.split('/') {
-            attr = fs.lookup(attr.ino, part)?;
+            attr = fs.lookup(caller, attr.ino, part)?;
         }
         Ok(attr)
+    }
+
+    fn resolve(fs: &Filesystem, path: &str) -> FsResult<Attr> {
+        resolve_as(fs, ME, path)
     }
 
     fn read_all(fs: &Filesystem, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -780,16 +1080,22 @@ mod tests {
                 "metadata.json"
             ]
         );
-        assert_eq!(f.fs.lookup(dir.ino, "nope"), Err(FsError::NotFound));
-        assert_eq!(f.fs.lookup(a.ino, "x"), Err(FsError::NotDir));
-        assert_eq!(f.fs.open(a.ino, true), Err(FsError::ReadOnly));
-        assert_eq!(f.fs.open(dir.ino, false), Err(FsError::IsDir));
+        assert_eq!(f.fs.lookup(ME, dir.ino, "nope"), Err(FsError::NotFound));
+        assert_eq!(f.fs.lookup(ME, a.ino, "x"), Err(FsError::NotDir));
+        assert_eq!(f.fs.open(ME, a.ino, true), Err(FsError::ReadOnly));
+        assert_eq!(f.fs.open(ME, dir.ino, false), Err(FsError::IsDir));
         assert_eq!(
-            f.fs.getxattr(a.ino, "user.tierback.tier").unwrap(),
+            f.fs.getxattr(ME, a.ino, "user.tierback.tier").unwrap(),
             b"local"
         );
-        assert_eq!(f.fs.getxattr(a.ino, "user.other"), Err(FsError::NoXattr));
-        assert_eq!(f.fs.getxattr(a.ino, "user.tierback.pinned").unwrap(), b"no");
+        assert_eq!(
+            f.fs.getxattr(ME, a.ino, "user.other"),
+            Err(FsError::NoXattr)
+        );
+        assert_eq!(
+            f.fs.getxattr(ME, a.ino, "user.tierback.pinned").unwrap(),
+            b"no"
+        );
         let list = f.fs.listxattr(a.ino).unwrap();
         assert_eq!(list.iter().filter(|&&b| b == 0).count(), 6);
         assert!(f.fs.statfs().blocks >= f.data.len() as u64 / 4096);
@@ -799,7 +1105,7 @@ mod tests {
     fn reads_at_any_offset_equal_the_source() {
         let f = fixture(64 << 10);
         let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
-        let fh = f.fs.open(a.ino, false).unwrap();
+        let fh = f.fs.open(ME, a.ino, false).unwrap();
         let n = f.data.len() as u64;
         let mut x = 12345u64;
         let mut offsets = vec![
@@ -844,7 +1150,7 @@ mod tests {
         f.store
             .corrupt(&key, (entry.offset + entry.stored_len as u64 / 2) as usize);
         let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
-        let fh = f.fs.open(a.ino, false).unwrap();
+        let fh = f.fs.open(ME, a.ino, false).unwrap();
         let b5 = 5 * BS as u64;
         assert!(matches!(
             f.fs.read(fh, b5 + 10, 10),
@@ -880,7 +1186,7 @@ mod tests {
         f.catalog.add(&f.store, 2, T + 86_400, b"new backup\n");
         assert!(f.fs.refresh_if_changed().unwrap());
         let new = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql").unwrap();
-        let fh = f.fs.open(new.ino, false).unwrap();
+        let fh = f.fs.open(ME, new.ino, false).unwrap();
         assert_eq!(read_all(&f.fs, fh, 0, 100).unwrap(), b"new backup\n");
         assert_eq!(
             resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap(),
@@ -896,8 +1202,277 @@ mod tests {
         );
         // The sidecar checks out against the data.
         let sha = resolve(&f.fs, "pg/local/2026-01-17/db2_120000.sql.sha256").unwrap();
-        let fh = f.fs.open(sha.ino, false).unwrap();
+        let fh = f.fs.open(ME, sha.ino, false).unwrap();
         let line = read_all(&f.fs, fh, 0, 4096).unwrap();
         assert!(line.ends_with(b"  db2_120000.sql\n"));
+    }
+
+    #[test]
+    fn permits_is_the_kernels_generic_check() {
+        let file = |perm| Attr {
+            ino: 5,
+            kind: Kind::File,
+            size: 1,
+            mtime: 0,
+            perm,
+            nlink: 1,
+            uid: 10,
+            gid: 20,
+        };
+        let dir = |perm| Attr {
+            kind: Kind::Dir,
+            ..file(perm)
+        };
+        let no = |_| false;
+        let yes = |_| true;
+        let unasked = |_: u32| -> bool { panic!("groups read although they cannot matter") };
+        let f = file(0o440);
+        // Owner, primary group, supplementary group, others.
+        assert!(permits(&f, 10, 99, no, MAY_READ));
+        assert!(!permits(&f, 10, 99, no, MAY_EXEC));
+        assert!(!permits(&f, 10, 99, no, MAY_WRITE));
+        assert!(permits(&f, 11, 20, no, MAY_READ));
+        assert!(permits(&f, 12, 12, yes, MAY_READ));
+        assert!(!permits(&f, 12, 12, yes, MAY_READ | MAY_WRITE));
+        assert!(!permits(&f, 13, 13, no, MAY_READ));
+        // Root reads anything, searches any directory, executes only what someone may.
+        assert!(permits(&f, 0, 0, unasked, MAY_READ));
+        assert!(!permits(&f, 0, 0, no, MAY_EXEC));
+        assert!(permits(&file(0o550), 0, 0, unasked, MAY_EXEC));
+        assert!(permits(&dir(0o000), 0, 0, unasked, MAY_READ | MAY_EXEC));
+        assert!(!permits(&dir(0o000), 0, 0, no, MAY_WRITE));
+        // Only the caller's own class counts, even when another class would allow more.
+        assert!(!permits(&file(0o070), 10, 20, yes, MAY_READ), "owner");
+        assert!(permits(&file(0o070), 11, 20, no, MAY_READ));
+        assert!(!permits(&file(0o407), 12, 12, yes, MAY_READ), "group");
+        assert!(permits(&file(0o407), 13, 13, no, MAY_READ), "others");
+        // Group bits equal to the others' bits: membership cannot matter, so it is not read.
+        assert!(permits(&file(0o444), 13, 13, unasked, MAY_READ));
+        assert!(!permits(&dir(0o500), 13, 13, unasked, MAY_EXEC));
+        assert!(!permits(&dir(0o550), 13, 13, no, MAY_EXEC));
+        assert!(permits(&dir(0o550), 13, 13, yes, MAY_EXEC));
+    }
+
+    /// A fake system: supplementary groups by pid, user names by uid, command `cmd<pid>`.
+    #[derive(Default)]
+    struct FakeIds {
+        groups: HashMap<u32, Vec<u32>>,
+        names: HashMap<u32, &'static str>,
+        group_reads: AtomicU64,
+    }
+
+    impl Identities for FakeIds {
+        fn groups(&self, pid: u32) -> Option<Vec<u32>> {
+            self.group_reads.fetch_add(1, Ordering::SeqCst);
+            self.groups.get(&pid).cloned()
+        }
+        fn command(&self, pid: u32) -> Option<String> {
+            Some(format!("cmd{pid}"))
+        }
+        fn user_name(&self, uid: u32) -> Option<String> {
+            self.names.get(&uid).map(|n| n.to_string())
+        }
+    }
+
+    const OWNER: Caller = Caller {
+        uid: 10,
+        gid: 99,
+        pid: 100,
+    };
+    /// The mount's group (20) is this caller's primary group.
+    const PRIMARY: Caller = Caller {
+        uid: 11,
+        gid: 20,
+        pid: 101,
+    };
+    /// The mount's group is one of this caller's supplementary groups.
+    const MEMBER: Caller = Caller {
+        uid: 12,
+        gid: 12,
+        pid: 102,
+    };
+    const OUTSIDER: Caller = Caller {
+        uid: 13,
+        gid: 13,
+        pid: 103,
+    };
+    const ROOT_CALLER: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 104,
+    };
+
+    #[test]
+    fn modes_decide_who_reads_and_every_attempt_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("audit.jsonl");
+        let ids = Arc::new(FakeIds {
+            groups: HashMap::from([(102, vec![7, 20]), (103, vec![7]), (1102, vec![7])]),
+            names: HashMap::from([(10, "owner"), (12, "member"), (13, "outsider"), (0, "root")]),
+            ..FakeIds::default()
+        });
+        let f = fixture_modes(1 << 20, 0o440, 0o550);
+        let fs =
+            f.fs.with_identities(ids.clone())
+                .with_audit_log(AuditLog::open(&log_path).unwrap());
+        let rel = "pg/local/2026-01-16/db1_120000.sql";
+        let file = resolve(&fs, rel).unwrap();
+        let day = resolve(&fs, "pg/local/2026-01-16").unwrap();
+        let sha = resolve(&fs, &format!("{rel}.sha256")).unwrap();
+        let denied = Some(FsError::PermissionDenied);
+
+        // Outside the group: no search in the root, no listing, no open even of an inode the
+        // kernel has cached for someone else, no access(2), no user. attributes; stat still works.
+        assert_eq!(resolve_as(&fs, OUTSIDER, rel).err(), denied);
+        assert_eq!(
+            fs.lookup(OUTSIDER, ROOT, "pg").err(),
+            denied,
+            "echo of one attempt"
+        );
+        assert_eq!(
+            fs.lookup(OUTSIDER, ROOT, "nope").err(),
+            denied,
+            "EACCES, not ENOENT"
+        );
+        assert_eq!(fs.opendir(OUTSIDER, ROOT).err(), denied);
+        assert_eq!(fs.open(OUTSIDER, file.ino, false).err(), denied);
+        assert_eq!(fs.open(OUTSIDER, file.ino, true), Err(FsError::ReadOnly));
+        assert_eq!(fs.access(OUTSIDER, file.ino, MAY_READ).err(), denied);
+        assert_eq!(fs.access(OUTSIDER, day.ino, MAY_EXEC).err(), denied);
+        assert_eq!(fs.access(OUTSIDER, file.ino, 0), Ok(()));
+        assert_eq!(
+            fs.access(OUTSIDER, file.ino, MAY_WRITE),
+            Err(FsError::ReadOnly)
+        );
+        assert_eq!(
+            fs.getxattr(OUTSIDER, ROOT, "user.tierback.cache_hits")
+                .err(),
+            denied
+        );
+        assert_eq!(fs.getattr(file.ino).unwrap().perm, 0o440);
+        assert_eq!(FsError::PermissionDenied.errno(), libc::EACCES);
+        assert!(!fs.names_cacheable(), "0550: a walk may be refused");
+        assert!(
+            fixture(1 << 20).fs.names_cacheable(),
+            "0555: no walk is refused"
+        );
+
+        // In the group as a supplementary group: walks, lists and reads the exact bytes.
+        let a = resolve_as(&fs, MEMBER, rel).unwrap();
+        let fh = fs.open(MEMBER, a.ino, false).unwrap();
+        assert_eq!(read_all(&fs, fh, 0, 1 << 20).unwrap(), f.data);
+        fs.release(fh);
+        assert_eq!(fs.opendir(MEMBER, day.ino), Ok(()));
+        assert_eq!(fs.access(MEMBER, day.ino, MAY_READ | MAY_EXEC), Ok(()));
+        assert_eq!(fs.access(MEMBER, file.ino, MAY_EXEC).err(), denied, "0440");
+        fs.open(MEMBER, sha.ino, false).unwrap();
+        // Primary group, owner and root read; a caller whose groups cannot be read gets none.
+        fs.open(PRIMARY, file.ino, false).unwrap();
+        fs.open(OWNER, file.ino, false).unwrap();
+        let reads = ids.group_reads.load(Ordering::SeqCst);
+        fs.open(ROOT_CALLER, file.ino, false).unwrap();
+        assert_eq!(
+            ids.group_reads.load(Ordering::SeqCst),
+            reads,
+            "root needs no groups"
+        );
+        assert_eq!(fs.access(ROOT_CALLER, file.ino, MAY_EXEC).err(), denied);
+        let gone = Caller { pid: 999, ..MEMBER };
+        assert_eq!(fs.open(gone, file.ino, false).err(), denied);
+        // Another process of the same user is another attempt.
+        let other = Caller {
+            pid: 1102,
+            ..OUTSIDER
+        };
+        assert_eq!(fs.lookup(other, ROOT, "pg").err(), denied);
+
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let got: Vec<(String, String, u64, String, String, String)> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| match &v[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                assert_eq!(v["command"], format!("cmd{}", v["pid"]), "{l}");
+                assert!(v["time"].as_str().unwrap().ends_with('Z'));
+                let outcome = match v.get("reason") {
+                    Some(r) => format!("{} ({})", s("outcome"), r.as_str().unwrap()),
+                    None => s("outcome"),
+                };
+                (
+                    s("event"),
+                    s("path"),
+                    v["uid"].as_u64().unwrap(),
+                    s("user"),
+                    outcome,
+                    s("pid"),
+                )
+            })
+            .collect();
+        let refused = "refused (permission denied)";
+        let sha_rel = format!("{rel}.sha256");
+        let want: Vec<(&str, &str, u64, &str, &str, &str)> = vec![
+            ("lookup", "pg", 13, "outsider", refused, "103"),
+            ("lookup", "nope", 13, "outsider", refused, "103"),
+            ("opendir", ".", 13, "outsider", refused, "103"),
+            ("open", rel, 13, "outsider", refused, "103"),
+            (
+                "open",
+                rel,
+                13,
+                "outsider",
+                "refused (read-only file system)",
+                "103",
+            ),
+            ("open", rel, 12, "member", "allowed", "102"),
+            (
+                "opendir",
+                "pg/local/2026-01-16",
+                12,
+                "member",
+                "allowed",
+                "102",
+            ),
+            ("open", &sha_rel, 12, "member", "allowed", "102"),
+            ("open", rel, 11, "null", "allowed", "101"),
+            ("open", rel, 10, "owner", "allowed", "100"),
+            ("open", rel, 0, "root", "allowed", "104"),
+            ("open", rel, 12, "member", refused, "999"),
+            ("lookup", "pg", 13, "outsider", refused, "1102"),
+        ];
+        let want: Vec<_> = want
+            .into_iter()
+            .map(|(e, p, u, n, o, pid)| (e.into(), p.into(), u, n.into(), o.into(), pid.into()))
+            .collect();
+        assert_eq!(got, want, "{text}");
+        assert_eq!(
+            fs.getxattr(ME, ROOT, "user.tierback.audit_failures")
+                .unwrap(),
+            b"0"
+        );
+    }
+
+    #[test]
+    fn a_failing_audit_log_never_fails_a_read_and_is_counted() {
+        let f = fixture(1 << 20);
+        let fs =
+            f.fs.with_audit_log(AuditLog::open(std::path::Path::new("/dev/full")).unwrap());
+        let a = resolve(&fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+        let fh = fs.open(ME, a.ino, false).unwrap();
+        assert_eq!(read_all(&fs, fh, 0, 10).unwrap(), &f.data[..10]);
+        fs.opendir(ME, ROOT).unwrap();
+        assert_eq!(
+            fs.getxattr(ME, ROOT, "user.tierback.audit_failures")
+                .unwrap(),
+            b"2"
+        );
+        let names = fs.listxattr(ROOT).unwrap();
+        assert!(
+            String::from_utf8(names)
+                .unwrap()
+                .contains("user.tierback.audit_failures\0")
+        );
     }
 }

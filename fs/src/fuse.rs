@@ -1,6 +1,10 @@
 //! The adapter between the kernel and [`Filesystem`]: the only file that names fuser. Each
 //! method converts arguments, calls the typed core and turns its result into a reply; errors
 //! become errnos through [`FsError::errno`] alone.
+//!
+//! The mount has no `default_permissions`: the kernel lets every request through (to the users
+//! `allow_other` admits) and the core decides, with the caller this adapter passes on
+//! ([`caller`]), so that refused attempts reach the audit log.
 
 use std::ffi::OsStr;
 use std::io;
@@ -16,6 +20,7 @@ use fuser::{
 };
 use tracing::warn;
 
+use crate::audit::Caller;
 use crate::error::FsError;
 use crate::filesystem::{Attr, Filesystem, Kind};
 
@@ -28,6 +33,15 @@ const MAX_READAHEAD: u32 = 1 << 20;
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
+}
+
+/// Who sent a request, as the kernel says: fs uid and gid, and the calling thread.
+fn caller(req: &Request) -> Caller {
+    Caller {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
 }
 
 fn to_file_attr(a: &Attr) -> FileAttr {
@@ -72,12 +86,18 @@ impl fuser::Filesystem for Adapter {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::ENOENT);
         };
-        match self.fs.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &to_file_attr(&a), Generation(0)),
+        // A name the kernel caches is walked without asking: only when no walk can be refused.
+        let ttl = if self.fs.names_cacheable() {
+            TTL
+        } else {
+            Duration::ZERO
+        };
+        match self.fs.lookup(caller(req), parent.0, name) {
+            Ok(a) => reply.entry(&ttl, &to_file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -92,22 +112,10 @@ impl fuser::Filesystem for Adapter {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND) != 0;
-        let caller = crate::audit::Caller {
-            uid: req.uid(),
-            gid: req.gid(),
-            pid: req.pid(),
-        };
-        match self.fs.open(ino.0, write) {
+        match self.fs.open(caller(req), ino.0, write) {
             // Backups never change: the page cache stays valid across opens.
-            Ok(fh) => {
-                self.fs.audit_open(ino.0, caller, "ok");
-                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
-            }
-            Err(e) => {
-                let errno = errno(&e);
-                self.fs.audit_open(ino.0, caller, &format!("{errno:?}"));
-                reply.error(errno)
-            }
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -153,10 +161,9 @@ impl fuser::Filesystem for Adapter {
         reply.ok();
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
-            Ok(_) => reply.error(Errno::ENOTDIR),
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(caller(req), ino.0) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -192,11 +199,11 @@ impl fuser::Filesystem for Adapter {
         reply.statfs(s.blocks, 0, 0, s.files, 0, s.block_size, 255, s.block_size);
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let value = name
-            .to_str()
-            .ok_or(FsError::NoXattr)
-            .and_then(|n| self.fs.getxattr(ino.0, n));
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let value = match name.to_str() {
+            Some(n) => self.fs.getxattr(caller(req), ino.0, n),
+            None => Err(FsError::NoXattr),
+        };
         xattr_reply(value, size, reply);
     }
 
@@ -204,13 +211,10 @@ impl fuser::Filesystem for Adapter {
         xattr_reply(self.fs.listxattr(ino.0), size, reply);
     }
 
-    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // Permission bits are checked by the kernel (default_permissions); only writes are ours.
-        if mask.bits() & libc::W_OK != 0 {
-            return reply.error(Errno::EROFS);
-        }
-        match self.fs.getattr(ino.0) {
-            Ok(_) => reply.ok(),
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // access(2), faccessat(2) and chdir(2): the kernel asks only without default_permissions.
+        match self.fs.access(caller(req), ino.0, mask.bits() as u32) {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -396,6 +400,8 @@ pub struct MountSpec {
     pub mountpoint: PathBuf,
     /// Kernel request threads (each with its own /dev/fuse fd).
     pub threads: usize,
+    /// Let users other than the mounting one in (the kernel's `allow_other`); without it the
+    /// kernel admits the mounting user alone, whatever the modes say.
     pub allow_other: bool,
 }
 
@@ -423,7 +429,8 @@ impl Mounted {
 
 /// Mounts `fs` read-only at `spec.mountpoint` and serves it on background threads.
 /// No `AutoUnmount`: it goes through the `fusermount3` binary and hangs the unmount (FACTS.md);
-/// the caller unmounts on signals instead.
+/// the caller unmounts on signals instead. No `default_permissions`: [`Filesystem`] checks
+/// access itself, so that it can audit refusals the kernel would otherwise keep to itself.
 pub fn mount(fs: Arc<Filesystem>, spec: &MountSpec) -> io::Result<Mounted> {
     let mut config = Config::default();
     config.mount_options = vec![
@@ -434,7 +441,6 @@ pub fn mount(fs: Arc<Filesystem>, spec: &MountSpec) -> io::Result<Mounted> {
         MountOption::NoSuid,
         MountOption::NoExec,
         MountOption::NoAtime,
-        MountOption::DefaultPermissions,
     ];
     if spec.allow_other {
         // fuser turns this into the kernel's `allow_other` option.

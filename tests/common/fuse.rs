@@ -1,10 +1,14 @@
 //! A real kernel mount of `tierback mount` for tests: started as a child process, waited for in
 //! /proc/self/mountinfo, and torn down in `Drop` (SIGTERM, then SIGKILL, then
 //! `umount2(MNT_DETACH)`) so a failing test never leaves a dead mount behind.
+//!
+//! [`TestUsers`]: real unprivileged users and a group, to read the mount as someone else
+//! (`/dev/fuse` is root-only here: the mount runs as root with `allow_other` and the reads go
+//! through `runuser -u USER --`), removed again in `Drop`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::Env;
 
@@ -119,5 +123,123 @@ impl Drop for Mount {
             let _ = child.wait();
         }
         detach(&self.dir);
+    }
+}
+
+/// A group and users made with `groupadd`/`useradd` for one test, deleted on drop (also when
+/// the test panics). Names are unique: `tb<pid><time>` plus a suffix.
+pub struct TestUsers {
+    pub group: String,
+    /// The users, in the order asked for.
+    pub users: Vec<String>,
+    made_group: bool,
+}
+
+/// Runs an account tool, retrying while another one holds the lock on /etc/passwd or /etc/group.
+fn account_tool(args: &[&str]) -> Output {
+    let mut tries = 0;
+    loop {
+        let out = Command::new(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("lock") || tries == 20 {
+            return out;
+        }
+        tries += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn check(args: &[&str], out: &Output) {
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestUsers {
+    /// A new group, and one user per `(suffix, in_group)`. Each user has its own primary group
+    /// (`--user-group`); a user `in_group` has the new group as a supplementary group.
+    pub fn create(users: &[(&str, bool)]) -> TestUsers {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let base = format!("tb{}{:x}", std::process::id(), nanos & 0xfffff);
+        let mut made = TestUsers {
+            group: format!("{base}g"),
+            users: Vec::new(),
+            made_group: false,
+        };
+        let args = ["groupadd", made.group.as_str()];
+        check(&args, &account_tool(&args));
+        made.made_group = true;
+        for (suffix, in_group) in users {
+            let name = format!("{base}{suffix}");
+            let mut args = vec![
+                "useradd",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+            ];
+            if *in_group {
+                args.extend(["--groups", made.group.as_str()]);
+            }
+            args.push(&name);
+            let out = account_tool(&args);
+            check(&args, &out);
+            made.users.push(name);
+        }
+        made
+    }
+
+    /// `id FLAG NAME`, as a number (`-u` uid, `-g` primary gid) or list (`-G`).
+    pub fn id(flag: &str, name: &str) -> Vec<u32> {
+        let out = Command::new("id").args([flag, name]).output().unwrap();
+        check(&["id", flag, name], &out);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|n| n.parse().unwrap())
+            .collect()
+    }
+
+    /// The group's gid.
+    pub fn gid(&self) -> u32 {
+        let out = Command::new("getent")
+            .args(["group", &self.group])
+            .output()
+            .unwrap();
+        let line = String::from_utf8(out.stdout).unwrap();
+        line.split(':').nth(2).unwrap().trim().parse().unwrap()
+    }
+
+    /// Runs `args` as `user` (`runuser -u USER --`), from `/` so that the test's own working
+    /// directory does not matter.
+    pub fn run(user: &str, args: &[&str]) -> Output {
+        Command::new("runuser")
+            .args(["-u", user, "--"])
+            .args(args)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("runuser")
+    }
+}
+
+impl Drop for TestUsers {
+    fn drop(&mut self) {
+        for user in &self.users {
+            let _ = account_tool(&["userdel", user]);
+            // userdel removes the user's own group when nobody else is in it; make sure.
+            let _ = account_tool(&["groupdel", user]);
+        }
+        if self.made_group {
+            let _ = account_tool(&["groupdel", &self.group]);
+        }
     }
 }

@@ -42,7 +42,7 @@ pub fn run(
         .tiers
         .iter()
         .filter_map(|t| match &t.kind {
-            TierKind::Local { path } => Some(path.clone()),
+            TierKind::Local { path, .. } => Some(path.clone()),
             _ => None,
         })
         .collect();
@@ -126,7 +126,8 @@ fn build(config: &Config, settings: Settings) -> Result<Filesystem> {
     Ok(match &config.mount.audit_log {
         Some(path) => fs.with_audit_log(
             tierback_fs::audit::AuditLog::open(path)
-                .with_context(|| format!("opening the audit log {}", path.display()))?,
+                .with_context(|| format!("opening the audit log {}", path.display()))?
+                .with_max_size(config.mount.audit_log_max_size),
         ),
         None => fs,
     })
