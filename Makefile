@@ -34,3 +34,11 @@ bench: deps
 clean:
 	$(CARGO) clean
 	rm -rf demo
+
+# Fuzzing of what a tier feeds the parsers (member headers, .idx, .meta.json, config) for
+# FUZZ_TIME seconds in all (default 10 minutes): cargo-fuzz targets in fuzz/, or the property
+# tests with a large PROPTEST_CASES where cargo-fuzz cannot run (fuzz/run.sh).
+FUZZ_TIME ?= 600
+.PHONY: fuzz
+fuzz:
+	bash fuzz/run.sh $(FUZZ_TIME)

@@ -47,8 +47,8 @@ step "tierback backup --all"
 "$tb" backup --all
 step "tierback list"
 "$tb" list
-step "tierback verify"
-"$tb" verify
+step "tierback verify --all (every copy, every block)"
+"$tb" verify --all
 step "the stored file is an ordinary .gz: gzip -t and sha256sum -c"
 gz=$(find "$demo/tiers/local/shop" -name '*.sql.gz')
 gzip -t "$gz" && echo "gzip -t: OK"

@@ -287,7 +287,7 @@ impl Sim {
         if day >= 90 {
             let local = self.count("local", "postgresql");
             assert!(
-                (168 + 23 + 7..=168 + 30 + 12).contains(&local),
+                (190..=168 + 30 + 12).contains(&local),
                 "{when}: local {local}"
             );
             let minio = self.count("minio", "postgresql");

@@ -8,6 +8,11 @@ mod output;
 use clap::Parser;
 
 fn main() {
+    // Everything tierback creates (tiers, catalog, locks, logs, staging, restore-test scratch)
+    // is owner-only unless the config gives a group access: backups hold whole databases and
+    // password hashes. Tiers with `group` set their modes themselves.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     let args = args::Cli::parse();
     // Commands that only print behave like other Unix tools in a pipeline (`tierback cat … |
     // head` ends quietly). The others keep SIGPIPE ignored: they write into pipes of their own

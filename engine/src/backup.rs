@@ -65,7 +65,9 @@ pub fn lock_dir(config: &Config) -> PathBuf {
 pub fn primary_store(config: &Config) -> Result<LocalStore> {
     let tier = config.primary_tier()?;
     match &tier.kind {
-        TierKind::Local { path } => LocalStore::open(tier.name.as_str(), path),
+        TierKind::Local { path, group, mode } => {
+            LocalStore::open_with_access(tier.name.as_str(), path, group.as_deref(), *mode)
+        }
         _ => unreachable!("config validation requires the first tier to be local"),
     }
 }
@@ -165,12 +167,17 @@ fn take(
             progress.done();
             let written = match written {
                 Ok(w) => w,
+                // Name the file, so a full disk says which one.
+                Err(Error::Io { context, source }) if context == "writing the artifact" => {
+                    let e = Error::io(format!("writing {}", tmp.display()), source);
+                    return Err(dump.abandon().unwrap_or(e));
+                }
                 Err(e) => return Err(dump.abandon().unwrap_or(e)),
             };
             let facts = dump.finish()?;
             let out = out
                 .into_inner()
-                .map_err(|e| Error::io("flushing the artifact", e.into_error()))?;
+                .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
             out.sync_all().ctx(|| format!("fsync {}", tmp.display()))?;
             staged.push(Staged {
                 tmp,
@@ -204,14 +211,33 @@ fn take(
         source.driver(),
         service.compression_level,
     );
+    // A backup the catalog does not record must not stay on the tier, half (a lone `.idx`
+    // when the disk filled between sidecars) or whole (when the catalog's disk is full).
+    let unpublish = || {
+        for st in &staged {
+            let mut keys = ArtifactMetadata::sidecar_keys(&st.key);
+            keys.push(st.key.clone());
+            for key in keys {
+                if let Err(e) = store.delete(&key) {
+                    tracing::warn!(key, "cannot remove a file of the failed backup: {e}");
+                }
+            }
+        }
+    };
     let artifacts = match published {
         Ok(a) => a,
         Err(e) => {
+            unpublish();
             discard_staged();
             return Err(e);
         }
     };
-    catalog.record_backup(name, taken_at, source.driver(), Some(run), tier, &artifacts)?;
+    if let Err(e) =
+        catalog.record_backup(name, taken_at, source.driver(), Some(run), tier, &artifacts)
+    {
+        unpublish();
+        return Err(e);
+    }
     source.published(&plans)?;
 
     Ok(BackupReport {

@@ -19,8 +19,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/tierback/tierback.toml";
 /// The commented example that `tierback init` writes: the seed's services, tiers and schedules.
 pub const EXAMPLE_CONFIG: &str = include_str!("../../docs/tierback.example.toml");
 
-const MAX_BLOCK_SIZE: u64 = 64 << 20;
-const MIN_BLOCK_SIZE: u64 = 4 << 10;
+use crate::artifact::format::{MAX_BLOCK_SIZE, MIN_BLOCK_SIZE};
 
 /// The loaded, validated configuration.
 #[derive(Debug, Clone)]
@@ -141,6 +140,11 @@ pub const REMOTE_VERIFY_WINDOW: u64 = 30 * 86_400;
 pub enum TierKind {
     Local {
         path: PathBuf,
+        /// Who may read the tier besides its owner: files get `mode` and this group.
+        group: Option<String>,
+        /// Mode of the tier's files (directories: the same plus search where readable):
+        /// 0600 by default, 0640 with a `group`.
+        mode: u32,
     },
     S3 {
         endpoint: String,
@@ -221,6 +225,8 @@ pub struct MountConfig {
     pub file_mode: u32,
     pub dir_mode: u32,
     pub audit_log: Option<PathBuf>,
+    /// The audit log is rotated (to `NAME.1`, …) when a line would take it past this.
+    pub audit_log_max_size: u64,
     /// Where `mount --daemon` writes its log (a foreground mount logs to stderr).
     pub log_file: Option<PathBuf>,
 }
@@ -235,6 +241,7 @@ impl Default for MountConfig {
             file_mode: 0o444,
             dir_mode: 0o555,
             audit_log: None,
+            audit_log_max_size: 64 << 20,
             log_file: None,
         }
     }
@@ -530,6 +537,8 @@ struct RawTier {
     part_size: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     rclone: Option<PathBuf>,
+    group: Option<String>,
+    mode: Option<Spanned<String>>,
     copy: Option<Spanned<Vec<String>>>,
     retention: Option<Spanned<RawRetention>>,
     sync: Option<Spanned<Vec<String>>>,
@@ -552,12 +561,14 @@ struct RawRetention {
     keep_pinned: Option<bool>,
 }
 
-/// A retention count: a number or the string "all".
+/// A retention count: a number or the string "all" (anything else is reported by `retention`
+/// with the key's name, not serde's "did not match any variant").
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Count {
-    N(u32),
+    N(i64),
     Word(String),
+    Other(toml::Value),
 }
 
 #[derive(Deserialize)]
@@ -570,6 +581,7 @@ struct RawMount {
     file_mode: Option<Spanned<String>>,
     dir_mode: Option<Spanned<String>>,
     audit_log: Option<PathBuf>,
+    audit_log_max_size: Option<Spanned<String>>,
     log_file: Option<PathBuf>,
 }
 
@@ -720,9 +732,11 @@ impl Config {
                 ("remote", t.remote.is_some()),
                 ("rclone", t.rclone.is_some()),
                 ("noncurrent_expiry", t.noncurrent_expiry.is_some()),
+                ("group", t.group.is_some()),
+                ("mode", t.mode.is_some()),
             ];
             let allowed: &[&str] = match t.kind.get_ref().as_str() {
-                "local" => &["path"],
+                "local" => &["path", "group", "mode"],
                 "s3" => &[
                     "endpoint",
                     "bucket",
@@ -753,10 +767,23 @@ impl Config {
             }
             let kind = match t.kind.get_ref().as_str() {
                 "local" => {
+                    let default = if t.group.is_some() { 0o640 } else { 0o600 };
+                    let mode_span = t.mode.as_ref().map_or(span.clone(), |m| m.span());
+                    let mode = mode(t.mode, default).map_err(|(s, e)| at(s, e))?;
+                    if mode & 0o7007 != 0 || mode & 0o600 != 0o600 {
+                        return Err(at(
+                            mode_span,
+                            format!(
+                                "[tiers.{name}] mode {mode:04o}: backups stay readable and writable by their owner and are never readable by everyone (e.g. \"0640\")"
+                            ),
+                        ));
+                    }
                     TierKind::Local {
                         path: resolve(t.path.ok_or_else(|| {
                             at(span.clone(), format!("[tiers.{name}] needs `path`"))
                         })?),
+                        group: t.group,
+                        mode,
                     }
                 }
                 "s3" => TierKind::S3 {
@@ -895,6 +922,15 @@ impl Config {
                     file_mode: mode(m.file_mode, d.file_mode).map_err(|(s, e)| at(s, e))?,
                     dir_mode: mode(m.dir_mode, d.dir_mode).map_err(|(s, e)| at(s, e))?,
                     audit_log: m.audit_log.map(&resolve),
+                    audit_log_max_size: match m.audit_log_max_size {
+                        Some(s) => parse_size(s.get_ref())
+                            .and_then(|n| match n {
+                                0 => Err("must be more than 0".to_owned()),
+                                n => Ok(n),
+                            })
+                            .map_err(|e| at(s.span(), format!("mount.audit_log_max_size: {e}")))?,
+                        None => d.audit_log_max_size,
+                    },
                     log_file: m.log_file.map(&resolve),
                 }
             }
@@ -1380,7 +1416,7 @@ fn check_level(l: &Spanned<i64>) -> Result<i32, String> {
 
 fn check_block_size(b: &Spanned<String>) -> Result<usize, String> {
     let v = parse_size(b.get_ref()).map_err(|e| format!("block_size: {e}"))?;
-    if !(MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(&v) {
+    if !(MIN_BLOCK_SIZE as u64..=MAX_BLOCK_SIZE as u64).contains(&v) {
         return Err(format!(
             "block_size {} must be between 4KiB and 64MiB",
             b.get_ref()
@@ -1409,9 +1445,18 @@ fn retention(r: RawRetention) -> Result<Retention, String> {
     fn count(c: Option<Count>, key: &str) -> Result<Option<u32>, String> {
         match c {
             None => Ok(None),
-            Some(Count::N(n)) => Ok(Some(n)),
+            Some(Count::N(n)) => u32::try_from(n).map(Some).map_err(|_| {
+                format!(
+                    "{key} = {n}: use a number from 0 to {} or \"all\"",
+                    u32::MAX - 1
+                )
+            }),
             Some(Count::Word(w)) if w == "all" => Ok(Some(u32::MAX)),
             Some(Count::Word(w)) => Err(format!("{key} = {w:?}: use a number or \"all\"")),
+            Some(Count::Other(v)) => Err(format!(
+                "{key} = {v}: use a number or \"all\", not a {}",
+                v.type_str()
+            )),
         }
     }
     Ok(Retention {
@@ -1725,6 +1770,16 @@ extension = "txt"
                 "does not apply to type \"local\"",
             ),
             ("retention = { keep_pinned = \"yes\" }", "keep_pinned"),
+            (
+                "retention = { keep_last = -1 }",
+                "keep_last = -1: use a number from 0",
+            ),
+            (
+                "retention = { keep_daily = 1.5 }",
+                "keep_daily = 1.5: use a number or \"all\", not a float",
+            ),
+            ("verify = [\"0 0 7 * * *\"]", "has 6 fields; use five"),
+            ("mode = \"0644\"", "never readable by everyone"),
         ] {
             let e = tier(extra).unwrap_err().to_string();
             assert!(e.contains(words) && e.contains("line"), "{extra}: {e}");

@@ -39,7 +39,7 @@ pub enum Error {
     #[error("service {service} is being backed up by another process (lock {path})")]
     Locked { service: String, path: PathBuf },
 
-    #[error("catalog {path}: {source}")]
+    #[error("catalog {path}: {}", explain_catalog(path, source))]
     Catalog {
         path: PathBuf,
         #[source]
@@ -56,6 +56,54 @@ pub enum Error {
     /// A request that names something that does not exist or makes no sense.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// SQLite's own words ("unable to open database file: Error code 14", "disk I/O error") do not
+/// say what to fix: say it, from what the catalog's directory looks like, then add theirs.
+fn explain_catalog(path: &std::path::Path, e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let why = match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => {
+            Some(format!("the file system holding {} is full", dir.display()))
+        }
+        Some(ErrorCode::ReadOnly)
+        | Some(ErrorCode::CannotOpen)
+        | Some(ErrorCode::SystemIoFailure) => {
+            if path.exists() && !crate::fsutil::readable(path) {
+                Some(format!(
+                    "not readable by this user (uid {}): the catalog is owner-only",
+                    // SAFETY: getuid cannot fail.
+                    unsafe { libc::getuid() }
+                ))
+            } else if crate::fsutil::free_bytes(dir) == Some(0) {
+                Some(format!("the file system holding {} is full", dir.display()))
+            } else if !crate::fsutil::writable(dir) {
+                Some(format!(
+                    "{} is not writable (a read-only file system, or missing permission)",
+                    dir.display()
+                ))
+            } else if e.sqlite_error_code() == Some(ErrorCode::CannotOpen) {
+                Some("cannot open or create the database file".to_owned())
+            } else {
+                None
+            }
+        }
+        Some(ErrorCode::NotADatabase) => {
+            Some("not a tierback catalog (damaged, or another file)".to_owned())
+        }
+        Some(ErrorCode::DatabaseBusy) | Some(ErrorCode::DatabaseLocked) => {
+            Some("another tierback process has held it for over 30 s".to_owned())
+        }
+        _ => None,
+    };
+    match why {
+        Some(why) => format!("{why} ({e})"),
+        None => e.to_string(),
+    }
 }
 
 fn tail_suffix(tail: &str) -> String {

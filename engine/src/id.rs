@@ -1,6 +1,9 @@
 //! Identifiers validated once, so that a name can be used in a path without escaping tricks:
-//! no `/`, no `..`, no control characters, nothing empty.
+//! no `/`, no `..`, no control characters, nothing empty. The same rules hold for names read
+//! back from a tier's sidecars ([`check_artifact_file`]), and [`escape_control`] makes any text
+//! from the catalog safe to print on a terminal.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::{Error, Result};
@@ -60,7 +63,8 @@ fn validate(value: &str, what: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "invalid {what} {value:?}: use letters, digits, '_', '-' and '.' (not leading)"
+            "invalid {what} {}: use letters, digits, '_', '-' and '.' (not leading)",
+            quoted(value)
         )))
     }
 }
@@ -68,6 +72,69 @@ fn validate(value: &str, what: &str) -> Result<()> {
 /// Checks a file-name stem or extension used in an artifact name.
 pub fn validate_file_part(value: &str, what: &str) -> Result<()> {
     validate(value, what)
+}
+
+/// Checks a driver name (`postgres`, `command`, …) read from a tier: a name, like a service's.
+pub fn check_name(value: &str, what: &str) -> std::result::Result<(), String> {
+    validate(value, what).map_err(|e| e.to_string())
+}
+
+/// Checks an artifact's decompressed file name as read from a tier: the layout's
+/// `<name>_<HHMMSS>.<ext>` for the time it was `taken_at`, a single path component whose name and
+/// extension are names like a service's (no `/`, no control characters, not hidden).
+pub fn check_artifact_file(file: &str, taken_at: i64) -> std::result::Result<(), String> {
+    // `_HHMMSS.`, the separator between the name and the extension.
+    let sep = crate::layout::artifact_file("", "", taken_at);
+    let shape = || {
+        format!(
+            "file name {} is not the layout's <name>{sep}<extension> (a single name of \
+             letters, digits, '_', '-' and '.')",
+            quoted(file)
+        )
+    };
+    let Some(at) = file.rfind(&sep) else {
+        return Err(shape());
+    };
+    let (stem, ext) = (&file[..at], &file[at + sep.len()..]);
+    if validate(stem, "name").is_err() || validate(ext, "extension").is_err() {
+        return Err(shape());
+    }
+    Ok(())
+}
+
+/// `text` quoted for a message, its control characters escaped (`"a\u{1b}b"`), cut to its first
+/// 100 characters when longer: a name from a hostile tier may be a megabyte long.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(100) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// `text` with every control character (C0, DEL, C1) and every bidirectional-override
+/// character escaped visibly (`\x1b`, `\n`, `\u{202e}`), so text that came from a tier can
+/// neither move the cursor, ring the bell, forge a line nor reorder what a terminal shows.
+/// Escaping is idempotent: escaped text has nothing left to escape.
+pub fn escape_control(text: &str) -> Cow<'_, str> {
+    fn hostile(c: char) -> bool {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !text.chars().any(hostile) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -84,5 +151,139 @@ mod tests {
             "postgresql"
         );
         assert!(TierName::new("minio-2").is_ok());
+    }
+
+    #[test]
+    fn artifact_files_follow_the_layout() {
+        let ts = 1_768_564_800; // 2026-01-16 12:00:00 UTC
+        for good in [
+            "zentoria_main_120000.sql",
+            "dump_120000.rdb",
+            "a_120000.b_120000.tar",
+            "000000010000000000000001-00000028_120000.backup",
+        ] {
+            assert_eq!(check_artifact_file(good, ts), Ok(()), "{good}");
+        }
+        for bad in [
+            "sub/name_120000.sql",
+            "../name_120000.sql",
+            "name_120000.sql/x",
+            "name_130000.sql",
+            "name.sql",
+            "_120000.sql",
+            "name_120000.",
+            ".name_120000.sql",
+            "evil\u{1b}[2J_120000.sql",
+            "bell\u{7}_120000.sql",
+            "forged\nSKIPPED x_120000.sql",
+            "name_120000.sq\u{202e}l",
+            "",
+        ] {
+            let e = check_artifact_file(bad, ts).unwrap_err();
+            assert!(
+                !e.contains('\u{1b}') && !e.contains('\n') && !e.contains('\u{7}'),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_are_escaped_visibly() {
+        assert_eq!(escape_control("plain_120000.sql"), "plain_120000.sql");
+        assert!(matches!(escape_control("plain"), Cow::Borrowed(_)));
+        let e = escape_control("a\u{1b}[31mb\u{7}\nc\r\t\u{7f}\u{85}\u{202e}");
+        assert_eq!(e, "a\\x1b[31mb\\x07\\nc\\r\\t\\x7f\\u{85}\\u{202e}");
+        assert_eq!(escape_control(&e), e, "idempotent");
+        assert_eq!(escape_control("café ✓"), "café ✓");
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::artifact::format::testing::config;
+
+        fn hostile_name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z_.-]{0,12}",
+                "[a-z]{1,5}[/\\x00-\\x1f\\x7f\\u{80}-\\u{9f}\\u{202e} .][a-z]{0,5}",
+                any::<String>(),
+                Just("..".to_string()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            /// Whatever a name is, an accepted one is safe in a path and on a terminal.
+            #[test]
+            fn accepted_names_are_single_printable_components(name in hostile_name()) {
+                if ServiceName::new(name.clone()).is_ok() {
+                    prop_assert!(!name.contains('/') && !name.starts_with('.'));
+                    prop_assert!(!name.chars().any(char::is_control));
+                    prop_assert!(!name.is_empty() && name != "..");
+                }
+            }
+
+            #[test]
+            fn accepted_files_are_single_printable_components(
+                stem in hostile_name(),
+                ext in hostile_name(),
+                ts in 0i64..4_102_444_800,
+            ) {
+                let file = crate::layout::artifact_file(&stem, &ext, ts);
+                let ok = check_artifact_file(&file, ts).is_ok();
+                if ok {
+                    prop_assert!(!file.contains('/') && !file.starts_with('.'));
+                    prop_assert!(!file.chars().any(char::is_control));
+                    prop_assert!(crate::store::check_key(&crate::layout::object_key("s", ts, &file)).is_ok());
+                }
+                if validate(&stem, "s").is_ok() && validate(&ext, "e").is_ok() {
+                    prop_assert!(ok, "{file:?} refused");
+                }
+            }
+
+            #[test]
+            fn escaped_text_has_no_control_characters(text in any::<String>()) {
+                let e = escape_control(&text);
+                prop_assert!(!e.chars().any(|c| c.is_control()));
+                prop_assert_eq!(escape_control(&e), e.clone());
+            }
+
+            /// Config text, from fragments of a real config with hostile names and values:
+            /// parsing returns a config or an error, never panics, and a config it accepts
+            /// names its services and tiers as `ServiceName`/`TierName` allow.
+            #[test]
+            fn any_config_text_parses_or_fails(
+                tier in hostile_name(),
+                service in hostile_name(),
+                block in prop_oneof!["[0-9]{1,12}(KiB|MiB|GiB|B|)", any::<String>()],
+                level in any::<i64>(),
+                noise in any::<String>(),
+                cut in any::<prop::sample::Index>(),
+            ) {
+                let text = format!(
+                    "[catalog]\npath = \"/tmp/c.db\"\n\n[defaults]\nblock_size = {block:?}\ncompression_level = {level}\n\n\
+                     [tiers.{tier:?}]\ntype = \"local\"\npath = \"/tmp/t\"\n\n\
+                     [services.{service:?}]\ndriver = \"command\"\nschedule = [\"0 * * * *\"]\ncommand = [\"true\"]\n"
+                );
+                for t in [text.clone(), format!("{text}{noise}"), {
+                    let mut i = cut.index(text.len() + 1);
+                    while !text.is_char_boundary(i) { i -= 1; }
+                    text[..i].to_owned()
+                }] {
+                    if let Ok(c) = crate::config::Config::parse(&t, std::path::Path::new("/tmp/x.toml")) {
+                        for (name, s) in &c.services {
+                            prop_assert!(ServiceName::new(name.as_str()).is_ok());
+                            prop_assert_eq!(name, &s.name);
+                        }
+                        for t in &c.tiers {
+                            prop_assert!(TierName::new(t.name.as_str()).is_ok());
+                        }
+                        prop_assert!((4096..=64 << 20).contains(&c.defaults.block_size));
+                    }
+                }
+            }
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod metrics;
 pub mod parallel;
 pub mod plan;
+pub mod process;
 pub mod prune;
 pub mod rebuild;
 pub mod restore_test;

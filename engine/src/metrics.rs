@@ -260,8 +260,8 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             &[("location", t), ("service", "all")],
             mine.iter().map(|u| u.files).sum::<u64>() as f64,
         );
-        if let TierKind::Local { path } = &tier.kind
-            && let Some(free) = free_bytes(path)
+        if let TierKind::Local { path, .. } = &tier.kind
+            && let Some(free) = crate::fsutil::free_bytes(path)
         {
             out.metric(
                 STORAGE_FREE_BYTES,
@@ -314,16 +314,9 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
     Ok(out.text())
 }
 
-fn free_bytes(path: &Path) -> Option<u64> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid C string and an out-pointer to a zeroed struct.
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)
-        .then(|| st.f_bavail as u64 * st.f_frsize as u64)
-}
-
 /// Writes the textfile atomically (temporary name, fsync, rename) so node_exporter never reads
-/// half a file.
+/// half a file; world-readable, because node_exporter runs as its own user (the metrics hold
+/// names, sizes and times, no backup data and no secret).
 pub fn write_textfile(path: &Path, text: &str) -> Result<()> {
-    crate::fsutil::write_atomic(path, text.as_bytes())
+    crate::fsutil::write_atomic_mode(path, text.as_bytes(), Some(0o644))
 }

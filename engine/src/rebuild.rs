@@ -8,18 +8,35 @@
 //! stored file's SHA-256 is recomputed; anything that disagrees is reported and skipped, never
 //! trusted. The new catalog is written beside the old path and renamed into place, so a failed
 //! rebuild leaves whatever was there.
+//!
+//! A tier may be hostile. Nothing it holds is read before its size, as the tier's listing gives
+//! it, is checked against what a legitimate object of its kind can be: the metadata sidecar is
+//! at most [`metadata::MAX_LEN`], the `.sha256` line is exactly one line for the file, the index
+//! is exactly [`encoded_len`] of the block count the metadata gives, and the stored file is the
+//! stored size the metadata gives, which the metadata's block count and block size bound. Names
+//! are held to the config's rules and the layout's shape. Objects the listing does not show as
+//! regular files (a symlink, a FIFO) are never opened. The index and the stored file are read in
+//! pieces of at most [`PIECE`] bytes and checked as they stream, so memory stays bounded whatever
+//! the tier claims. One bad artifact is skipped and named, with what is wrong in words; the rest
+//! of the rebuild goes on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::artifact::BlockIndex;
-use crate::artifact::metadata::ArtifactMetadata;
+use crate::artifact::format::{HEADER_LEN, describe_len as size, parse_header};
+use crate::artifact::index::{IndexDecoder, encoded_len};
+use crate::artifact::metadata::{self, ArtifactMetadata};
 use crate::catalog::{Catalog, NewArtifact};
+use crate::id::escape_control;
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX};
 use crate::store::Store;
+use crate::units::human_bytes;
 use crate::{Error, Result};
+
+/// The most bytes read from a tier at once.
+pub const PIECE: u64 = 4 << 20;
 
 #[derive(Debug, Default, serde::Serialize)]
 pub struct RebuildReport {
@@ -57,15 +74,19 @@ pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Res
     // Group artifacts into backups by (service, time), and copies into artifacts by key.
     let mut backups: BTreeMap<(String, i64), (String, BTreeMap<String, Found>)> = BTreeMap::new();
     for store in stores {
-        for object in store.list("")? {
-            let Some(key) = object.key.strip_suffix(META_SUFFIX) else {
-                continue;
-            };
-            let (meta, artifact) = match check_artifact(*store, key) {
+        // Sizes as the tier lists them: regular files only (a local tier lists no symlinks).
+        let objects: BTreeMap<String, u64> = store
+            .list("")?
+            .into_iter()
+            .map(|o| (o.key, o.size))
+            .collect();
+        for key in objects.keys().filter_map(|k| k.strip_suffix(META_SUFFIX)) {
+            let (meta, artifact) = match check_artifact(*store, key, &objects) {
                 Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(tier = store.name(), key, "skipped: {e}");
-                    report.skipped.push(format!("{}:{key}: {e}", store.name()));
+                Err(why) => {
+                    let line = format!("{}:{}: {why}", store.name(), escape_control(key));
+                    tracing::warn!("skipped {line}");
+                    report.skipped.push(line);
                     continue;
                 }
             };
@@ -139,50 +160,186 @@ pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Res
     Ok(report)
 }
 
-/// Checks one artifact's sidecars and stored file against each other.
-fn check_artifact(store: &dyn Store, key: &str) -> Result<(ArtifactMetadata, NewArtifact)> {
-    let bad = |why: String| Error::integrity(format!("{}:{key}", store.name()), None, why);
-    let meta: ArtifactMetadata =
-        serde_json::from_slice(&store.get(&format!("{key}{META_SUFFIX}"))?)
-            .map_err(|e| bad(format!("metadata is not valid: {e}")))?;
-    let expected_key = crate::layout::object_key(&meta.service, meta.taken_at_unix, &meta.file);
-    if expected_key != key {
-        return Err(bad(format!(
-            "metadata describes {expected_key}, not this file"
-        )));
-    }
-    let index = BlockIndex::decode(&store.get(&format!("{key}{INDEX_SUFFIX}"))?)
-        .map_err(|e| bad(format!("index: {e}")))?;
-    if index.stored_size() != meta.stored_size
-        || index.raw_size() != meta.raw_size
-        || index.entries.len() as u64 != meta.block_count
-    {
-        return Err(bad("index and metadata disagree on sizes".into()));
-    }
-    let gz_name = key.rsplit('/').next().unwrap_or(key);
-    let line = store.get(&format!("{key}{SHA256_SUFFIX}"))?;
-    if line != format!("{}  {gz_name}\n", meta.stored_sha256).as_bytes() {
-        return Err(bad(".sha256 sidecar and metadata disagree".into()));
-    }
-    match store.head(key)? {
-        Some(m) if m.size == meta.stored_size => {}
-        Some(m) => {
-            return Err(bad(format!(
-                "stored file is {} bytes, metadata says {}",
-                m.size, meta.stored_size
-            )));
+/// The last component of a key, printable: the name of the file a message is about.
+fn file_name(key: &str) -> String {
+    escape_control(key.rsplit('/').next().unwrap_or(key)).into_owned()
+}
+
+/// Reads `len` bytes of a listed object in pieces of at most [`PIECE`], handing each to `each`.
+fn stream(
+    store: &dyn Store,
+    key: &str,
+    offset: u64,
+    len: u64,
+    mut each: impl FnMut(&[u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    let mut done = 0;
+    while done < len {
+        let n = PIECE.min(len - done);
+        let piece = store
+            .get_range(key, offset + done, n)
+            .map_err(|e| format!("cannot read {}: {e}", file_name(key)))?;
+        if piece.len() as u64 != n {
+            return Err(format!(
+                "{} gave {} bytes where {n} were asked for",
+                file_name(key),
+                piece.len()
+            ));
         }
-        None => return Err(bad("stored file is missing".into())),
+        each(&piece)?;
+        done += n;
     }
-    let mut h = Sha256::new();
-    for e in &index.entries {
-        h.update(store.get_range(key, e.offset, e.stored_len as u64)?);
-    }
-    if hex::encode(h.finalize()) != meta.stored_sha256 {
-        return Err(bad(
-            "SHA-256 of the stored file differs from its metadata".into()
+    Ok(())
+}
+
+/// Checks one artifact's sidecars and stored file against each other and against the format,
+/// reading nothing whose listed size is not what it should be. `Err` says what is wrong.
+fn check_artifact(
+    store: &dyn Store,
+    key: &str,
+    objects: &BTreeMap<String, u64>,
+) -> std::result::Result<(ArtifactMetadata, NewArtifact), String> {
+    let gz = file_name(key);
+    let listed = |suffix: &str| -> std::result::Result<(String, u64), String> {
+        let k = format!("{key}{suffix}");
+        match objects.get(&k) {
+            Some(&n) => Ok((k, n)),
+            None => Err(format!(
+                "{} is not on the tier as a regular file (missing, or a symlink or special \
+                 file, which is never opened)",
+                if suffix.is_empty() {
+                    format!("stored file {gz}")
+                } else {
+                    format!("sidecar {gz}{suffix}")
+                }
+            )),
+        }
+    };
+
+    // The metadata: bounded, then parsed, then held to the layout and the format.
+    let (meta_key, meta_len) = listed(META_SUFFIX)?;
+    let meta_name = format!("{gz}{META_SUFFIX}");
+    if meta_len > metadata::MAX_LEN {
+        return Err(format!(
+            "sidecar {meta_name} is {}; a metadata sidecar is at most {}",
+            size(meta_len),
+            human_bytes(metadata::MAX_LEN)
         ));
     }
+    let mut bytes = Vec::with_capacity(meta_len as usize);
+    stream(store, &meta_key, 0, meta_len, |p| {
+        bytes.extend_from_slice(p);
+        Ok(())
+    })?;
+    let meta = ArtifactMetadata::parse(&bytes).map_err(|e| format!("sidecar {meta_name}: {e}"))?;
+    drop(bytes);
+    meta.check()
+        .map_err(|e| format!("sidecar {meta_name}: {e}"))?;
+    let expected_key = crate::layout::object_key(&meta.service, meta.taken_at_unix, &meta.file);
+    if expected_key != key {
+        return Err(format!(
+            "sidecar {meta_name} describes {}, not this file",
+            escape_control(&expected_key)
+        ));
+    }
+
+    // The stored file, by its listed size.
+    let (_, gz_len) = listed("")?;
+    if gz_len != meta.stored_size {
+        return Err(format!(
+            "stored file {gz} is {}; its metadata says {}",
+            size(gz_len),
+            size(meta.stored_size)
+        ));
+    }
+
+    // The sha256sum line: exactly one line for this file.
+    let (sha_key, sha_len) = listed(SHA256_SUFFIX)?;
+    let gz_raw_name = key.rsplit('/').next().unwrap_or(key);
+    let line = meta.sha256_line(gz_raw_name);
+    if sha_len != line.len() as u64 {
+        return Err(format!(
+            "sidecar {gz}{SHA256_SUFFIX} is {}; the sha256sum line for {gz} is {} bytes",
+            size(sha_len),
+            line.len()
+        ));
+    }
+    let mut got = Vec::with_capacity(line.len());
+    stream(store, &sha_key, 0, sha_len, |p| {
+        got.extend_from_slice(p);
+        Ok(())
+    })?;
+    if got != line.as_bytes() {
+        return Err(format!(
+            "sidecar {gz}{SHA256_SUFFIX} does not match the SHA-256 in {meta_name}"
+        ));
+    }
+
+    // The index: exactly the length of an index of the metadata's block count, streamed and
+    // checked entry by entry.
+    let (idx_key, idx_len) = listed(INDEX_SUFFIX)?;
+    let idx_name = format!("{gz}{INDEX_SUFFIX}");
+    if idx_len != encoded_len(meta.block_count) {
+        return Err(format!(
+            "sidecar {idx_name} is {}; an index of {} blocks is {} bytes",
+            size(idx_len),
+            meta.block_count,
+            encoded_len(meta.block_count)
+        ));
+    }
+    let mut decoder = IndexDecoder::new(idx_len, Some(meta.block_count))
+        .map_err(|e| format!("sidecar {idx_name}: {e}"))?;
+    stream(store, &idx_key, 0, idx_len, |p| {
+        decoder
+            .feed(p)
+            .map_err(|e| format!("sidecar {idx_name}: {e}"))
+    })?;
+    let index = decoder
+        .finish()
+        .map_err(|e| format!("sidecar {idx_name}: {e}"))?;
+    for (what, from_index, from_meta) in [
+        (
+            "block size",
+            index.block_size as u64,
+            meta.block_size as u64,
+        ),
+        ("raw size", index.raw_size(), meta.raw_size),
+        ("stored size", index.stored_size(), meta.stored_size),
+    ] {
+        if from_index != from_meta {
+            return Err(format!(
+                "sidecars {idx_name} and {meta_name} disagree on the {what} ({from_index} against {from_meta})"
+            ));
+        }
+    }
+
+    // The stored file, streamed: each member's header must be its index entry, and the whole
+    // file's SHA-256 the metadata's.
+    let mut hasher = Sha256::new();
+    for (i, e) in index.entries.iter().enumerate() {
+        let mut first = true;
+        stream(store, key, e.offset, e.stored_len as u64, |piece| {
+            if std::mem::take(&mut first) {
+                // Every member is longer than its header (the index checked it), and a piece
+                // is longer still.
+                let h = parse_header(&piece[..HEADER_LEN.min(piece.len())])
+                    .map_err(|why| format!("stored file {gz}: block {i}: {why}"))?;
+                if (h.member_len, h.raw_len, h.sha256) != (e.stored_len, e.raw_len, e.sha256) {
+                    return Err(format!(
+                        "stored file {gz}: block {i}: its header differs from {idx_name}"
+                    ));
+                }
+            }
+            hasher.update(piece);
+            Ok(())
+        })?;
+    }
+    if hex::encode(hasher.finalize()) != meta.stored_sha256 {
+        return Err(format!(
+            "stored file {gz}: its SHA-256 differs from the one in {meta_name}"
+        ));
+    }
+
     let artifact = NewArtifact {
         file: meta.file.clone(),
         key: key.to_owned(),

@@ -316,7 +316,7 @@ fn redis_aof(
         .arg(&log)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    crate::store::rclone_cmd::die_with_parent(&mut cmd);
+    crate::process::die_with_parent(&mut cmd);
     let mut server = match cmd.spawn() {
         Ok(child) => ScratchRedis {
             child,

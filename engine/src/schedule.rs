@@ -9,8 +9,16 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-/// Parses a cron expression; `Err` explains what is wrong with it.
+/// Parses a cron expression: five fields (minute hour day-of-month month day-of-week) or a
+/// nickname such as `@daily`; `Err` explains what is wrong with it. (The parser would take a
+/// sixth field as seconds, which would make `0 0 * * * *` mean every hour, not every day.)
 pub fn parse(expr: &str) -> Result<Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if !expr.trim_start().starts_with('@') && fields != 5 {
+        return Err(format!(
+            "cron expression {expr:?} has {fields} fields; use five: minute hour day-of-month month day-of-week (e.g. \"0 2 * * *\")"
+        ));
+    }
     Cron::from_str(expr).map_err(|e| format!("cron expression {expr:?}: {e}"))
 }
 
@@ -91,6 +99,9 @@ mod tests {
             Some(T + 2 * 86_400 - 9 * 3600)
         );
         assert!(parse("61 * * * *").is_err());
+        let e = parse("0 0 2 * * *").unwrap_err();
+        assert!(e.contains("6 fields") && e.contains("five"), "{e}");
+        assert!(parse("@daily").is_ok());
         assert!(parse("not cron").is_err());
         assert!(!is_due(&[], None, T));
     }

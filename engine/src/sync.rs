@@ -148,9 +148,6 @@ fn sync_tier(
         tier: tier.name.to_string(),
         ..TierReport::default()
     };
-    if todo.is_empty() {
-        return Ok(report);
-    }
     let store = match open_tier(tier) {
         Ok(s) => RetryStore::new(s, 3, Duration::from_secs(1)),
         Err(e) => {
@@ -159,6 +156,16 @@ fn sync_tier(
             return Ok(report);
         }
     };
+    // With the tier's lock held, staging left on it is a dead upload's: a killed sync's
+    // partial files would otherwise stay for ever (a tier that is down is left for later).
+    match store.clean_staging() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(tier = %tier.name, "removed {n} interrupted uploads' staging"),
+        Err(e) => tracing::warn!(tier = %tier.name, "cannot clean interrupted uploads: {e}"),
+    }
+    if todo.is_empty() {
+        return Ok(report);
+    }
 
     // Workers upload; this thread owns the catalog and records each verified copy at once, so
     // a crash loses at most the uploads in flight.
@@ -237,6 +244,7 @@ fn upload(
     // The plan's records carry no facts; the metadata sidecar needs them.
     let facts = catalog.facts(a.id)?;
     let (src, temp) = source_file(primary, config, a)?;
+    let mut written = false;
     let result = (|| {
         // Never spread a corrupt file: check the source against the catalog first.
         let digest = sha256_file(&src)?;
@@ -247,6 +255,7 @@ fn upload(
                 "SHA-256 of the source copy differs from the catalog; run `tierback verify`",
             ));
         }
+        written = true;
         store.put_file(&a.key, &src)?;
         match store.head(&a.key)? {
             Some(m) if m.size == a.stored_size => {}
@@ -270,6 +279,18 @@ fn upload(
     })();
     if let Some(t) = temp {
         let _ = std::fs::remove_file(t);
+    }
+    if result.is_err() && written {
+        // The catalog records no copy: leave no part of one on the tier (metadata first, as
+        // prune deletes). Best effort; a tier that failed may refuse these too.
+        let mut keys: Vec<String> = ArtifactMetadata::sidecar_keys(&a.key)
+            .into_iter()
+            .rev()
+            .collect();
+        keys.push(a.key.clone());
+        for key in keys {
+            let _ = store.delete(&key);
+        }
     }
     result
 }

@@ -1,7 +1,11 @@
-//! `tierback catalog rebuild --from TIER [--from TIER…] [--force]`.
+//! `tierback catalog rebuild --from TIER [--from TIER…] [--force]`. Each artifact skipped is
+//! one `SKIPPED` line naming the file and what is wrong with it; names from the tier are printed
+//! with their control characters escaped, so a hostile name can neither forge a line nor drive
+//! the terminal.
 
 use anyhow::Result;
 use tierback_engine::config::Config;
+use tierback_engine::id::escape_control;
 use tierback_engine::rebuild::rebuild as rebuild_catalog;
 use tierback_engine::store::{Store, open_tier};
 
@@ -15,7 +19,7 @@ pub fn rebuild(config: &Config, from: &[String], force: bool) -> Result<i32> {
     let stores: Vec<&dyn Store> = stores.iter().map(|s| s.as_ref()).collect();
     let report = rebuild_catalog(&stores, &config.catalog_path, force)?;
     for s in &report.skipped {
-        println!("SKIPPED  {s}");
+        println!("SKIPPED  {}", escape_control(s));
     }
     println!(
         "rebuilt {} from {} {}: {} backups, {} artifacts, {} skipped",

@@ -1,8 +1,11 @@
-//! `tierback list [--service S] [--json]`.
+//! `tierback list [--service S] [--json]`. The text table escapes control characters in every
+//! field that comes from the catalog (`\x1b`, `\n`): a catalog rebuilt from a hostile tier
+//! must not be able to drive the terminal or forge a line. JSON escapes them by itself.
 
 use anyhow::Result;
 use tierback_engine::catalog::Catalog;
 use tierback_engine::config::Config;
+use tierback_engine::id::escape_control as esc;
 use tierback_engine::layout::{date_of, rfc3339};
 use tierback_engine::units::human_bytes;
 
@@ -33,17 +36,17 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
             .iter()
             .map(|c| {
                 if c.state == "present" {
-                    c.tier.clone()
+                    esc(&c.tier).into_owned()
                 } else {
-                    format!("{}({})", c.tier, c.state)
+                    format!("{}({})", esc(&c.tier), esc(&c.state))
                 }
             })
             .collect();
         println!(
             "{:<20} {:<12} {:<44} {:>10} {:>10} {:>7}  {}{}",
             rfc3339(a.taken_at),
-            a.service,
-            a.file,
+            esc(&a.service),
+            esc(&a.file),
             human_bytes(a.raw_size),
             human_bytes(a.stored_size),
             ratio(a.raw_size, a.stored_size),
@@ -56,11 +59,11 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
     {
         println!(
             "\nrestore with: tierback cat {}/{}/{}/{} > {}",
-            a.service,
-            c.tier,
+            esc(&a.service),
+            esc(&c.tier),
             date_of(a.taken_at),
-            a.file,
-            a.file
+            esc(&a.file),
+            esc(&a.file)
         );
     }
     Ok(EXIT_OK)

@@ -4,9 +4,10 @@
 use anyhow::Result;
 use tierback_engine::catalog::CORRUPT;
 use tierback_engine::clock::now;
-use tierback_engine::config::Config;
+use tierback_engine::config::{Config, TierKind};
 use tierback_engine::layout::rfc3339;
 use tierback_engine::plan::{Action, from_catalog};
+use tierback_engine::store::local::LocalStore;
 use tierback_engine::store::open_tier;
 use tierback_engine::units::human_bytes;
 
@@ -54,20 +55,52 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
             .iter()
             .filter(|a| a.copy_on(name).is_some_and(|c| c.state == CORRUPT))
             .count();
+        // A local tier readable beyond what the config allows (files from before owner-only
+        // modes, or a chmod by hand): backups hold whole databases.
+        let wider = match &tier.kind {
+            TierKind::Local { path, group, mode } => {
+                LocalStore::open_with_access(name, path, group.as_deref(), *mode)
+                    .ok()
+                    .map(|s| (s.wider_than_configured(), *mode, path.clone()))
+            }
+            _ => None,
+        };
+        let access = wider.as_ref().filter(|w| w.0.0 > 0).map(|((count, examples), mode, path)| {
+            serde_json::json!({
+                "count": count,
+                "examples": examples,
+                "advice": format!(
+                    "files and directories of {} are readable beyond the configured mode {mode:04o}: `chmod -R go-rwx {}`, or give a group access with [tiers.{name}] group",
+                    path.display(),
+                    path.display()
+                ),
+            })
+        });
         tiers.push(serde_json::json!({
             "tier": name,
             "type": tier.kind.type_name(),
             "used_bytes": used.as_ref().ok(),
             "pending_copies": pending,
             "corrupt_copies": corrupt,
+            "wider_access": access,
             "error": used.as_ref().err().map(|e| e.to_string()),
         }));
     }
+    let catalog_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&config.catalog_path).map_or(0, |m| m.permissions().mode() & 0o777)
+    };
+    let catalog_warning = (catalog_mode & 0o077 != 0).then(|| {
+        format!(
+            "catalog {} is readable by other users (mode {catalog_mode:04o}): `chmod 600 {0} {0}-wal {0}-shm`",
+            config.catalog_path.display()
+        )
+    });
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({"services": services, "tiers": tiers})
+                &serde_json::json!({"services": services, "tiers": tiers, "catalog_warning": catalog_warning})
             )?
         );
         return Ok(EXIT_OK);
@@ -114,6 +147,17 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
                 tier["error"].as_str().unwrap_or("")
             ),
         }
+        if let Some(access) = tier["wider_access"].as_object() {
+            println!(
+                "  WARNING: {} {}; e.g. {}",
+                access["count"],
+                access["advice"].as_str().unwrap_or(""),
+                access["examples"][0].as_str().unwrap_or("")
+            );
+        }
+    }
+    if let Some(w) = &catalog_warning {
+        println!("WARNING: {w}");
     }
     Ok(EXIT_OK)
 }

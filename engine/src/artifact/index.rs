@@ -4,11 +4,25 @@
 //! Sidecar encoding: `TBIDX1\n`, block_size u32, count u32, then per block offset u64, stored
 //! length u32, raw length u32, sha256 [32]; then the SHA-256 of everything before it, so a damaged
 //! sidecar is detected rather than trusted. Little-endian.
+//!
+//! A sidecar's length is a function of its block count ([`encoded_len`]), so a reader that knows
+//! the count (from the metadata) knows exactly how many bytes to expect before reading any. The
+//! [`IndexDecoder`] reads a sidecar in pieces, checking each entry as it arrives, and holds only
+//! entries it has checked: its memory follows the bytes it was given, never a count it was told.
 
 use sha2::{Digest, Sha256};
 
+use super::format::{self, MIN_MEMBER_LEN, describe_len, max_member_len};
+
 const MAGIC: &[u8; 7] = b"TBIDX1\n";
+const HEAD_LEN: usize = MAGIC.len() + 8;
 const ENTRY_LEN: usize = 8 + 4 + 4 + 32;
+const DIGEST_LEN: usize = 32;
+
+/// The length of the sidecar of an index of `count` blocks.
+pub fn encoded_len(count: u64) -> u64 {
+    (HEAD_LEN + DIGEST_LEN) as u64 + count.saturating_mul(ENTRY_LEN as u64)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlockEntry {
@@ -55,26 +69,31 @@ impl BlockIndex {
         }
         let mut next = 0u64;
         for (i, e) in self.entries.iter().enumerate() {
-            if e.offset != next {
-                return Err(format!(
-                    "block {i} starts at {} instead of {next}",
-                    e.offset
-                ));
-            }
-            let last = i + 1 == self.entries.len();
-            if (!last && e.raw_len != self.block_size) || e.raw_len > self.block_size {
-                return Err(format!(
-                    "block {i} has {} bytes with block size {}",
-                    e.raw_len, self.block_size
-                ));
-            }
+            check_entry(self.block_size, i, e, next, i + 1 == self.entries.len())?;
+            next += e.stored_len as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks what an index read from a tier must also hold: the invariants of [`Self::check`],
+    /// a block size within the format's limits, at least one block, and every member's length
+    /// within what deflate can make of its block.
+    pub fn check_format(&self) -> Result<(), String> {
+        format::check_block_size(self.block_size as u64)?;
+        if self.entries.is_empty() {
+            return Err("the index has no blocks".into());
+        }
+        let mut next = 0u64;
+        for (i, e) in self.entries.iter().enumerate() {
+            check_entry(self.block_size, i, e, next, i + 1 == self.entries.len())?;
+            check_member_len(i, e)?;
             next += e.stored_len as u64;
         }
         Ok(())
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(MAGIC.len() + 8 + self.entries.len() * ENTRY_LEN + 32);
+        let mut out = Vec::with_capacity(encoded_len(self.entries.len() as u64) as usize);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.block_size.to_le_bytes());
         out.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -89,32 +108,28 @@ impl BlockIndex {
         out
     }
 
+    /// Decodes a whole sidecar (or the catalog's copy): checksum first, then the entries, whose
+    /// number is the one the length allows. Checks [`Self::check`]'s invariants, not the format
+    /// limits (see [`Self::check_format`] and [`IndexDecoder`] for what comes from a tier).
     pub fn decode(buf: &[u8]) -> Result<BlockIndex, String> {
-        let head = MAGIC.len() + 8;
-        if buf.len() < head + 32 || &buf[..MAGIC.len()] != MAGIC {
+        if buf.len() < HEAD_LEN + DIGEST_LEN || &buf[..MAGIC.len()] != MAGIC {
             return Err("not a tierback block index".into());
         }
-        let (body, digest) = buf.split_at(buf.len() - 32);
+        let (body, digest) = buf.split_at(buf.len() - DIGEST_LEN);
         if Sha256::digest(body).as_slice() != digest {
             return Err("block index checksum mismatch (damaged sidecar)".into());
         }
-        let u32_at = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().unwrap());
-        let block_size = u32_at(MAGIC.len());
-        let count = u32_at(MAGIC.len() + 4) as usize;
-        if body.len() != head + count * ENTRY_LEN {
+        let block_size = u32_at(body, MAGIC.len());
+        let count = u32_at(body, MAGIC.len() + 4) as usize;
+        let room = (body.len() - HEAD_LEN) / ENTRY_LEN;
+        if count != room || !(body.len() - HEAD_LEN).is_multiple_of(ENTRY_LEN) {
             return Err(format!(
                 "block index length does not match its {count} entries"
             ));
         }
-        let entries = body[head..]
-            .chunks_exact(ENTRY_LEN)
-            .map(|c| BlockEntry {
-                offset: u64::from_le_bytes(c[..8].try_into().unwrap()),
-                stored_len: u32::from_le_bytes(c[8..12].try_into().unwrap()),
-                raw_len: u32::from_le_bytes(c[12..16].try_into().unwrap()),
-                sha256: c[16..48].try_into().unwrap(),
-            })
-            .collect();
+        // `count` is bounded by the bytes at hand: the capacity is what the input holds.
+        let mut entries = Vec::with_capacity(count);
+        entries.extend(body[HEAD_LEN..].chunks_exact(ENTRY_LEN).map(parse_entry));
         let index = BlockIndex {
             block_size,
             entries,
@@ -124,23 +139,241 @@ impl BlockIndex {
     }
 }
 
+fn u32_at(buf: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(buf[i..i + 4].try_into().expect("4 bytes"))
+}
+
+fn parse_entry(c: &[u8]) -> BlockEntry {
+    BlockEntry {
+        offset: u64::from_le_bytes(c[..8].try_into().expect("8 bytes")),
+        stored_len: u32_at(c, 8),
+        raw_len: u32_at(c, 12),
+        sha256: c[16..48].try_into().expect("32 bytes"),
+    }
+}
+
+/// Entry `i` starts where the previous ended, and holds a full block unless it is the last.
+fn check_entry(
+    block_size: u32,
+    i: usize,
+    e: &BlockEntry,
+    next: u64,
+    last: bool,
+) -> Result<(), String> {
+    if e.offset != next {
+        return Err(format!(
+            "block {i} starts at {} instead of {next}",
+            e.offset
+        ));
+    }
+    if (!last && e.raw_len != block_size) || e.raw_len > block_size {
+        return Err(format!(
+            "block {i} has {} bytes with block size {block_size}",
+            e.raw_len
+        ));
+    }
+    Ok(())
+}
+
+fn check_member_len(i: usize, e: &BlockEntry) -> Result<(), String> {
+    if e.stored_len < MIN_MEMBER_LEN || e.stored_len as u64 > max_member_len(e.raw_len) {
+        return Err(format!(
+            "block {i} is a member of {} bytes: one holding {} bytes is {MIN_MEMBER_LEN} to {} bytes",
+            e.stored_len,
+            e.raw_len,
+            max_member_len(e.raw_len)
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes an index sidecar fed in pieces of any size, as read from a tier, checking the format
+/// limits ([`BlockIndex::check_format`]) entry by entry: a forged or sparse sidecar fails at its
+/// first bad entry, after one piece, and the entries held are only those checked.
+pub struct IndexDecoder {
+    /// The sidecar's whole length (from the tier's listing), fixing the entry count.
+    total: u64,
+    /// Bytes consumed so far.
+    seen: u64,
+    hasher: Sha256,
+    /// Bytes of an unfinished header, entry or digest.
+    partial: Vec<u8>,
+    count: u64,
+    block_size: u32,
+    entries: Vec<BlockEntry>,
+    next_offset: u64,
+    digest: Vec<u8>,
+}
+
+impl IndexDecoder {
+    /// A decoder for a sidecar `total` bytes long, which must be the length of an index of
+    /// `expect_blocks` blocks if that is given.
+    pub fn new(total: u64, expect_blocks: Option<u64>) -> Result<IndexDecoder, String> {
+        if let Some(count) = expect_blocks
+            && total != encoded_len(count)
+        {
+            return Err(format!(
+                "it is {}, an index of {count} blocks is {} bytes",
+                describe_len(total),
+                encoded_len(count)
+            ));
+        }
+        let fixed = (HEAD_LEN + DIGEST_LEN) as u64;
+        if total < fixed || !(total - fixed).is_multiple_of(ENTRY_LEN as u64) {
+            return Err(format!(
+                "it is {}: no block index has that length ({fixed} bytes and {ENTRY_LEN} per block)",
+                describe_len(total)
+            ));
+        }
+        Ok(IndexDecoder {
+            total,
+            seen: 0,
+            hasher: Sha256::new(),
+            partial: Vec::with_capacity(HEAD_LEN.max(ENTRY_LEN)),
+            count: (total - fixed) / ENTRY_LEN as u64,
+            block_size: 0,
+            entries: Vec::new(),
+            next_offset: 0,
+            digest: Vec::with_capacity(DIGEST_LEN),
+        })
+    }
+
+    /// How many bytes are still expected.
+    pub fn remaining(&self) -> u64 {
+        self.total - self.seen
+    }
+
+    /// Takes the next piece of the sidecar.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() as u64 > self.remaining() {
+            return Err(format!(
+                "more bytes than the {} the sidecar has",
+                self.total
+            ));
+        }
+        let body_len = self.total - DIGEST_LEN as u64;
+        while !bytes.is_empty() {
+            if self.seen >= body_len {
+                self.seen += bytes.len() as u64;
+                self.digest.extend_from_slice(bytes);
+                return Ok(());
+            }
+            let in_body = bytes.len().min((body_len - self.seen) as usize);
+            let (body, rest) = bytes.split_at(in_body);
+            self.hasher.update(body);
+            self.seen += body.len() as u64;
+            self.take_body(body)?;
+            bytes = rest;
+        }
+        Ok(())
+    }
+
+    /// Parses body bytes: the header, then whole entries, keeping an unfinished one aside.
+    fn take_body(&mut self, mut body: &[u8]) -> Result<(), String> {
+        while !body.is_empty() {
+            let want = if self.entries.is_empty() && self.block_size == 0 {
+                HEAD_LEN
+            } else {
+                ENTRY_LEN
+            };
+            if self.partial.is_empty() && body.len() >= want {
+                // The common case: whole entries straight from the piece, capacity for them
+                // reserved as they arrive (bounded by the bytes given, not the count claimed).
+                if want == ENTRY_LEN {
+                    let n = body.len() / ENTRY_LEN;
+                    self.entries.reserve(n);
+                    for c in body[..n * ENTRY_LEN].chunks_exact(ENTRY_LEN) {
+                        self.take_entry(parse_entry(c))?;
+                    }
+                    body = &body[n * ENTRY_LEN..];
+                } else {
+                    self.take_head(&body[..HEAD_LEN])?;
+                    body = &body[HEAD_LEN..];
+                }
+                continue;
+            }
+            let n = (want - self.partial.len()).min(body.len());
+            self.partial.extend_from_slice(&body[..n]);
+            body = &body[n..];
+            if self.partial.len() == want {
+                let whole = std::mem::take(&mut self.partial);
+                if want == ENTRY_LEN {
+                    self.take_entry(parse_entry(&whole))?;
+                } else {
+                    self.take_head(&whole)?;
+                }
+                self.partial = whole;
+                self.partial.clear();
+            }
+        }
+        Ok(())
+    }
+
+    fn take_head(&mut self, head: &[u8]) -> Result<(), String> {
+        if &head[..MAGIC.len()] != MAGIC {
+            return Err("not a tierback block index (bad magic)".into());
+        }
+        let block_size = u32_at(head, MAGIC.len());
+        format::check_block_size(block_size as u64)?;
+        let count = u32_at(head, MAGIC.len() + 4) as u64;
+        if count != self.count {
+            return Err(format!(
+                "its header says {count} blocks, its length holds {}",
+                self.count
+            ));
+        }
+        if count == 0 {
+            return Err("the index has no blocks".into());
+        }
+        self.block_size = block_size;
+        Ok(())
+    }
+
+    fn take_entry(&mut self, e: BlockEntry) -> Result<(), String> {
+        let i = self.entries.len();
+        let last = i as u64 + 1 == self.count;
+        check_entry(self.block_size, i, &e, self.next_offset, last)?;
+        check_member_len(i, &e)?;
+        self.next_offset += e.stored_len as u64;
+        self.entries.push(e);
+        Ok(())
+    }
+
+    /// The index, once every byte was fed and its checksum matches.
+    pub fn finish(self) -> Result<BlockIndex, String> {
+        if self.remaining() != 0 {
+            return Err(format!(
+                "the sidecar ended {} bytes early",
+                self.remaining()
+            ));
+        }
+        if self.hasher.finalize().as_slice() != self.digest.as_slice() {
+            return Err("block index checksum mismatch (damaged sidecar)".into());
+        }
+        Ok(BlockIndex {
+            block_size: self.block_size,
+            entries: self.entries,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn sample() -> BlockIndex {
         BlockIndex {
-            block_size: 100,
+            block_size: 4096,
             entries: vec![
                 BlockEntry {
                     offset: 0,
-                    stored_len: 70,
-                    raw_len: 100,
+                    stored_len: 700,
+                    raw_len: 4096,
                     sha256: [1; 32],
                 },
                 BlockEntry {
-                    offset: 70,
-                    stored_len: 30,
+                    offset: 700,
+                    stored_len: 80,
                     raw_len: 5,
                     sha256: [2; 32],
                 },
@@ -152,10 +385,11 @@ mod tests {
     fn encode_decode() {
         let i = sample();
         assert_eq!(BlockIndex::decode(&i.encode()).unwrap(), i);
-        assert_eq!(i.raw_size(), 105);
-        assert_eq!(i.stored_size(), 100);
-        assert_eq!(i.block_of(99), 0);
-        assert_eq!(i.block_of(100), 1);
+        assert_eq!(i.encode().len() as u64, encoded_len(2));
+        assert_eq!(i.raw_size(), 4101);
+        assert_eq!(i.stored_size(), 780);
+        assert_eq!(i.block_of(4095), 0);
+        assert_eq!(i.block_of(4096), 1);
     }
 
     #[test]
@@ -165,7 +399,155 @@ mod tests {
             let mut bad = enc.clone();
             bad[pos] ^= 1;
             assert!(BlockIndex::decode(&bad).is_err(), "flip at {pos} accepted");
+            let mut d = IndexDecoder::new(bad.len() as u64, Some(2)).unwrap();
+            assert!(d.feed(&bad).and_then(|()| d.finish()).is_err());
         }
         assert!(BlockIndex::decode(&enc[..enc.len() - 3]).is_err());
+    }
+
+    fn stream(bytes: &[u8], piece: usize, blocks: Option<u64>) -> Result<BlockIndex, String> {
+        let mut d = IndexDecoder::new(bytes.len() as u64, blocks)?;
+        for p in bytes.chunks(piece.max(1)) {
+            d.feed(p)?;
+        }
+        d.finish()
+    }
+
+    #[test]
+    fn the_streaming_decoder_reads_any_split() {
+        let enc = sample().encode();
+        for piece in 1..enc.len() + 2 {
+            assert_eq!(stream(&enc, piece, Some(2)).unwrap(), sample());
+        }
+    }
+
+    #[test]
+    fn a_sidecar_of_the_wrong_length_is_refused_before_any_byte() {
+        let e = IndexDecoder::new(64 << 30, Some(3)).err().unwrap();
+        assert_eq!(
+            e,
+            "it is 68719476736 bytes (64.0 GiB), an index of 3 blocks is 191 bytes"
+        );
+        assert!(IndexDecoder::new(100, None).is_err());
+        assert!(IndexDecoder::new(0, None).is_err());
+    }
+
+    #[test]
+    fn format_limits_are_checked_entry_by_entry() {
+        let mut big = sample();
+        big.entries[0].stored_len = 2 << 30;
+        big.entries[1].offset = 2 << 30;
+        let e = stream(&big.encode(), 4096, Some(2)).unwrap_err();
+        assert!(e.contains("block 0 is a member of 2147483648 bytes"), "{e}");
+        assert!(big.check().is_ok() && big.check_format().is_err());
+        let mut huge_block = sample();
+        huge_block.block_size = 1280 << 20;
+        huge_block.entries[0].raw_len = 1280 << 20;
+        let e = stream(&huge_block.encode(), 4096, None).unwrap_err();
+        assert!(e.contains("outside the 4 KiB–64 MiB"), "{e}");
+        // A sparse sidecar (zeros) fails at its header, after the first piece.
+        let zeros = vec![0u8; encoded_len(1000) as usize];
+        let mut d = IndexDecoder::new(zeros.len() as u64, Some(1000)).unwrap();
+        assert!(d.feed(&zeros[..4096]).is_err());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::super::format::testing::{config, peak_alloc};
+        use super::*;
+
+        /// Valid indexes within the format's limits.
+        fn index() -> impl Strategy<Value = BlockIndex> {
+            (
+                format::MIN_BLOCK_SIZE..=format::MAX_BLOCK_SIZE,
+                proptest::collection::vec((any::<u32>(), any::<[u8; 32]>()), 1..60),
+                any::<u32>(),
+            )
+                .prop_map(|(block_size, blocks, last_raw)| {
+                    let n = blocks.len();
+                    let mut offset = 0u64;
+                    let entries = blocks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (len, sha256))| {
+                            let raw_len = if i + 1 == n {
+                                last_raw % (block_size + 1)
+                            } else {
+                                block_size
+                            };
+                            let span = max_member_len(raw_len) - MIN_MEMBER_LEN as u64 + 1;
+                            let stored_len = MIN_MEMBER_LEN + (len as u64 % span) as u32;
+                            let e = BlockEntry {
+                                offset,
+                                stored_len,
+                                raw_len,
+                                sha256,
+                            };
+                            offset += stored_len as u64;
+                            e
+                        })
+                        .collect();
+                    BlockIndex {
+                        block_size,
+                        entries,
+                    }
+                })
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn encode_decode_round_trips(i in index(), piece in 1usize..5000) {
+                prop_assert!(i.check_format().is_ok());
+                let enc = i.encode();
+                prop_assert_eq!(enc.len() as u64, encoded_len(i.entries.len() as u64));
+                prop_assert_eq!(BlockIndex::decode(&enc), Ok(i.clone()));
+                prop_assert_eq!(stream(&enc, piece, Some(i.entries.len() as u64)), Ok(i));
+            }
+
+            #[test]
+            fn any_bytes_decode_or_fail_within_their_length(
+                bytes in proptest::collection::vec(any::<u8>(), 0..3000),
+                piece in 1usize..5000,
+            ) {
+                let n = bytes.len();
+                let (_, peak) = peak_alloc(|| BlockIndex::decode(&bytes));
+                prop_assert!(peak <= n + 1024, "{n} bytes allocated {peak}");
+                let (_, peak) = peak_alloc(|| stream(&bytes, piece, None));
+                prop_assert!(peak <= 4 * n + 1024, "{n} bytes allocated {peak}");
+            }
+
+            /// Valid sidecars with a header or entries changed (the checksum recomputed, as a
+            /// forger would): never a panic, never more memory than the bytes justify, and
+            /// whatever decodes holds the invariants.
+            #[test]
+            fn forged_sidecars_decode_or_fail_within_their_length(
+                i in index(),
+                edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+                piece in 1usize..5000,
+            ) {
+                let mut enc = i.encode();
+                let body = enc.len() - DIGEST_LEN;
+                for (at, b) in &edits {
+                    enc[at.index(body)] = *b;
+                }
+                let digest = Sha256::digest(&enc[..body]);
+                enc[body..].copy_from_slice(&digest);
+                let n = enc.len();
+                let (decoded, peak) = peak_alloc(|| BlockIndex::decode(&enc));
+                prop_assert!(peak <= n + 1024, "{n} bytes allocated {peak}");
+                if let Ok(d) = decoded {
+                    prop_assert!(d.check().is_ok());
+                }
+                let (streamed, peak) = peak_alloc(|| stream(&enc, piece, None));
+                prop_assert!(peak <= 4 * n + 1024, "{n} bytes allocated {peak}");
+                if let Ok(d) = streamed {
+                    prop_assert!(d.check_format().is_ok());
+                    prop_assert_eq!(d.encode(), enc);
+                }
+            }
+        }
     }
 }

@@ -153,11 +153,25 @@ impl Catalog {
 
     /// Opens an existing catalog without writing to it (the mount, `list`, `cat`).
     pub fn open_read_only(path: &Path) -> Result<Catalog> {
-        if !path.exists() {
-            return Err(Error::Invalid(format!(
-                "no catalog at {}: run `tierback init` or take a backup first",
-                path.display()
-            )));
+        match std::fs::metadata(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::Invalid(format!(
+                    "no catalog at {}: run `tierback init` or take a backup first",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(Error::io(
+                    format!(
+                        "catalog {}: not readable by this user (uid {}; the catalog and its directory are owner-only)",
+                        path.display(),
+                        // SAFETY: getuid cannot fail.
+                        unsafe { libc::getuid() }
+                    ),
+                    e,
+                ));
+            }
         }
         let conn = Connection::open_with_flags(
             path,

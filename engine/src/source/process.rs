@@ -40,6 +40,8 @@ impl ChildDump {
         for (k, v) in env {
             cmd.env(k, v.expose());
         }
+        // Started from the thread that takes the backup, which waits for it.
+        crate::process::die_with_parent(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::source(service, format!("cannot start `{program}`: {e}")))?;

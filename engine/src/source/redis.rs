@@ -218,6 +218,7 @@ impl Cli {
         for (k, v) in &env {
             cmd.env(k, v.expose());
         }
+        crate::process::die_with_parent(&mut cmd);
         let out = cmd
             .output()
             .map_err(|e| self.fail(format!("cannot run redis-cli: {e}")))?;

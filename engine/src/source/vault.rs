@@ -98,11 +98,13 @@ struct Listing {
 
 impl Listing {
     fn start() -> Result<Listing> {
-        let mut child = Command::new("tar")
-            .args(["-tzf", "-"])
+        let mut cmd = Command::new("tar");
+        cmd.args(["-tzf", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::null());
+        crate::process::die_with_parent(&mut cmd);
+        let mut child = cmd
             .spawn()
             .map_err(|e| crate::Error::io("running tar to check the snapshot", e))?;
         let stdin = child.stdin.take();

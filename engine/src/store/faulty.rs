@@ -87,6 +87,12 @@ impl<S: Store> Store for FaultyStore<S> {
         self.maybe_fail("delete")?;
         self.inner.delete(key)
     }
+    fn forget(&self, key: &str) {
+        self.inner.forget(key)
+    }
+    fn clean_staging(&self) -> Result<usize> {
+        self.inner.clean_staging()
+    }
 }
 
 #[cfg(test)]

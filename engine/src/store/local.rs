@@ -3,7 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,19 +17,135 @@ pub const PARTIAL_DIR: &str = ".partial";
 pub struct LocalStore {
     name: String,
     root: PathBuf,
+    /// Mode of the files the tier publishes; directories get it plus search where readable.
+    file_mode: u32,
+    /// Group the published files and directories belong to, when a group may read the tier.
+    gid: Option<u32>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStore {
-    /// Opens (and creates) the tier directory.
+    /// Opens (and creates) the tier directory; files are owner-only (0600).
     pub fn open(name: &str, root: &Path) -> Result<LocalStore> {
-        fs::create_dir_all(root.join(PARTIAL_DIR))
-            .ctx(|| format!("tier {name}: creating {}", root.display()))?;
-        Ok(LocalStore {
+        LocalStore::open_with_access(name, root, None, 0o600)
+    }
+
+    /// Opens (and creates) the tier directory; published files get `file_mode` and, if given,
+    /// `group` (directories the same, plus search where readable). Staging stays owner-only.
+    pub fn open_with_access(
+        name: &str,
+        root: &Path,
+        group: Option<&str>,
+        file_mode: u32,
+    ) -> Result<LocalStore> {
+        let gid = group
+            .map(|g| {
+                crate::fsutil::group_id(g).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "tier {name}: group {g:?} does not exist on this host"
+                    ))
+                })
+            })
+            .transpose()?;
+        let store = LocalStore {
             name: name.to_owned(),
             root: root.to_owned(),
-        })
+            file_mode,
+            gid,
+        };
+        if !root.exists() {
+            store.create_dirs(root)?;
+        }
+        fs::create_dir_all(root.join(PARTIAL_DIR))
+            .ctx(|| format!("tier {name}: creating {}", root.display()))?;
+        Ok(store)
+    }
+
+    /// The mode of the tier's directories: the file mode plus search wherever it reads.
+    fn dir_mode(&self) -> u32 {
+        self.file_mode | ((self.file_mode & 0o444) >> 2)
+    }
+
+    /// Gives a file or directory the tier's mode and group.
+    fn set_access(&self, path: &Path, mode: u32) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .ctx(|| format!("tier {}: setting the mode of {}", self.name, path.display()))?;
+        if let Some(gid) = self.gid {
+            std::os::unix::fs::chown(path, None, Some(gid)).ctx(|| {
+                format!(
+                    "tier {}: setting the group of {}",
+                    self.name,
+                    path.display()
+                )
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Creates `dir` and its missing parents, each with the tier's directory mode and group (so
+    /// a group given access can reach the tier through the directories tierback made).
+    fn create_dirs(&self, dir: &Path) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut at = Some(dir);
+        while let Some(d) = at.filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            missing.push(d);
+            at = d.parent();
+        }
+        for d in missing.into_iter().rev() {
+            match fs::create_dir(d) {
+                Ok(()) => self.set_access(d, self.dir_mode())?,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(Error::io(
+                        format!("tier {}: creating {}", self.name, d.display()),
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Files and directories in the tier whose mode or group is wider than configured: how
+    /// many, and the first few, for `status`.
+    pub fn wider_than_configured(&self) -> (usize, Vec<String>) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let mut count = 0;
+        let mut examples = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut check = |path: &Path, meta: &fs::Metadata, allowed: u32| {
+                let mode = meta.permissions().mode() & 0o777;
+                let foreign_group =
+                    meta.mode() & 0o070 != 0 && self.gid.is_none_or(|g| g != meta.gid());
+                if mode & !allowed != 0 || foreign_group {
+                    count += 1;
+                    if examples.len() < 3 {
+                        examples.push(format!("{} ({:04o})", path.display(), mode));
+                    }
+                }
+            };
+            if let Ok(meta) = fs::symlink_metadata(&dir) {
+                check(&dir, &meta, self.dir_mode());
+            }
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(meta) = e.metadata() else { continue };
+                if meta.is_dir() {
+                    if e.file_name() != PARTIAL_DIR {
+                        stack.push(path);
+                    }
+                } else {
+                    check(&path, &meta, self.file_mode);
+                }
+            }
+        }
+        (count, examples)
     }
 
     pub fn root(&self) -> &Path {
@@ -79,12 +195,13 @@ impl LocalStore {
         self.root.join(PARTIAL_DIR)
     }
 
-    /// Renames a complete, fsynced staging file into place and makes the rename durable.
+    /// Renames a complete, fsynced staging file into place (with the tier's mode and group) and
+    /// makes the rename durable.
     fn publish(&self, tmp: &Path, key: &str) -> Result<()> {
         let dest = self.path_of(key);
         let parent = dest.parent().expect("keys are relative paths");
-        fs::create_dir_all(parent)
-            .ctx(|| format!("tier {}: creating {}", self.name, parent.display()))?;
+        self.create_dirs(parent)?;
+        self.set_access(tmp, self.file_mode)?;
         fs::rename(tmp, &dest)
             .ctx(|| format!("tier {}: renaming into {}", self.name, dest.display()))?;
         sync_dir(parent)
@@ -103,6 +220,10 @@ impl Store for LocalStore {
         &self.name
     }
 
+    fn clean_staging(&self) -> Result<usize> {
+        self.remove_stale_partials()
+    }
+
     fn put_file(&self, key: &str, src: &Path) -> Result<()> {
         check_key(key)?;
         if src.parent() == Some(self.staging().as_path()) {
@@ -111,8 +232,14 @@ impl Store for LocalStore {
         }
         let tmp = self.temp_path(key);
         let result = (|| {
-            fs::copy(src, &tmp)
-                .ctx(|| format!("tier {}: copying {} for {key}", self.name, src.display()))?;
+            fs::copy(src, &tmp).ctx(|| {
+                format!(
+                    "tier {}: copying {} to {}",
+                    self.name,
+                    src.display(),
+                    tmp.display()
+                )
+            })?;
             File::open(&tmp)
                 .and_then(|f| f.sync_all())
                 .ctx(|| format!("tier {}: fsync {}", self.name, tmp.display()))?;
@@ -144,13 +271,25 @@ impl Store for LocalStore {
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         check_key(key)?;
         let path = self.path_of(key);
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NotFound {
-                tier: self.name.clone(),
-                key: key.to_owned(),
-            },
-            _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
-        })?;
+        // Not through a symlink, and not blocking on a FIFO someone put in the tier.
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    tier: self.name.clone(),
+                    key: key.to_owned(),
+                },
+                _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
+            })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::Invalid(format!(
+                "tier {}: {} is not a regular file",
+                self.name,
+                path.display()
+            )));
+        }
         let mut buf =
             vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
         file.read_exact_at(&mut buf, offset).ctx(|| {
@@ -165,7 +304,7 @@ impl Store for LocalStore {
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         check_key(key)?;
-        match fs::metadata(self.path_of(key)) {
+        match fs::symlink_metadata(self.path_of(key)) {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_owned(),
                 size: m.len(),

@@ -52,6 +52,13 @@ pub trait Store: Send + Sync {
     /// Removes the object; removing an absent object succeeds.
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Removes what uploads interrupted by a dead process left on the tier (staging files,
+    /// unfinished multipart uploads); returns how many. Sync calls it with the tier's lock held,
+    /// so no live upload of this host is touched.
+    fn clean_staging(&self) -> Result<usize> {
+        Ok(0)
+    }
+
     /// Drops whatever bytes of `key` a caching wrapper holds, because they failed a check: the
     /// next read fetches them again (a copy repaired by `sync` then reads correctly). Stores
     /// that cache nothing have nothing to do.
@@ -89,8 +96,13 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
     use crate::config::TierKind;
     type Shared = std::sync::Mutex<std::collections::HashMap<String, Arc<dyn Store>>>;
     static OPEN: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
-    if let TierKind::Local { path } = &tier.kind {
-        return Ok(Box::new(local::LocalStore::open(tier.name.as_str(), path)?));
+    if let TierKind::Local { path, group, mode } = &tier.kind {
+        return Ok(Box::new(local::LocalStore::open_with_access(
+            tier.name.as_str(),
+            path,
+            group.as_deref(),
+            *mode,
+        )?));
     }
     // The whole definition is the key: tests open several configs in one process.
     let key = format!("{}\0{:?}", tier.name, tier.kind);
@@ -136,6 +148,9 @@ macro_rules! forward_store {
             }
             fn forget(&self, key: &str) {
                 (**self).forget(key)
+            }
+            fn clean_staging(&self) -> Result<usize> {
+                (**self).clean_staging()
             }
         }
     )*};

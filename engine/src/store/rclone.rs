@@ -468,6 +468,39 @@ impl Store for RcloneStore {
         &self.name
     }
 
+    /// Staging directories of uploads whose process is gone (`<pid>-<n>-<time>`).
+    fn clean_staging(&self) -> Result<usize> {
+        let Some(answer) = self.rc(
+            "operations/list",
+            serde_json::json!({"fs": self.remote, "remote": STAGING_DIR, "opt": {"dirsOnly": true}}),
+            self.rclone.timeout,
+        )?
+        else {
+            return Ok(0);
+        };
+        let entries: Vec<Entry> = serde_json::from_value(answer["list"].clone()).map_err(|e| {
+            Error::Invalid(format!(
+                "tier {}: bad operations/list answer for {STAGING_DIR}: {e}",
+                self.name
+            ))
+        })?;
+        let mut removed = 0;
+        for e in entries.into_iter().filter(|e| e.is_dir) {
+            let name = e.path.rsplit('/').next().unwrap_or_default();
+            let pid: Option<i32> = name.split('-').next().and_then(|p| p.parse().ok());
+            if pid.is_some_and(crate::lock::process_alive) {
+                continue;
+            }
+            self.rc(
+                "operations/purge",
+                serde_json::json!({"fs": self.remote, "remote": e.path}),
+                self.rclone.timeout,
+            )?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     fn put_file(&self, key: &str, src: &Path) -> Result<()> {
         check_key(key)?;
         self.upload(key, src)

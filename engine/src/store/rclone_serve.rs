@@ -7,7 +7,7 @@
 //!
 //! Lifecycle: started on the first read; restarted when it has died; killed and reaped when
 //! the store is dropped, and SIGTERMed by the kernel if tierback itself dies (it is started
-//! from a dedicated thread that lives as long as the store, see `rclone_cmd::die_with_parent`).
+//! from a dedicated thread that lives as long as the store, see `crate::process::die_with_parent`).
 //!
 //! Ports: two free loopback ports are picked by binding port 0 and releasing them; if another
 //! program takes one in between, rclone exits with "address already in use" and we retry with

@@ -68,6 +68,12 @@ impl<S: Store> Store for RetryStore<S> {
     fn delete(&self, key: &str) -> Result<()> {
         self.retry("delete", key, || self.inner.delete(key))
     }
+    fn forget(&self, key: &str) {
+        self.inner.forget(key)
+    }
+    fn clean_staging(&self) -> Result<usize> {
+        self.inner.clean_staging()
+    }
 }
 
 #[cfg(test)]

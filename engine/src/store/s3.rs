@@ -1089,6 +1089,12 @@ impl Store for S3Store {
         &self.name
     }
 
+    /// Multipart uploads started over an hour ago (a sync killed mid-upload): their parts take
+    /// space and never show in listings.
+    fn clean_staging(&self) -> Result<usize> {
+        self.abort_incomplete_uploads(Duration::from_secs(3600))
+    }
+
     fn put_file(&self, key: &str, src: &Path) -> Result<()> {
         self.put_file_sha256(key, src).map(|_| ())
     }
