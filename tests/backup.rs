@@ -294,6 +294,40 @@ fn files_source_keeps_symlinks_and_modes() {
 }
 
 #[test]
+fn list_without_a_catalog_or_a_backup_is_empty() {
+    // A config just written: no catalog yet. An empty list is the answer, not an error.
+    let env = Env::new(&command_service("shop", r#"["seq", "1", "3"]"#, "sql"));
+    let catalog = env.path().join("catalog.db");
+    for args in [&["list"][..], &["list", "--service", "shop"]] {
+        let out = env.ok(args);
+        assert!(
+            out.stdout.is_empty(),
+            "{:?}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert_eq!(env.ok(&["list", "--json"]).stdout, b"[]\n");
+    assert!(
+        !catalog.exists(),
+        "list is read-only: it creates no catalog"
+    );
+    // An unknown service is still an error.
+    assert!(!env.run(&["list", "--service", "nope"]).status.success());
+    // An empty catalog (after init) is the same.
+    env.ok(&["init"]);
+    assert!(catalog.exists());
+    assert!(env.ok(&["list"]).stdout.is_empty());
+    assert_eq!(env.list_json(), Vec::<serde_json::Value>::new());
+    // Other read commands keep failing without a catalog.
+    std::fs::remove_file(&catalog).unwrap();
+    let out = env.run(&["cat", "shop/local/2026-01-16/shop_120000.sql"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no catalog"),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn config_errors_name_file_key_and_line() {
     let env = Env::new(&format!(
         "{}colour = \"blue\"\n",

@@ -16,14 +16,18 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
     if let Some(s) = service {
         config.service(s)?;
     }
-    let catalog = Catalog::open_read_only(&config.catalog_path)?;
-    let artifacts = catalog.artifacts(service)?;
+    // No catalog yet (a config just written, before `init` or the first backup) is an empty
+    // list, like an empty catalog: nothing in text, `[]` in JSON. Any other reason the catalog
+    // cannot be opened (not readable by this user, an old schema, damage) stays an error.
+    let artifacts = match std::fs::metadata(&config.catalog_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        _ => Catalog::open_read_only(&config.catalog_path)?.artifacts(service)?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&artifacts)?);
         return Ok(EXIT_OK);
     }
     if artifacts.is_empty() {
-        println!("no backups yet");
         return Ok(EXIT_OK);
     }
     println!(
