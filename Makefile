@@ -1,19 +1,28 @@
 # The README's two commands: `make demo` and `make test`. CI runs `make test` (.ci/run).
 CARGO ?= cargo
 
-.PHONY: all build deps test lint unit demo bench clean
+.PHONY: all build deps demo-deps test lint unit demo bench clean
 
 all: build
 
 deps:
 	bash scripts/install-deps.sh
 
+# Only what the demo uses (no Garage build, no moto, no database servers).
+demo-deps:
+	bash scripts/install-deps.sh demo
+
 build:
 	$(CARGO) build --workspace --all-targets
+
+# Every shell script in the repository.
+SHELL_SCRIPTS = $(wildcard scripts/*.sh bench/*.sh fuzz/*.sh) .ci/run
 
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v shellcheck >/dev/null || { echo "shellcheck missing: make deps (or apt-get install shellcheck)" >&2; exit 1; }
+	shellcheck $(SHELL_SCRIPTS)
 
 # Everything, with the real servers and mounts the tests start themselves.
 test: deps lint
@@ -23,7 +32,7 @@ test: deps lint
 	promtool check rules docs/prometheus/tierback-alerts.yml
 	cd docs/prometheus && promtool test rules tierback-alerts.test.yml
 
-demo: deps
+demo: demo-deps
 	$(CARGO) build --release -p tierback --bin tierback --example gen_sql
 	bash scripts/demo.sh
 

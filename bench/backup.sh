@@ -8,7 +8,10 @@ root=$(pwd)
 size=${1:-1GiB}
 tb="$root/target/release/tierback"
 gen="$root/target/release/examples/gen_sql"
-[ -x "$tb" ] && [ -x "$gen" ] || { echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2; exit 1; }
+if [ ! -x "$tb" ] || [ ! -x "$gen" ]; then
+    echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2
+    exit 1
+fi
 w=$(mktemp -d /tmp/tierback-bench.XXXXXX)
 trap 'rm -rf "$w"' EXIT
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the bench scripts (`. bench/lib.sh` from the repository root): timing, dropping the
 # page cache, medians, and a single-node Garage on loopback.
 
@@ -34,7 +35,9 @@ EOT
     AK="GK$(hex 12)"; SK="$(hex 32)"
     GARAGE_DEFAULT_ACCESS_KEY=$AK GARAGE_DEFAULT_SECRET_KEY=$SK GARAGE_DEFAULT_BUCKET=bench \
         RUST_LOG=garage=warn "$GARAGE" -c "$dir/garage.toml" server --single-node --default-bucket > "$dir/garage.log" 2>&1 &
+    # shellcheck disable=SC2034  # for the caller, as EP below
     gpid=$!
     for _ in $(seq 100); do "$GARAGE" -c "$dir/garage.toml" bucket info bench >/dev/null 2>&1 && break; sleep 0.2; done
+    # shellcheck disable=SC2034
     EP=http://127.0.0.1:$S3P
 }

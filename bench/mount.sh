@@ -35,7 +35,7 @@ mbps() { python3 -c "print(round($bytes / 1e6 / $1))"; }
 # time_cat FILE → seconds to read FILE to /dev/null
 time_cat() { local t0 t1; t0=$(now); cat "$1" > /dev/null; t1=$(now); python3 -c "print($t1 - $t0)"; }
 # median_of CMD... → median over $runs runs of CMD's printed seconds
-median_of() { local i out=(); for i in $(seq "$runs"); do out+=("$("$@")"); done; median "${out[@]}"; }
+median_of() { local out=(); for _ in $(seq "$runs"); do out+=("$("$@")"); done; median "${out[@]}"; }
 cold_cat() { drop; time_cat "$1"; }
 # time_dc TOOL FILE → seconds of TOOL -dc FILE, cold
 time_dc() { local t0 t1; drop; t0=$(now); "$1" -dc "$2" > /dev/null; t1=$(now); python3 -c "print($t1 - $t0)"; }

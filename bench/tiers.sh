@@ -10,7 +10,10 @@ root=$(pwd)
 size=${1:-1GiB}
 tb="$root/target/release/tierback"
 gen="$root/target/release/examples/gen_sql"
-[ -x "$tb" ] && [ -x "$gen" ] || { echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2; exit 1; }
+if [ ! -x "$tb" ] || [ ! -x "$gen" ]; then
+    echo "build first: cargo build --release -p tierback --bin tierback --example gen_sql" >&2
+    exit 1
+fi
 . bench/lib.sh
 
 W=$(mktemp -d /tmp/tierback-bench-tiers.XXXXXX)

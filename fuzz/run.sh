@@ -40,7 +40,7 @@ if [[ "${FUZZ_WITH:-}" != proptest ]] && have_cargo_fuzz && cargo fuzz build -s 
         fi
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 || true)
-        echo "fuzz: $t: ${runs} inputs in ${per} s, ${cov}, corpus $(ls "corpus/$t" | wc -l) files, no failure"
+        echo "fuzz: $t: ${runs} inputs in ${per} s, ${cov}, corpus $(find "corpus/$t" -maxdepth 1 -type f | wc -l) files, no failure"
     done
 else
     if [[ "${FUZZ_WITH:-}" == proptest ]]; then
