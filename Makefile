@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`. CI runs `make test` (.ci/run).
 CARGO ?= cargo
 
-.PHONY: all build deps demo-deps test lint unit demo bench clean
+.PHONY: all build deps demo-deps test lint unit demo bench clean install install-files uninstall
 
 all: build
 
@@ -51,3 +51,46 @@ FUZZ_TIME ?= 600
 .PHONY: fuzz
 fuzz:
 	bash fuzz/run.sh $(FUZZ_TIME)
+
+# `make install`: the release binary, its man page, bash/zsh/fish completions and the systemd
+# units under $(DESTDIR)$(PREFIX). `make install-files BIN=…` installs a binary already built
+# (the test does it with target/debug/tierback into a scratch DESTDIR).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BIN ?= target/release/tierback
+BINDIR = $(PREFIX)/bin
+MANDIR = $(PREFIX)/share/man/man1
+BASHCOMPDIR = $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR = $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR = $(PREFIX)/share/fish/vendor_completions.d
+# systemd reads /usr/local/lib/systemd/system as well as /usr/lib/systemd/system.
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+UNITS = $(wildcard docs/systemd/*.service docs/systemd/*.timer)
+
+install:
+	$(CARGO) build --release -p tierback --bin tierback
+	$(MAKE) install-files BIN=target/release/tierback
+
+install-files:
+	@test -x "$(BIN)" || { echo "$(BIN) missing: build it first (make install does)" >&2; exit 1; }
+	install -d "$(DESTDIR)$(BINDIR)" "$(DESTDIR)$(MANDIR)" "$(DESTDIR)$(BASHCOMPDIR)" \
+		"$(DESTDIR)$(ZSHCOMPDIR)" "$(DESTDIR)$(FISHCOMPDIR)" "$(DESTDIR)$(UNITDIR)"
+	install -m 0755 "$(BIN)" "$(DESTDIR)$(BINDIR)/tierback"
+	"$(BIN)" man > "$(DESTDIR)$(MANDIR)/tierback.1"
+	"$(BIN)" completions bash > "$(DESTDIR)$(BASHCOMPDIR)/tierback"
+	"$(BIN)" completions zsh > "$(DESTDIR)$(ZSHCOMPDIR)/_tierback"
+	"$(BIN)" completions fish > "$(DESTDIR)$(FISHCOMPDIR)/tierback.fish"
+	chmod 0644 "$(DESTDIR)$(MANDIR)/tierback.1" "$(DESTDIR)$(BASHCOMPDIR)/tierback" \
+		"$(DESTDIR)$(ZSHCOMPDIR)/_tierback" "$(DESTDIR)$(FISHCOMPDIR)/tierback.fish"
+	# The units name /usr/local/bin/tierback: point them at $(BINDIR).
+	for u in $(UNITS); do \
+		sed 's|/usr/local/bin/tierback|$(BINDIR)/tierback|g' "$$u" > "$(DESTDIR)$(UNITDIR)/$$(basename "$$u")" && \
+		chmod 0644 "$(DESTDIR)$(UNITDIR)/$$(basename "$$u")" || exit 1; \
+	done
+	@echo "installed under $(DESTDIR)$(PREFIX); with systemd: systemctl daemon-reload && systemctl enable --now tierback-run.timer tierback-status.timer"
+
+uninstall:
+	rm -f "$(DESTDIR)$(BINDIR)/tierback" "$(DESTDIR)$(MANDIR)/tierback.1" \
+		"$(DESTDIR)$(BASHCOMPDIR)/tierback" "$(DESTDIR)$(ZSHCOMPDIR)/_tierback" \
+		"$(DESTDIR)$(FISHCOMPDIR)/tierback.fish"
+	for u in $(UNITS); do rm -f "$(DESTDIR)$(UNITDIR)/$$(basename "$$u")"; done

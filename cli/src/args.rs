@@ -2,17 +2,24 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueHint};
 
 #[derive(Parser)]
 #[command(
     name = "tierback",
     version,
-    about = "Three-tier backups with a verified, read-only view of every copy"
+    about = "Three-tier backups with a verified, read-only view of every copy",
+    long_about = "Three-tier backups with a verified, read-only view of every copy.\n\n\
+        tierback takes the backups of the services in its config (PostgreSQL, Redis, Qdrant, \
+        MinIO, n8n, Vault, files, any command), stores each as an ordinary, checksummed .gz on \
+        three tiers (a local disk, an S3-compatible object store, an rclone remote), records them \
+        in a catalog, and shows every copy read-only as /SERVICE/TIER/DATE/FILE, so that a \
+        restore is cp, psql -f FILE or tierback cat.",
+    subcommand_value_name = "COMMAND"
 )]
 pub struct Cli {
     /// Configuration file.
-    #[arg(long, short, global = true, env = "TIERBACK_CONFIG", default_value = tierback_engine::config::DEFAULT_CONFIG_PATH)]
+    #[arg(long, short, global = true, env = "TIERBACK_CONFIG", default_value = tierback_engine::config::DEFAULT_CONFIG_PATH, value_hint = ValueHint::FilePath)]
     pub config: PathBuf,
     /// More log output (-v: debug, -vv: trace).
     #[arg(long, short, global = true, action = clap::ArgAction::Count)]
@@ -37,8 +44,10 @@ pub enum Command {
         /// The service, as named in [services.NAME].
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         service: Option<String>,
+        /// Every service in the config.
         #[arg(long)]
         all: bool,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -54,14 +63,19 @@ pub enum Command {
     },
     /// List backups and where their copies are.
     List {
+        /// Only this service.
         #[arg(long)]
         service: Option<String>,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Write a backup's decompressed, verified bytes to stdout. PATH is as the mount shows it:
     /// SERVICE/TIER/YYYY-MM-DD/FILE.
-    Cat { path: String },
+    Cat {
+        /// SERVICE/TIER/YYYY-MM-DD/FILE, e.g. postgresql/local/2026-01-16/zentoria_main_120000.sql.
+        path: String,
+    },
     /// Check stored copies: file SHA-256, every block's hash and CRC, sidecars. Exit 1 on any
     /// problem. Without options: each tier's scheduled share (oldest-checked first, within its
     /// verify_budget, every copy within its verify_window); --all, --tier or --service read every
@@ -76,6 +90,7 @@ pub enum Command {
         /// Every copy on every tier.
         #[arg(long)]
         all: bool,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -83,10 +98,12 @@ pub enum Command {
     /// recorded at backup time (PostgreSQL: a scratch database and every table's row count).
     /// Exit 1 if anything differs.
     RestoreTest {
+        /// The service, as named in [services.NAME].
         service: String,
         /// Test the copy on this tier (default: the first tier).
         #[arg(long)]
         tier: Option<String>,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -95,8 +112,12 @@ pub enum Command {
     /// SERVICE %f %p'`). Exit 1 if it is not archived; 126 if it is but no tier has an intact
     /// copy (PostgreSQL then stops recovery instead of ending it early, short of the target).
     WalFetch {
+        /// The postgres_wal service, as named in [services.NAME].
         service: String,
+        /// The WAL file PostgreSQL asks for (%f).
         wal_file: String,
+        /// Where to write it (%p).
+        #[arg(value_hint = ValueHint::FilePath)]
         dest: std::path::PathBuf,
     },
     /// Upload what each tier's desired state says it lacks (its copy policy and retention, pins)
@@ -108,6 +129,7 @@ pub enum Command {
         /// Print the plan (every copy, kept, uploaded or removed, and why) without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -117,6 +139,7 @@ pub enum Command {
         /// Print the plan (every copy, kept or removed, and why) without changing anything.
         #[arg(long)]
         dry_run: bool,
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -124,9 +147,15 @@ pub enum Command {
     /// whose retention has keep_pinned = true). PATH names a file as the mount shows it
     /// (SERVICE/TIER/DATE/FILE), which pins its whole backup, or a backup as SERVICE/TIME with
     /// TIME as `list` prints it (2026-01-16T12:00:00Z).
-    Pin { path: String },
+    Pin {
+        /// SERVICE/TIER/DATE/FILE or SERVICE/TIME.
+        path: String,
+    },
     /// Undo `pin`: retention decides again.
-    Unpin { path: String },
+    Unpin {
+        /// SERVICE/TIER/DATE/FILE or SERVICE/TIME.
+        path: String,
+    },
     /// Catalog administration.
     Catalog {
         #[command(subcommand)]
@@ -134,6 +163,8 @@ pub enum Command {
     },
     /// Mount the read-only view of every backup on every tier at MOUNTPOINT.
     Mount {
+        /// An existing directory.
+        #[arg(value_hint = ValueHint::DirPath)]
         mountpoint: std::path::PathBuf,
         /// Decompressed-block cache size (default: [mount] cache_size, 256MiB).
         #[arg(long)]
@@ -149,9 +180,19 @@ pub enum Command {
     },
     /// Each service's newest backup, age and last run; each tier's usage.
     Status {
+        /// Print the result as JSON, for scripts.
         #[arg(long)]
         json: bool,
     },
+    /// Print the completion script for SHELL on stdout (`make install` installs bash's, zsh's and
+    /// fish's; by hand: `tierback completions bash > /etc/bash_completion.d/tierback`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, tierback(1), as roff on stdout: `tierback man | man -l -`.
+    Man,
 }
 
 #[derive(Subcommand)]

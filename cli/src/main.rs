@@ -23,6 +23,8 @@ fn main() {
             | args::Command::List { .. }
             | args::Command::Status { .. }
             | args::Command::Metrics { serve: false }
+            | args::Command::Completions { .. }
+            | args::Command::Man
     ) {
         // SAFETY: resetting a signal disposition at startup, before any thread exists.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

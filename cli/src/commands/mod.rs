@@ -5,6 +5,7 @@ mod cat;
 mod catalog;
 mod init;
 mod list;
+mod man;
 mod metrics;
 mod mount;
 mod pin;
@@ -96,6 +97,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             command: TiersCommand::Setup { tier },
         } => tiers::setup(&Config::load(&cli.config)?, tier.as_deref()),
         Command::Status { json } => status::run(&Config::load(&cli.config)?, json),
+        // Neither needs a config.
+        Command::Completions { shell } => man::completions(shell),
+        Command::Man => man::man(),
     }
 }
 
