@@ -21,6 +21,7 @@ fn tier(remote: &str, binary: &Path, timeout_secs: u64) -> TierConfig {
                 remote: remote.to_owned(),
                 binary: binary.to_owned(),
                 timeout_secs,
+                secrets: Default::default(),
             },
         )
     }

@@ -37,6 +37,7 @@ fn ranged_reads_serve_http_vs_process_per_block() {
             remote: r.crypt.clone(),
             binary: "rclone".into(),
             timeout_secs: 60,
+            secrets: Default::default(),
         },
     );
     let store = RcloneStore::open_with_env(&tier, r.env.clone()).unwrap();

@@ -10,6 +10,7 @@ use toml::Spanned;
 
 use crate::id::{ServiceName, TierName};
 use crate::secret::SecretRef;
+use crate::tls::Transport;
 use crate::units::{parse_age, parse_size};
 use crate::{Error, Result};
 
@@ -163,14 +164,32 @@ pub enum TierKind {
         part_size: u64,
         /// Per-request timeout: a dead server becomes an error, not a hang.
         timeout_secs: u64,
+        /// https:// required off this machine; a private CA.
+        transport: Transport,
+        /// Server-side encryption asked for on every PUT (and as the bucket default by
+        /// `tiers setup`).
+        server_side_encryption: Option<ServerSideEncryption>,
     },
     Rclone {
         remote: String,
         /// The rclone binary.
         binary: PathBuf,
+        /// Options of the remote rclone reads from its environment
+        /// (`RCLONE_CONFIG_<REMOTE>_<KEY>`), by secret reference: a OneDrive token, a crypt
+        /// password. Never in argv or a file.
+        secrets: BTreeMap<String, SecretRef>,
         /// Per-operation timeout for reads.
         timeout_secs: u64,
     },
+}
+
+/// `server_side_encryption` of an s3 tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSideEncryption {
+    /// SSE-S3: keys the server manages (`AES256`).
+    Aes256,
+    /// SSE-KMS with this key id (the server's default key when `None`).
+    Kms(Option<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -302,17 +321,27 @@ pub enum Driver {
     /// Collection snapshots (and a full one) through Qdrant's REST API.
     Qdrant {
         url: String,
+        transport: Transport,
         api_key: Option<SecretRef>,
         collections: Option<Vec<String>>,
         full: bool,
     },
     /// A Raft snapshot through Vault's API.
-    Vault { url: String, token: SecretRef },
+    Vault {
+        url: String,
+        transport: Transport,
+        token: SecretRef,
+    },
     /// Every workflow through n8n's public API.
-    N8n { url: String, api_key: SecretRef },
+    N8n {
+        url: String,
+        transport: Transport,
+        api_key: SecretRef,
+    },
     /// Each bucket of an S3-compatible server, mirrored into a tar.
     Minio {
         endpoint: String,
+        transport: Transport,
         region: String,
         access_key: SecretRef,
         secret_key: SecretRef,
@@ -356,12 +385,30 @@ const DRIVER_KEYS: [(&str, &[&str]); 9] = [
     ),
     ("postgres_wal", &["spool", "base"]),
     ("redis", &["host", "port", "password", "aof_dir"]),
-    ("qdrant", &["url", "api_key", "collections", "full"]),
-    ("vault", &["url", "token"]),
-    ("n8n", &["url", "api_key"]),
+    (
+        "qdrant",
+        &[
+            "url",
+            "api_key",
+            "collections",
+            "full",
+            "ca_file",
+            "allow_insecure_http",
+        ],
+    ),
+    ("vault", &["url", "token", "ca_file", "allow_insecure_http"]),
+    ("n8n", &["url", "api_key", "ca_file", "allow_insecure_http"]),
     (
         "minio",
-        &["endpoint", "region", "access_key", "secret_key", "buckets"],
+        &[
+            "endpoint",
+            "region",
+            "access_key",
+            "secret_key",
+            "buckets",
+            "ca_file",
+            "allow_insecure_http",
+        ],
     ),
 ];
 
@@ -436,6 +483,7 @@ fn check_url(
     url: Option<Spanned<String>>,
     default: &str,
     service: &str,
+    transport: &Transport,
 ) -> std::result::Result<String, (std::ops::Range<usize>, String)> {
     let Some(u) = url else {
         return Ok(default.to_owned());
@@ -460,7 +508,31 @@ fn check_url(
             ),
         ));
     }
+    transport
+        .check_url(text, &format!("[services.{service}]"), "url")
+        .map_err(|m| (u.span(), m))?;
     Ok(u.into_inner())
+}
+
+/// An endpoint's `ca_file` (resolved, and checked to hold a PEM certificate now so a typo is
+/// a config error with its line) and `allow_insecure_http`.
+fn transport_of(
+    ca_file: &Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+    resolve: &dyn Fn(PathBuf) -> PathBuf,
+) -> std::result::Result<Transport, (std::ops::Range<usize>, String)> {
+    let ca_file = match ca_file {
+        Some(p) => {
+            let path = resolve(p.get_ref().clone());
+            crate::tls::read_ca(&path).map_err(|e| (p.span(), e.to_string()))?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Transport {
+        ca_file,
+        allow_insecure_http: allow_insecure_http.unwrap_or(false),
+    })
 }
 
 /// An optional secret reference (`env:`, `file:`, `vault:`).
@@ -486,6 +558,16 @@ struct RawConfig {
     services: IndexMap<String, Spanned<RawService>>,
     jobs: Option<RawJobs>,
     metrics: Option<RawMetrics>,
+    vault: Option<Spanned<RawVault>>,
+}
+
+/// `[vault]`: how `vault:` secret references reach Vault (address and token stay the Vault
+/// CLI's `VAULT_ADDR` and `VAULT_TOKEN`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -546,6 +628,12 @@ struct RawTier {
     verify_window: Option<Spanned<String>>,
     verify_budget: Option<Spanned<String>>,
     noncurrent_expiry: Option<Spanned<String>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+    server_side_encryption: Option<Spanned<String>>,
+    sse_kms_key_id: Option<String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -628,6 +716,9 @@ struct RawService {
     access_key: Option<Spanned<String>>,
     secret_key: Option<Spanned<String>>,
     buckets: Option<Spanned<Vec<String>>>,
+    // qdrant, vault, n8n, minio
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -711,6 +802,9 @@ impl Config {
                     None => Ok(default),
                 }
             };
+            let transport = |ca: &Option<Spanned<PathBuf>>, insecure: Option<bool>| {
+                transport_of(ca, insecure, &resolve).map_err(|(sp, m)| at(sp, m))
+            };
             let timeout_secs = match &t.timeout {
                 Some(v) => parse_age(v.get_ref())
                     .map_err(|e| at(v.span(), format!("[tiers.{name}] timeout: {e}")))?,
@@ -734,6 +828,11 @@ impl Config {
                 ("noncurrent_expiry", t.noncurrent_expiry.is_some()),
                 ("group", t.group.is_some()),
                 ("mode", t.mode.is_some()),
+                ("ca_file", t.ca_file.is_some()),
+                ("allow_insecure_http", t.allow_insecure_http.is_some()),
+                ("server_side_encryption", t.server_side_encryption.is_some()),
+                ("sse_kms_key_id", t.sse_kms_key_id.is_some()),
+                ("secrets", !t.secrets.is_empty()),
             ];
             let allowed: &[&str] = match t.kind.get_ref().as_str() {
                 "local" => &["path", "group", "mode"],
@@ -749,8 +848,12 @@ impl Config {
                     "multipart_threshold",
                     "part_size",
                     "noncurrent_expiry",
+                    "ca_file",
+                    "allow_insecure_http",
+                    "server_side_encryption",
+                    "sse_kms_key_id",
                 ],
-                "rclone" => &["remote", "rclone"],
+                "rclone" => &["remote", "rclone", "secrets"],
                 // An unknown type is reported below.
                 _ => &[],
             };
@@ -787,7 +890,39 @@ impl Config {
                     }
                 }
                 "s3" => TierKind::S3 {
-                    endpoint: need(t.endpoint, "endpoint")?,
+                    endpoint: {
+                        let endpoint = need(t.endpoint, "endpoint")?;
+                        transport(&t.ca_file, t.allow_insecure_http)?
+                            .check_url(&endpoint, &format!("[tiers.{name}]"), "endpoint")
+                            .map_err(|m| at(span.clone(), m))?;
+                        endpoint
+                    },
+                    transport: transport(&t.ca_file, t.allow_insecure_http)?,
+                    server_side_encryption: match &t.server_side_encryption {
+                        None if t.sse_kms_key_id.is_some() => {
+                            return Err(at(
+                                span.clone(),
+                                format!(
+                                    "[tiers.{name}] sse_kms_key_id needs server_side_encryption = \"aws:kms\""
+                                ),
+                            ));
+                        }
+                        None => None,
+                        Some(v) => match v.get_ref().as_str() {
+                            "AES256" if t.sse_kms_key_id.is_none() => {
+                                Some(ServerSideEncryption::Aes256)
+                            }
+                            "aws:kms" => Some(ServerSideEncryption::Kms(t.sse_kms_key_id.clone())),
+                            other => {
+                                return Err(at(
+                                    v.span(),
+                                    format!(
+                                        "[tiers.{name}] server_side_encryption {other:?}: use \"AES256\" or \"aws:kms\" (with sse_kms_key_id)"
+                                    ),
+                                ));
+                            }
+                        },
+                    },
                     bucket: need(t.bucket, "bucket")?,
                     region: t.region.unwrap_or_else(|| "us-east-1".into()),
                     prefix: t.prefix.unwrap_or_default(),
@@ -818,6 +953,25 @@ impl Config {
                     timeout_secs,
                 },
                 "rclone" => TierKind::Rclone {
+                    secrets: {
+                        let mut secrets = BTreeMap::new();
+                        for (key, value) in t.secrets {
+                            if key.is_empty()
+                                || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                            {
+                                return Err(at(
+                                    value.span(),
+                                    format!(
+                                        "[tiers.{name}] secrets: {key:?} is not an rclone option name (letters, digits, _)"
+                                    ),
+                                ));
+                            }
+                            let r = SecretRef::parse(value.get_ref())
+                                .map_err(|m| at(value.span(), m))?;
+                            secrets.insert(key, r);
+                        }
+                        secrets
+                    },
                     remote: need(t.remote, "remote")?,
                     binary: t.rclone.unwrap_or_else(|| PathBuf::from("rclone")),
                     timeout_secs,
@@ -997,6 +1151,8 @@ impl Config {
                 ("access_key", s.access_key.is_some()),
                 ("secret_key", s.secret_key.is_some()),
                 ("buckets", s.buckets.is_some()),
+                ("ca_file", s.ca_file.is_some()),
+                ("allow_insecure_http", s.allow_insecure_http.is_some()),
             ];
             let misplaced = set_keys
                 .into_iter()
@@ -1011,6 +1167,8 @@ impl Config {
                     ),
                 ));
             }
+            let transport = transport_of(&s.ca_file, s.allow_insecure_http, &resolve)
+                .map_err(|(sp, m)| at(sp, m))?;
             let driver = match s.driver.get_ref().as_str() {
                 "command" => {
                     let argv = s.command.ok_or_else(|| {
@@ -1158,16 +1316,18 @@ impl Config {
                         check_names(s.collections, "collections", "collection", &name)
                             .map_err(|(sp, m)| at(sp, m))?;
                     Driver::Qdrant {
-                        url: check_url(s.url, "http://127.0.0.1:6333", &name)
+                        url: check_url(s.url, "http://127.0.0.1:6333", &name, &transport)
                             .map_err(|(sp, m)| at(sp, m))?,
+                        transport,
                         api_key: secret_opt(s.api_key).map_err(|(sp, m)| at(sp, m))?,
                         collections,
                         full: s.full.unwrap_or(true),
                     }
                 }
                 "vault" => Driver::Vault {
-                    url: check_url(s.url, "http://127.0.0.1:8200", &name)
+                    url: check_url(s.url, "http://127.0.0.1:8200", &name, &transport)
                         .map_err(|(sp, m)| at(sp, m))?,
+                    transport,
                     token: secret_opt(s.token)
                         .map_err(|(sp, m)| at(sp, m))?
                         .ok_or_else(|| {
@@ -1178,8 +1338,9 @@ impl Config {
                         })?,
                 },
                 "n8n" => Driver::N8n {
-                    url: check_url(s.url, "http://127.0.0.1:5678", &name)
+                    url: check_url(s.url, "http://127.0.0.1:5678", &name, &transport)
                         .map_err(|(sp, m)| at(sp, m))?,
+                    transport,
                     api_key: secret_opt(s.api_key)
                         .map_err(|(sp, m)| at(sp, m))?
                         .ok_or_else(|| {
@@ -1200,8 +1361,9 @@ impl Config {
                     };
                     let buckets = check_names(s.buckets, "buckets", "bucket", &name)
                         .map_err(|(sp, m)| at(sp, m))?;
-                    let endpoint = check_url(s.endpoint, "http://127.0.0.1:9000", &name)
-                        .map_err(|(sp, m)| at(sp, m))?;
+                    let endpoint =
+                        check_url(s.endpoint, "http://127.0.0.1:9000", &name, &transport)
+                            .map_err(|(sp, m)| at(sp, m))?;
                     let same = |e: &str| e.trim_end_matches('/') == endpoint.trim_end_matches('/');
                     Driver::Minio {
                         region: s.region.unwrap_or_else(|| "us-east-1".into()),
@@ -1219,6 +1381,7 @@ impl Config {
                             })
                             .collect(),
                         endpoint,
+                        transport,
                     }
                 }
                 other => {
@@ -1315,6 +1478,13 @@ impl Config {
                     *field = v.into_inner();
                 }
             }
+        }
+        if let Some(v) = raw.vault {
+            let v = v.into_inner();
+            crate::vault::set_transport(
+                transport_of(&v.ca_file, v.allow_insecure_http, &resolve)
+                    .map_err(|(sp, m)| at(sp, m))?,
+            );
         }
         let metrics = raw
             .metrics

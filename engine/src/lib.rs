@@ -28,6 +28,7 @@ pub mod secret;
 pub mod source;
 pub mod store;
 pub mod sync;
+pub mod tls;
 pub mod units;
 pub mod vault;
 pub mod verify;

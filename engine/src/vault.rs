@@ -5,14 +5,35 @@
 //! the mount; KV version 2 (`/v1/<mount>/data/<rest>`) is tried first, then version 1
 //! (`/v1/<mount>/<rest>`). Values are cached for the life of the process so one run asks once.
 //! The token and the values never appear in errors or logs.
+//!
+//! `VAULT_ADDR` must be `https://` unless it is this machine or the config's `[vault]` says
+//! `allow_insecure_http = true`; a private CA comes from `[vault] ca_file`, else the CLI's
+//! `VAULT_CACERT`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::tls::Transport;
 use crate::{Error, Result};
 
 static CACHE: Mutex<Option<HashMap<(String, String), String>>> = Mutex::new(None);
+
+/// The config's `[vault]` transport settings, set when the config is loaded.
+static TRANSPORT: Mutex<Option<Transport>> = Mutex::new(None);
+
+/// Sets how `vault:` references reach Vault (from the config's `[vault]` table).
+pub fn set_transport(transport: Transport) {
+    *TRANSPORT.lock().unwrap() = Some(transport);
+}
+
+fn transport() -> Transport {
+    let mut t = TRANSPORT.lock().unwrap().clone().unwrap_or_default();
+    if t.ca_file.is_none() {
+        t.ca_file = std::env::var_os("VAULT_CACERT").map(Into::into);
+    }
+    t
+}
 
 /// Reads `field` of the secret at `path`.
 pub fn read(path: &str, field: &str) -> Result<String> {
@@ -41,7 +62,13 @@ pub fn read(path: &str, field: &str) -> Result<String> {
         fail("the path needs a mount and a secret, like secret/zentoria/backup/minio".into())
     })?;
     let base = addr.trim_end_matches('/');
+    let transport = transport();
+    transport
+        .check_url(base, "[vault]", "(VAULT_ADDR)")
+        .map_err(fail)?;
+    let tls = transport.ureq_tls().map_err(|e| fail(e.to_string()))?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls)
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
         .build()

@@ -223,3 +223,4 @@ pub mod garage;
 pub mod pg;
 pub mod rclone;
 pub mod sim;
+pub mod tls;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Dump, Facts};
 use crate::secret::Secret;
+use crate::tls::Transport;
 use crate::{Error, Result};
 
 /// A service's HTTP API: base URL, its credential header, and the service name for errors.
@@ -29,8 +30,17 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 const JSON_LIMIT: u64 = 256 << 20;
 
 impl Api {
-    pub fn new(service: &str, base: &str, auth: Option<(&'static str, Secret)>) -> Api {
+    pub fn new(
+        service: &str,
+        base: &str,
+        transport: &Transport,
+        auth: Option<(&'static str, Secret)>,
+    ) -> Result<Api> {
+        let tls = transport
+            .ureq_tls()
+            .map_err(|e| Error::source(service, e.to_string()))?;
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
             .timeout_connect(Some(Duration::from_secs(10)))
             // Creating a snapshot of a large collection (`wait=true`) takes minutes.
             .timeout_recv_response(Some(Duration::from_secs(1800)))
@@ -43,12 +53,12 @@ impl Api {
             .http_status_as_error(false)
             .build()
             .into();
-        Api {
+        Ok(Api {
             service: service.to_owned(),
             base: base.trim_end_matches('/').to_owned(),
             auth,
             agent,
-        }
+        })
     }
 
     pub fn fail(&self, message: String) -> Error {

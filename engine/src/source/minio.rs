@@ -19,6 +19,7 @@ use crate::id::TierName;
 use crate::secret::SecretRef;
 use crate::store::Store;
 use crate::store::s3::S3Store;
+use crate::tls::Transport;
 use crate::{Error, Result};
 
 /// Bytes fetched per ranged GET.
@@ -27,6 +28,7 @@ const CHUNK: u64 = 8 << 20;
 pub struct MinioSource {
     pub service: String,
     pub endpoint: String,
+    pub transport: Transport,
     pub region: String,
     pub access_key: SecretRef,
     pub secret_key: SecretRef,
@@ -57,6 +59,8 @@ impl MinioSource {
                 multipart_threshold: u64::MAX,
                 part_size: CHUNK,
                 timeout_secs: 60,
+                transport: self.transport.clone(),
+                server_side_encryption: None,
             },
         );
         S3Store::open(&tier)

@@ -117,28 +117,41 @@ pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<
         }),
         Driver::Qdrant {
             url,
+            transport,
             api_key,
             collections,
             full,
         } => Box::new(qdrant::QdrantSource {
             service: name,
             url: url.clone(),
+            transport: transport.clone(),
             api_key: api_key.clone(),
             collections: collections.clone(),
             full: *full,
         }),
-        Driver::Vault { url, token } => Box::new(vault::VaultSource {
+        Driver::Vault {
+            url,
+            transport,
+            token,
+        } => Box::new(vault::VaultSource {
             service: name,
             url: url.clone(),
+            transport: transport.clone(),
             token: token.clone(),
         }),
-        Driver::N8n { url, api_key } => Box::new(n8n::N8nSource {
+        Driver::N8n {
+            url,
+            transport,
+            api_key,
+        } => Box::new(n8n::N8nSource {
             service: name,
             url: url.clone(),
+            transport: transport.clone(),
             api_key: api_key.clone(),
         }),
         Driver::Minio {
             endpoint,
+            transport,
             region,
             access_key,
             secret_key,
@@ -147,6 +160,7 @@ pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<
         } => Box::new(minio::MinioSource {
             service: name,
             endpoint: endpoint.clone(),
+            transport: transport.clone(),
             region: region.clone(),
             access_key: access_key.clone(),
             secret_key: secret_key.clone(),

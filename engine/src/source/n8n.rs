@@ -10,6 +10,7 @@ use super::http::{Api, encode};
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::Result;
 use crate::secret::SecretRef;
+use crate::tls::Transport;
 
 /// Workflows per page (the API's maximum).
 const PAGE: usize = 250;
@@ -19,6 +20,7 @@ const MAX_PAGES: usize = 100_000;
 pub struct N8nSource {
     pub service: String,
     pub url: String,
+    pub transport: Transport,
     pub api_key: SecretRef,
 }
 
@@ -38,8 +40,9 @@ impl Source for N8nSource {
         let api = Api::new(
             &self.service,
             &self.url,
+            &self.transport,
             Some(("X-N8N-API-KEY", self.api_key.resolve()?)),
-        );
+        )?;
         let mut workflows = Vec::new();
         let mut cursor: Option<String> = None;
         let mut seen = std::collections::HashSet::new();

@@ -15,6 +15,7 @@ use super::http::{Api, Download, Expected, encode};
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::Result;
 use crate::secret::SecretRef;
+use crate::tls::Transport;
 
 /// The stem of the full-storage snapshot.
 pub const FULL: &str = "full_cluster";
@@ -22,6 +23,7 @@ pub const FULL: &str = "full_cluster";
 pub struct QdrantSource {
     pub service: String,
     pub url: String,
+    pub transport: Transport,
     pub api_key: Option<SecretRef>,
     /// None: every collection the server has.
     pub collections: Option<Vec<String>>,
@@ -34,7 +36,7 @@ impl QdrantSource {
             Some(k) => Some(("api-key", k.resolve()?)),
             None => None,
         };
-        Ok(Api::new(&self.service, &self.url, auth))
+        Api::new(&self.service, &self.url, &self.transport, auth)
     }
 }
 

@@ -18,10 +18,12 @@ use super::http::{Api, Download, Expected};
 use super::{ArtifactPlan, Dump, Facts, Source};
 use crate::Result;
 use crate::secret::SecretRef;
+use crate::tls::Transport;
 
 pub struct VaultSource {
     pub service: String,
     pub url: String,
+    pub transport: Transport,
     pub token: SecretRef,
 }
 
@@ -41,8 +43,9 @@ impl Source for VaultSource {
         let api = Api::new(
             &self.service,
             &self.url,
+            &self.transport,
             Some(("X-Vault-Token", self.token.resolve()?)),
-        );
+        )?;
         let download = api.download("/v1/sys/storage/raft/snapshot", Expected::default())?;
         let listing = Listing::start()?;
         Ok(Box::new(RaftDump {

@@ -105,6 +105,34 @@ impl Entry {
     }
 }
 
+/// The remote's options given by secret reference, as the environment rclone reads them from
+/// (`RCLONE_CONFIG_<REMOTE>_<KEY>`, upper case, `-` as `_`). Values are what rclone's config
+/// file would hold (a crypt password obscured with `rclone obscure`).
+fn secret_env(
+    tier: &str,
+    remote: &str,
+    secrets: &std::collections::BTreeMap<String, crate::secret::SecretRef>,
+) -> Result<Vec<(String, String)>> {
+    if secrets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let section = remote.split(':').next().unwrap_or_default();
+    if section.is_empty() {
+        return Err(Error::Invalid(format!(
+            "tier {tier}: `secrets` need a named remote (NAME:path), not {remote:?}"
+        )));
+    }
+    secrets
+        .iter()
+        .map(|(key, reference)| {
+            let var = format!("RCLONE_CONFIG_{section}_{key}")
+                .replace('-', "_")
+                .to_ascii_uppercase();
+            Ok((var, reference.resolve()?.expose().to_owned()))
+        })
+        .collect()
+}
+
 impl RcloneStore {
     /// Opens the tier without touching the remote (that happens on first use).
     pub fn open(tier: &TierConfig) -> Result<RcloneStore> {
@@ -119,6 +147,7 @@ impl RcloneStore {
             remote,
             binary,
             timeout_secs,
+            secrets,
         } = &tier.kind
         else {
             return Err(Error::Invalid(format!(
@@ -128,6 +157,8 @@ impl RcloneStore {
         };
         let name = tier.name.as_str().to_owned();
         check_remote(&name, remote)?;
+        let mut env = env;
+        env.extend(secret_env(&name, remote, secrets)?);
         let rclone = Rclone {
             tier: name.clone(),
             binary: binary.clone(),

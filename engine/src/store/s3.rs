@@ -45,7 +45,7 @@ use aws_smithy_types::base64;
 use sha2::{Digest, Sha256};
 
 use super::{ObjectMeta, Store, check_key};
-use crate::config::{S3Checksums, TierConfig, TierKind};
+use crate::config::{S3Checksums, ServerSideEncryption, TierConfig, TierKind};
 use crate::{Error, Result};
 
 /// Request attempts per S3 call (the first plus two retries): enough to ride out a node restart
@@ -84,6 +84,8 @@ pub struct S3Store {
     multipart_threshold: u64,
     part_size: u64,
     timeout: Duration,
+    /// Asked for on every PUT and multipart upload.
+    sse: Option<ServerSideEncryption>,
 }
 
 /// The tier settings [`S3Store`] needs, unpacked from a [`TierConfig`].
@@ -93,6 +95,8 @@ struct Settings<'a> {
     path_style: bool,
     checksums: S3Checksums,
     timeout: Duration,
+    /// PEM of a private CA the server's certificate chains to.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl S3Store {
@@ -112,6 +116,8 @@ impl S3Store {
             multipart_threshold,
             part_size,
             timeout_secs,
+            transport,
+            server_side_encryption,
         } = &tier.kind
         else {
             return Err(Error::Invalid(format!("tier {name} is not an s3 tier")));
@@ -138,6 +144,9 @@ impl S3Store {
                 path_style: *path_style,
                 checksums: *checksums,
                 timeout,
+                ca_pem: transport
+                    .ca_pem()
+                    .map_err(|e| Error::Invalid(format!("tier {name}: {e}")))?,
             },
         );
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,6 +167,7 @@ impl S3Store {
             multipart_threshold: *multipart_threshold,
             part_size: (*part_size).max(MIN_PART_SIZE),
             timeout,
+            sse: server_side_encryption.clone(),
         })
     }
 
@@ -191,6 +201,27 @@ impl S3Store {
     /// ([`super::s3_policy`]).
     pub(crate) fn client(&self) -> (&Client, &tokio::runtime::Runtime) {
         (&self.client, &self.runtime)
+    }
+
+    /// `x-amz-server-side-encryption` of every PUT, as configured.
+    fn sse_header(&self) -> Option<aws_sdk_s3::types::ServerSideEncryption> {
+        use aws_sdk_s3::types::ServerSideEncryption as Sse;
+        self.sse.as_ref().map(|s| match s {
+            ServerSideEncryption::Aes256 => Sse::Aes256,
+            ServerSideEncryption::Kms(_) => Sse::AwsKms,
+        })
+    }
+
+    fn sse_kms_key_id(&self) -> Option<String> {
+        match &self.sse {
+            Some(ServerSideEncryption::Kms(id)) => id.clone(),
+            _ => None,
+        }
+    }
+
+    /// The configured server-side encryption (for `tiers setup`'s bucket default).
+    pub(crate) fn server_side_encryption(&self) -> Option<&ServerSideEncryption> {
+        self.sse.as_ref()
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -300,6 +331,8 @@ impl S3Store {
             .key(self.full_key(key))
             .content_length(size as i64)
             .checksum_sha256(base64::encode(digest))
+            .set_server_side_encryption(self.sse_header())
+            .set_ssekms_key_id(self.sse_kms_key_id())
             .body(body)
             .send()
             .await
@@ -318,6 +351,8 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(&full_key)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .set_server_side_encryption(self.sse_header())
+            .set_ssekms_key_id(self.sse_kms_key_id())
             .send()
             .await
             .map_err(|e| self.sdk_error("CreateMultipartUpload", key, e))?;
@@ -703,6 +738,8 @@ impl S3Store {
             .key(self.full_key(key))
             .content_length(bytes.len() as i64)
             .checksum_sha256(base64::encode(digest))
+            .set_server_side_encryption(self.sse_header())
+            .set_ssekms_key_id(self.sse_kms_key_id())
             .body(ByteStream::from(bytes.to_vec()))
             .send()
             .await
@@ -1029,7 +1066,25 @@ fn build_client(credentials: Credentials, s: &Settings<'_>) -> Client {
             ResponseChecksumValidation::WhenSupported,
         ),
     };
-    let config = aws_sdk_s3::Config::builder()
+    let mut config = aws_sdk_s3::Config::builder();
+    if let Some(pem) = &s.ca_pem {
+        use aws_smithy_http_client::tls;
+        // The SDK's own client (rustls on aws-lc), trusting the private CA instead of the
+        // public roots.
+        let context = tls::TlsContext::builder()
+            .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem.clone()))
+            .build()
+            .expect("a trust store of PEM certificates always builds");
+        config = config.http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context)
+                .build_https(),
+        );
+    }
+    let config = config
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(s.endpoint)
         .region(Region::new(s.region.to_owned()))

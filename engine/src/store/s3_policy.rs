@@ -31,7 +31,7 @@ use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
 
 use super::s3::{S3Store, http_status, sdk_io_error};
-use crate::config::TierConfig;
+use crate::config::{ServerSideEncryption, TierConfig, TierKind};
 use crate::{Error, Result};
 
 /// Days after which an unfinished multipart upload (a crashed sync) is aborted: long enough
@@ -50,13 +50,34 @@ pub fn whole_days(secs: u64) -> i32 {
 pub struct BucketPolicy {
     /// Days after which a replaced or deleted (noncurrent) version is removed.
     pub noncurrent_days: i32,
+    /// The bucket's default encryption, when the tier asks for server-side encryption.
+    pub default_encryption: Option<DefaultEncryption>,
+}
+
+/// The algorithm of a bucket's default encryption (the KMS key id comes from the tier).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DefaultEncryption {
+    Aes256,
+    Kms,
 }
 
 impl BucketPolicy {
     /// The policy for an s3 tier, from its `noncurrent_expiry`.
     pub fn for_tier(tier: &TierConfig) -> BucketPolicy {
+        let default_encryption = match &tier.kind {
+            TierKind::S3 {
+                server_side_encryption: Some(ServerSideEncryption::Aes256),
+                ..
+            } => Some(DefaultEncryption::Aes256),
+            TierKind::S3 {
+                server_side_encryption: Some(ServerSideEncryption::Kms(_)),
+                ..
+            } => Some(DefaultEncryption::Kms),
+            _ => None,
+        };
         BucketPolicy {
             noncurrent_days: whole_days(tier.noncurrent_expiry),
+            default_encryption,
         }
     }
 
@@ -76,6 +97,10 @@ impl BucketPolicy {
             PolicyPart::AbortIncompleteMultipart => {
                 format!("incomplete multipart uploads aborted after {ABORT_MULTIPART_DAYS} days")
             }
+            PolicyPart::DefaultEncryption => match self.default_encryption {
+                Some(DefaultEncryption::Kms) => "default encryption aws:kms".into(),
+                _ => "default encryption AES256".into(),
+            },
         }
     }
 }
@@ -91,6 +116,9 @@ pub enum PolicyPart {
     NoncurrentExpiration,
     ExpiredDeleteMarkers,
     AbortIncompleteMultipart,
+    /// Only for a tier with `server_side_encryption` (so not in [`PolicyPart::ALL`]): the
+    /// bucket encrypts what is written without the header too.
+    DefaultEncryption,
 }
 
 impl PolicyPart {
@@ -106,7 +134,10 @@ impl PolicyPart {
     /// The lifecycle rule id used for this part (None for the parts that are not a rule).
     pub fn rule_id(self) -> Option<&'static str> {
         match self {
-            PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => None,
+            PolicyPart::Bucket
+            | PolicyPart::Versioning
+            | PolicyPart::NoCurrentExpiry
+            | PolicyPart::DefaultEncryption => None,
             PolicyPart::NoncurrentExpiration => Some("tierback-noncurrent-expire"),
             PolicyPart::ExpiredDeleteMarkers => Some("tierback-expired-delete-markers"),
             PolicyPart::AbortIncompleteMultipart => Some("tierback-abort-multipart"),
@@ -307,6 +338,12 @@ pub fn apply_bucket_policy(store: &S3Store, policy: BucketPolicy) -> PolicyRepor
             || matches!(parts[1].outcome, Outcome::Unconfirmed(_));
         let (lifecycle, removed) = apply_lifecycle(store, policy, versioned).await;
         parts.extend(lifecycle);
+        if policy.default_encryption.is_some() {
+            parts.push(PartOutcome {
+                part: PolicyPart::DefaultEncryption,
+                outcome: apply_default_encryption(store).await,
+            });
+        }
         PolicyReport { parts, removed }
     })
 }
@@ -385,6 +422,73 @@ async fn ensure_bucket(store: &S3Store) -> Outcome {
     }
 }
 
+/// Sets the bucket's default encryption to the tier's `server_side_encryption` and reads it
+/// back.
+async fn apply_default_encryption(store: &S3Store) -> Outcome {
+    use aws_sdk_s3::types::{
+        ServerSideEncryption as Sse, ServerSideEncryptionByDefault,
+        ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    };
+    let (client, _) = store.client();
+    let (algorithm, key_id) = match store.server_side_encryption() {
+        Some(ServerSideEncryption::Aes256) => (Sse::Aes256, None),
+        Some(ServerSideEncryption::Kms(id)) => (Sse::AwsKms, id.clone()),
+        None => return Outcome::Applied,
+    };
+    let by_default = match ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(algorithm.clone())
+        .set_kms_master_key_id(key_id)
+        .build()
+    {
+        Ok(d) => d,
+        Err(e) => return Outcome::Refused(e.to_string()),
+    };
+    let config = ServerSideEncryptionConfiguration::builder()
+        .rules(
+            ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(by_default)
+                .build(),
+        )
+        .build();
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return Outcome::Refused(e.to_string()),
+    };
+    if let Err(e) = client
+        .put_bucket_encryption()
+        .bucket(store.bucket())
+        .server_side_encryption_configuration(config)
+        .send()
+        .await
+    {
+        return classify(http_status(&e), sdk_io_error(e));
+    }
+    match client
+        .get_bucket_encryption()
+        .bucket(store.bucket())
+        .send()
+        .await
+    {
+        Ok(out) => {
+            let kept = out
+                .server_side_encryption_configuration()
+                .map(|c| c.rules())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| r.apply_server_side_encryption_by_default())
+                .any(|d| *d.sse_algorithm() == algorithm);
+            if kept {
+                Outcome::Applied
+            } else {
+                Outcome::Refused(
+                    "accepted, but the bucket's encryption reads back without it".into(),
+                )
+            }
+        }
+        Err(e) => classify(http_status(&e), sdk_io_error(e)),
+    }
+}
+
 async fn apply_versioning(store: &S3Store) -> Outcome {
     let (client, _) = store.client();
     let put = client
@@ -449,9 +553,10 @@ fn rule(store: &S3Store, policy: BucketPolicy, part: PolicyPart) -> LifecycleRul
                 .days_after_initiation(ABORT_MULTIPART_DAYS)
                 .build(),
         ),
-        PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => {
-            unreachable!("{part:?} is not a lifecycle rule")
-        }
+        PolicyPart::Bucket
+        | PolicyPart::Versioning
+        | PolicyPart::NoCurrentExpiry
+        | PolicyPart::DefaultEncryption => unreachable!("{part:?} is not a lifecycle rule"),
     };
     builder.build().expect("status is set")
 }
@@ -466,7 +571,10 @@ fn does(policy: BucketPolicy, part: PolicyPart, r: &LifecycleRuleInfo) -> bool {
             PolicyPart::AbortIncompleteMultipart => {
                 r.abort_multipart_days == Some(ABORT_MULTIPART_DAYS)
             }
-            PolicyPart::Bucket | PolicyPart::Versioning | PolicyPart::NoCurrentExpiry => false,
+            PolicyPart::Bucket
+            | PolicyPart::Versioning
+            | PolicyPart::NoCurrentExpiry
+            | PolicyPart::DefaultEncryption => false,
         }
 }
 
@@ -684,6 +792,7 @@ mod tests {
     fn the_policy_names_its_days() {
         let p = BucketPolicy {
             noncurrent_days: 45,
+            default_encryption: None,
         };
         assert_eq!(
             p.describe(PolicyPart::NoncurrentExpiration),
