@@ -1066,24 +1066,24 @@ fn build_client(credentials: Credentials, s: &Settings<'_>) -> Client {
             ResponseChecksumValidation::WhenSupported,
         ),
     };
-    let mut config = aws_sdk_s3::Config::builder();
-    if let Some(pem) = &s.ca_pem {
-        use aws_smithy_http_client::tls;
-        // The SDK's own client (rustls on aws-lc), trusting the private CA instead of the
-        // public roots.
-        let context = tls::TlsContext::builder()
-            .with_trust_store(tls::TrustStore::empty().with_pem_certificate(pem.clone()))
-            .build()
-            .expect("a trust store of PEM certificates always builds");
-        config = config.http_client(
-            aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .tls_context(context)
-                .build_https(),
-        );
-    }
+    use aws_smithy_http_client::tls;
+    // rustls on ring, trusting the system's roots, or only the private CA of `ca_file`.
+    let trust = match &s.ca_pem {
+        Some(pem) => tls::TrustStore::empty().with_pem_certificate(pem.clone()),
+        None => tls::TrustStore::default(),
+    };
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .expect("a trust store of PEM certificates always builds");
+    let config = aws_sdk_s3::Config::builder().http_client(
+        aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .tls_context(context)
+            .build_https(),
+    );
     let config = config
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(s.endpoint)
