@@ -167,18 +167,32 @@ impl Sim {
     fn run(&mut self, days: i64) -> BTreeMap<&'static str, Totals> {
         let mut totals = BTreeMap::new();
         let started = std::time::Instant::now();
+        // Where the time goes: tierback itself, the test's view of the tiers, the daily checks.
+        let mut spent = [std::time::Duration::ZERO; 3];
         for day in 0..days {
             if day % 50 == 0 {
-                eprintln!("day {day}: {:.0} s", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "day {day}: {:.0} s (tierback {:.0} s, observing {:.0} s, checks {:.0} s)",
+                    started.elapsed().as_secs_f64(),
+                    spent[0].as_secs_f64(),
+                    spent[1].as_secs_f64(),
+                    spent[2].as_secs_f64()
+                );
             }
             for hour in 0..24 {
                 // Cron starts `run` a few minutes past the hour.
                 let now = START + day * DAY + hour * HOUR + 300;
+                let t = std::time::Instant::now();
                 tierback(&self.config, &self.env, now, &["run", "--quiet"]);
+                spent[0] += t.elapsed();
+                let t = std::time::Instant::now();
                 self.observe(now);
+                spent[1] += t.elapsed();
             }
             let now = START + day * DAY + 23 * HOUR + 300;
+            let t = std::time::Instant::now();
             totals = self.check_day(day, now);
+            spent[2] += t.elapsed();
         }
         totals
     }
@@ -379,6 +393,10 @@ fn days(default: i64) -> i64 {
 fn a_year_of_cron_on_three_tiers_converges_to_the_desired_state() {
     let scratch = scratch();
     let dir = scratch.path().to_owned();
+    if std::env::var_os("TIERBACK_SIM_KEEP").is_some() {
+        // Keep the final state for profiling a late `run` by hand.
+        eprintln!("keeping {}", scratch.keep().display());
+    }
     let offsite_dir = dir.join("offsite");
     std::fs::create_dir_all(&offsite_dir).unwrap();
     // The object tier is a directory standing in for MinIO (with an object tier's 30-day
