@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tierback_tests::Env;
 use tierback_tests::rclone::Remotes;
+use tierback_tests::{Env, files_under};
 
 const ROUNDS: u64 = 10;
 
@@ -79,27 +79,11 @@ fn kill_during(env: &Env, args: &[&str], vars: &[(String, String)], delay: Durat
     }
 }
 
-/// Files under `dir` in staging places (`.partial`, `.tierback-partial`), relative.
+/// Files under `dir` in staging places (`.partial`, `.tierback-partial`).
 fn staging(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for name in [".partial", ".tierback-partial"] {
-        let d = dir.join(name);
-        for e in walk(&d) {
-            out.push(e);
-        }
-    }
-    out
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
+        out.extend(files_under(&dir.join(name)));
     }
     out
 }
@@ -224,9 +208,9 @@ fn kill_9_of_sync_and_prune_leaves_no_process_no_staging_and_everything_verifies
                 .count()
         })
         .sum();
-    let on_tiers = walk(&minio)
+    let on_tiers = files_under(&minio)
         .into_iter()
-        .chain(walk(&remotes.plain_dir()))
+        .chain(files_under(&remotes.plain_dir()))
         .filter(|f| f.ends_with(".gz"))
         .count();
     assert_eq!(recorded, on_tiers);

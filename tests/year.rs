@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use tierback_tests::files_under;
 use tierback_tests::garage::Garage;
 use tierback_tests::rclone::Remotes;
 use tierback_tests::sim::{
@@ -480,20 +481,7 @@ fn a_month_on_garage_and_a_crypt_remote() {
         &format!("{days} simulated days on Garage and crypt:"),
     );
     // Nothing offsite is readable without the crypt password.
-    for f in walk(&remotes.crypt_dir()) {
+    for f in files_under(&remotes.crypt_dir()) {
         assert!(!f.contains("postgresql"), "plaintext name {f}");
     }
-}
-
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p.display().to_string());
-        }
-    }
-    out
 }

@@ -802,9 +802,8 @@ impl Config {
                     None => Ok(default),
                 }
             };
-            let transport = |ca: &Option<Spanned<PathBuf>>, insecure: Option<bool>| {
-                transport_of(ca, insecure, &resolve).map_err(|(sp, m)| at(sp, m))
-            };
+            let transport = transport_of(&t.ca_file, t.allow_insecure_http, &resolve)
+                .map_err(|(sp, m)| at(sp, m))?;
             let timeout_secs = match &t.timeout {
                 Some(v) => parse_age(v.get_ref())
                     .map_err(|e| at(v.span(), format!("[tiers.{name}] timeout: {e}")))?,
@@ -892,12 +891,12 @@ impl Config {
                 "s3" => TierKind::S3 {
                     endpoint: {
                         let endpoint = need(t.endpoint, "endpoint")?;
-                        transport(&t.ca_file, t.allow_insecure_http)?
+                        transport
                             .check_url(&endpoint, &format!("[tiers.{name}]"), "endpoint")
                             .map_err(|m| at(span.clone(), m))?;
                         endpoint
                     },
-                    transport: transport(&t.ca_file, t.allow_insecure_http)?,
+                    transport,
                     server_side_encryption: match &t.server_side_encryption {
                         None if t.sse_kms_key_id.is_some() => {
                             return Err(at(

@@ -142,6 +142,13 @@ impl Env {
     }
 }
 
+/// Every file under `dir` (recursively), as full paths; none if `dir` is missing.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(Path::new(""), dir, &mut out);
+    out
+}
+
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
