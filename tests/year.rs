@@ -14,8 +14,8 @@ use tierback_tests::files_under;
 use tierback_tests::garage::Garage;
 use tierback_tests::rclone::Remotes;
 use tierback_tests::sim::{
-    Backup, DAY, DirView, HOUR, Ledger, Model, Rules, StoreView, TierView, metric, parse_key,
-    promtool_check, rfc3339, tierback,
+    Backup, DAY, DirView, HOUR, Ledger, Model, PromtoolCheck, Rules, StoreView, TierView, metric,
+    parse_key, promtool_start, rfc3339, tierback,
 };
 
 /// Monday 2027-01-04 00:00:00 UTC.
@@ -153,6 +153,8 @@ struct Sim {
     env: Vec<(String, String)>,
     tiers: Vec<(&'static str, Model, Box<dyn TierView>, Ledger)>,
     backups: Vec<Backup>,
+    /// The last day's `promtool check metrics`, still running.
+    promtool: Option<PromtoolCheck>,
 }
 
 /// Per-day figures of one tier, for the table printed at the end.
@@ -195,25 +197,27 @@ impl Sim {
             totals = self.check_day(day, now);
             spent[2] += t.elapsed();
         }
+        if let Some(last) = self.promtool.take() {
+            last.finish();
+        }
         totals
     }
 
     /// After each run: what every tier holds now. New keys on the first tier are new backups.
     fn observe(&mut self, now: i64) {
         for (i, (name, _, view, ledger)) in self.tiers.iter_mut().enumerate() {
-            let objects = view.objects();
+            let new = ledger.observe(name, now, view.changes());
             if i == 0 {
-                for key in objects.keys().filter(|k| !ledger.present.contains_key(*k)) {
+                for key in new {
                     let (service, taken_at) =
-                        parse_key(key).unwrap_or_else(|| panic!("unexpected key {key}"));
+                        parse_key(&key).unwrap_or_else(|| panic!("unexpected key {key}"));
                     self.backups.push(Backup {
                         service,
                         taken_at,
-                        key: key.clone(),
+                        key,
                     });
                 }
             }
-            ledger.observe(name, now, objects);
         }
     }
 
@@ -221,7 +225,14 @@ impl Sim {
     fn check_day(&mut self, day: i64, now: i64) -> BTreeMap<&'static str, Totals> {
         let when = rfc3339(now);
         let text = std::fs::read_to_string(self.dir.join("tierback.prom")).unwrap();
-        promtool_check(&text);
+        // promtool takes longer than a simulated hour: it checks today's text beside
+        // tomorrow's runs, and its verdict is in before the next day's checks.
+        if let Some(previous) = self
+            .promtool
+            .replace(promtool_start(&format!("{when}: "), &text))
+        {
+            previous.finish();
+        }
         let mut totals = BTreeMap::new();
         let backups_today = self
             .backups
@@ -429,6 +440,7 @@ fn a_year_of_cron_on_three_tiers_converges_to_the_desired_state() {
             .map(|(name, model)| (name, model, views.remove(0), Ledger::default()))
             .collect(),
         backups: Vec::new(),
+        promtool: None,
     };
     let days = days(400);
     let totals = sim.run(days);
@@ -467,12 +479,13 @@ fn a_month_on_garage_and_a_crypt_remote() {
             .into_iter()
             .zip([
                 Box::new(DirView::new(&dir.join("local"))) as Box<dyn TierView>,
-                Box::new(StoreView(minio_store)),
-                Box::new(StoreView(Box::new(offsite_store))),
+                Box::new(StoreView::new(minio_store)),
+                Box::new(StoreView::new(Box::new(offsite_store))),
             ])
             .map(|((name, model), view)| (name, model, view, Ledger::default()))
             .collect(),
         backups: Vec::new(),
+        promtool: None,
     };
     let days = days(30).min(30);
     let totals = sim.run(days);
@@ -484,4 +497,41 @@ fn a_month_on_garage_and_a_crypt_remote() {
     for f in files_under(&remotes.crypt_dir()) {
         assert!(!f.contains("postgresql"), "plaintext name {f}");
     }
+}
+
+/// The simulation's own eyes: a key written again, or back after it went, is caught even
+/// when both happen between two looks.
+#[test]
+fn the_ledger_catches_a_key_written_twice_or_coming_back() {
+    let scratch = scratch();
+    let day = scratch.path().join("pg/2027-01-04");
+    std::fs::create_dir_all(&day).unwrap();
+    let write = |name: &str| {
+        // A new file renamed into place, as tierback writes.
+        let tmp = day.join(".tmp");
+        std::fs::write(&tmp, name).unwrap();
+        std::fs::rename(&tmp, day.join(name)).unwrap();
+    };
+    let look = |view: &mut DirView, ledger: &mut Ledger| {
+        let changes = view.changes();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ledger.observe("t", START, changes)
+        }))
+    };
+    let (mut view, mut ledger) = (DirView::new(scratch.path()), Ledger::default());
+    write("a_000000.sql.gz");
+    write("b_000000.sql.gz");
+    assert_eq!(look(&mut view, &mut ledger).unwrap().len(), 2);
+    assert!(look(&mut view, &mut ledger).unwrap().is_empty());
+    // Removed, then (later) back: caught.
+    std::fs::remove_file(day.join("a_000000.sql.gz")).unwrap();
+    assert!(look(&mut view, &mut ledger).unwrap().is_empty());
+    assert_eq!(ledger.gone.len(), 1);
+    write("a_000000.sql.gz");
+    assert!(look(&mut view, &mut ledger).is_err(), "came back unseen");
+    // Written again between two looks: caught by its new identity.
+    let (mut view, mut ledger) = (DirView::new(scratch.path()), Ledger::default());
+    look(&mut view, &mut ledger).unwrap();
+    write("b_000000.sql.gz");
+    assert!(look(&mut view, &mut ledger).is_err(), "rewrite unseen");
 }

@@ -20,6 +20,15 @@ where
     O: Send,
     E: Send,
 {
+    // A single item (a small file's one block) is not worth starting threads for: verify
+    // checks thousands of such copies in a pass.
+    if inputs.size_hint().1.is_some_and(|n| n <= 1) {
+        let mut state = init();
+        for item in inputs {
+            sink(work(&mut state, item?))?;
+        }
+        return Ok(());
+    }
     let threads = threads.max(1);
     let depth = depth.max(threads);
     let (job_tx, job_rx) = sync_channel::<(I, SyncSender<O>)>(threads);
@@ -123,6 +132,25 @@ mod tests {
             pulled < 100,
             "kept reading input after the sink failed: {pulled}"
         );
+    }
+
+    #[test]
+    fn one_item_runs_on_the_calling_thread() {
+        let caller = std::thread::current().id();
+        let mut seen = Vec::new();
+        ordered_map(
+            std::iter::once(Ok::<_, ()>(3)),
+            4,
+            8,
+            || (),
+            |_, i| (i * 2, std::thread::current().id()),
+            |o| {
+                seen.push(o);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, vec![(6, caller)]);
     }
 
     #[test]

@@ -85,7 +85,7 @@ impl Entry {
 pub fn from_catalog(config: &Config, catalog: &Catalog, now: i64) -> Result<Vec<Entry>> {
     let artifacts = catalog.artifacts_without_facts(None)?;
     let history = catalog.history()?;
-    let retired = catalog.retired()?;
+    let retired = catalog.retired(None)?;
     let snap = Snapshot {
         artifacts: &artifacts,
         history: &history,
@@ -94,7 +94,8 @@ pub fn from_catalog(config: &Config, catalog: &Catalog, now: i64) -> Result<Vec<
     Ok(plan(config, &snap, now))
 }
 
-/// [`uploads`] for what the catalog holds now, given its artifacts (already read by the caller).
+/// [`uploads`] for what the catalog holds now, given its artifacts (already read by the caller:
+/// all of them, or only those [`upload_inputs`] names).
 pub fn uploads_from_catalog(
     config: &Config,
     catalog: &Catalog,
@@ -103,7 +104,8 @@ pub fn uploads_from_catalog(
     tiers: &[&TierConfig],
 ) -> Result<Vec<Entry>> {
     let history = catalog.history()?;
-    let retired = catalog.retired()?;
+    let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+    let retired = catalog.retired(Some(&names))?;
     let snap = Snapshot {
         artifacts,
         history: &history,
@@ -121,6 +123,10 @@ pub fn plan(config: &Config, snap: &Snapshot, now: i64) -> Vec<Entry> {
 /// What `tiers` lack: their uploads and repairs, as [`plan`] has them. The holds that keep a
 /// copy for another tier need every tier's plan, so only [`plan`] has them; sync, which only
 /// sends, asks for the tiers it syncs.
+///
+/// The snapshot's artifacts may be limited to what [`upload_inputs`] names: a backup one of
+/// the tiers holds whole is never sent or repaired there, and only counts for the holds that
+/// keep a copy (`newest verified`) and for the base backups a WAL archive follows.
 pub fn uploads(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig]) -> Vec<Entry> {
     plan_tiers(config, snap, now, tiers)
         .into_iter()
@@ -154,6 +160,28 @@ fn plan_tiers(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig])
         hold_sources(config, &mut entries, &live);
     }
     entries
+}
+
+/// What [`uploads`] for `tiers` needs of the catalog's artifacts: those of every backup that
+/// lacks something on one of them (an artifact with no present copy there), and every backup
+/// of the services a WAL archive follows (its base backups decide which WAL a tier keeps).
+/// [`Catalog::artifacts_lacking`] reads just these.
+pub fn upload_inputs<'a>(
+    config: &'a Config,
+    tiers: &[&'a TierConfig],
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    let names = tiers.iter().map(|t| t.name.as_str()).collect();
+    let bases = config
+        .services
+        .values()
+        .filter_map(|s| match &s.driver {
+            Driver::PostgresWal {
+                base: Some(base), ..
+            } => Some(base.as_str()),
+            _ => None,
+        })
+        .collect();
+    (names, bases)
 }
 
 /// One service's backups on one tier (`list` newest first).
@@ -774,5 +802,160 @@ mod tests {
         assert_eq!(kept_ids(&plan_of(&config, &list, now), "wal"), [10, 11, 12]);
         list[6].copies[0].verified_at = Some(0);
         assert_eq!(kept_ids(&plan_of(&config, &list, now), "wal"), [10]);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::artifact::format::testing::config as cases;
+
+        const TIERS: [&str; 3] = ["local", "s3", "offsite"];
+
+        fn three_tiers() -> Config {
+            Config::parse(
+                "[catalog]\npath = \"/tmp/x.db\"\n\
+                 [tiers.local]\ntype = \"local\"\npath = \"/tmp/l\"\nretention = { keep_last = 3 }\n\
+                 [tiers.s3]\ntype = \"local\"\npath = \"/tmp/s\"\nretention = { keep_within = \"2d\" }\n\
+                 [tiers.offsite]\ntype = \"local\"\npath = \"/tmp/o\"\ncopy = [\"daily\"]\n\
+                 retention = { keep_daily = 2, keep_pinned = true }\n\
+                 [services.base]\ndriver = \"postgres\"\nbase_backup = true\n\
+                 [services.wal]\ndriver = \"postgres_wal\"\nspool = \"/tmp/w\"\nbase = \"base\"\n\
+                 [services.pg]\ndriver = \"command\"\ncommand = [\"true\"]\n",
+                std::path::Path::new("/tmp/t.toml"),
+            )
+            .unwrap()
+        }
+
+        /// A copy's state on one tier: none, present (verified or not), corrupt, or a tombstone.
+        fn copy_state() -> impl Strategy<Value = Option<(&'static str, bool)>> {
+            prop_oneof![
+                Just(None),
+                Just(Some((PRESENT, true))),
+                Just(Some((PRESENT, false))),
+                Just(Some((CORRUPT, true))),
+                Just(Some((MISSING, true))),
+            ]
+        }
+
+        /// Backups of three services (base backups, the WAL that follows them, plain dumps)
+        /// over four days, one or two files each, in any state on any tier, some pinned, some
+        /// retired from some tier.
+        fn world() -> impl Strategy<
+            Value = (
+                Vec<BackupEntry>,
+                Vec<ArtifactRecord>,
+                HashMap<String, HashSet<i64>>,
+            ),
+        > {
+            let backup = (
+                0..3usize,
+                0..96i64,
+                any::<bool>(),
+                prop::collection::vec(prop::collection::vec(copy_state(), 3), 0..3),
+                prop::collection::vec(any::<bool>(), 3),
+            );
+            prop::collection::vec(backup, 1..24).prop_map(|backups| {
+                let (mut history, mut artifacts, mut retired) = (vec![], vec![], HashMap::new());
+                for (i, (service, hour, pinned, files, gone)) in backups.into_iter().enumerate() {
+                    let id = i as i64 + 1;
+                    let service = ["base", "wal", "pg"][service];
+                    let taken_at = MONDAY + hour * HOUR + i as i64;
+                    history.push(BackupEntry {
+                        id,
+                        service: service.into(),
+                        taken_at,
+                        pinned,
+                    });
+                    for (j, states) in files.iter().enumerate() {
+                        let file = if service == "base" {
+                            format!("base_{j}.tar")
+                        } else {
+                            format!("f{j}")
+                        };
+                        artifacts.push(ArtifactRecord {
+                            id: id * 10 + j as i64,
+                            file: file.clone(),
+                            key: format!("{service}/d/{id}/{file}.gz"),
+                            pinned,
+                            copies: TIERS
+                                .iter()
+                                .zip(states)
+                                .filter_map(|(tier, s)| {
+                                    s.map(|(state, verified)| CopyRecord {
+                                        verified_at: verified.then_some(0),
+                                        ..copy(tier, state)
+                                    })
+                                })
+                                .collect(),
+                            ..ArtifactRecord::for_test(id, service, taken_at)
+                        });
+                    }
+                    for (tier, gone) in TIERS.iter().zip(gone) {
+                        if gone {
+                            retired
+                                .entry(tier.to_string())
+                                .or_insert_with(HashSet::new)
+                                .insert(id);
+                        }
+                    }
+                }
+                (history, artifacts, retired)
+            })
+        }
+
+        fn summary(entries: &[Entry]) -> Vec<String> {
+            let mut v: Vec<String> = entries
+                .iter()
+                .map(|e| {
+                    let (tier, id, action) = (&e.tier, e.backup_id, e.action);
+                    format!("{tier} {id} {action:?} {:?} {:?}", e.reasons, e.keys)
+                })
+                .collect();
+            v.sort();
+            v
+        }
+
+        proptest! {
+            #![proptest_config(cases())]
+
+            /// Sync plans from the artifacts `upload_inputs` names (what the catalog reads on
+            /// every run), and sends exactly what the plan over every artifact sends.
+            #[test]
+            fn uploads_from_what_the_tiers_lack_are_the_uploads_from_everything(
+                (history, artifacts, retired) in world(),
+                subset in 1..8usize,
+                hours_later in 0..72i64,
+            ) {
+                let config = three_tiers();
+                let now = MONDAY + 96 * HOUR + hours_later * HOUR;
+                let tiers: Vec<&TierConfig> = config
+                    .tiers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| subset & (1 << i) != 0)
+                    .map(|(_, t)| t)
+                    .collect();
+                let (names, bases) = upload_inputs(&config, &tiers);
+                // The catalog's selection (Catalog::artifacts_lacking), over records.
+                let lacking: HashSet<i64> = artifacts
+                    .iter()
+                    .filter(|a| {
+                        names.iter().any(|t| a.copy_on(t).is_none_or(|c| c.state != PRESENT))
+                            || bases.contains(&a.service.as_str())
+                    })
+                    .map(|a| a.backup_id)
+                    .collect();
+                let read: Vec<ArtifactRecord> = artifacts
+                    .iter()
+                    .filter(|a| lacking.contains(&a.backup_id))
+                    .cloned()
+                    .collect();
+                let snap = |artifacts| Snapshot { artifacts, history: &history, retired: &retired };
+                let everything = uploads(&config, &snap(&artifacts), now, &tiers);
+                let read_only = uploads(&config, &snap(&read), now, &tiers);
+                prop_assert_eq!(summary(&read_only), summary(&everything));
+            }
+        }
     }
 }

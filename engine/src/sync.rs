@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::metadata::ArtifactMetadata;
 use crate::backup::{lock_dir, primary_store};
-use crate::catalog::{ArtifactRecord, CORRUPT, Catalog, PRESENT};
+use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
 use crate::clock::now;
 use crate::config::{Config, TierConfig};
 use crate::error::IoContext;
@@ -69,19 +69,19 @@ pub fn sync_tiers(
     tiers: &[&TierConfig],
 ) -> Result<Vec<TierReport>> {
     let primary = primary_store(config)?;
-    let artifacts = catalog.artifacts_without_facts(None)?;
     // The first tier is only ever repaired: leave it out unless it holds a corrupt copy.
     let first = config.primary_tier()?.name.as_str();
+    let first_corrupt = catalog.has_corrupt_copy(first)?;
     let tiers: Vec<&TierConfig> = tiers
         .iter()
         .copied()
-        .filter(|t| {
-            t.name.as_str() != first
-                || artifacts
-                    .iter()
-                    .any(|a| a.copy_on(first).is_some_and(|c| c.state == CORRUPT))
-        })
+        .filter(|t| t.name.as_str() != first || first_corrupt)
         .collect();
+    if tiers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (names, bases) = crate::plan::upload_inputs(config, &tiers);
+    let artifacts = catalog.artifacts_lacking(&names, &bases)?;
     let plan = crate::plan::uploads_from_catalog(config, catalog, &artifacts, now(), &tiers)?;
     let mut reports = Vec::new();
     for tier in tiers {

@@ -11,6 +11,7 @@
 //! `verify --tier T` read everything.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -69,7 +70,10 @@ pub fn verify(
     now: i64,
     mut each: impl FnMut(&Checked),
 ) -> Result<Vec<TierSummary>> {
-    let artifacts = catalog.artifacts(service)?;
+    let mut artifacts = catalog.artifacts_without_facts(service)?;
+    // Newest first, as `list` shows them: the order `verify --all` reports in.
+    artifacts
+        .sort_by(|a, b| (b.taken_at, &a.service, &a.file).cmp(&(a.taken_at, &b.service, &b.file)));
     // One run per service, so metrics can report each service's verification time.
     let mut service_runs: BTreeMap<String, (i64, bool)> = BTreeMap::new();
     let mut summaries = Vec::new();
@@ -127,6 +131,7 @@ pub fn verify(
             }
         };
         let run = catalog.begin_run(name, TIER_RUN)?;
+        let mut results = Results::new(catalog, name);
         for i in order {
             let a = held[i];
             if !service_runs.contains_key(&a.service) {
@@ -135,7 +140,7 @@ pub fn verify(
             }
             let index = catalog.block_index(a.id)?;
             let problems = verify_copy(store.as_ref(), a, &index, config.defaults.threads)?;
-            catalog.record_verification(a.id, name, &problems)?;
+            results.push(a.id, problems.clone())?;
             summary.checked += 1;
             summary.bytes += a.stored_size;
             if !problems.is_empty() {
@@ -150,6 +155,7 @@ pub fn verify(
                 problems,
             });
         }
+        results.flush()?;
         let status = if summary.failed == 0 { "ok" } else { "failed" };
         catalog.finish_run(run, status, None, None)?;
         catalog.set_run_bytes(run, summary.bytes)?;
@@ -164,6 +170,60 @@ pub fn verify(
         )?;
     }
     Ok(summaries)
+}
+
+/// Verification results on their way to the catalog, a batch per transaction: a pass over a
+/// tier of thousands of small copies is a few commits (fsyncs), not two per copy. A batch is
+/// written after [`Results::BATCH`] copies or [`Results::WAIT`], so a crash forgets at most a
+/// second's checks (they are redone), and when the pass ends or stops on an error.
+struct Results<'a> {
+    catalog: &'a Catalog,
+    tier: &'a str,
+    pending: Vec<(i64, Vec<String>)>,
+    since: Instant,
+}
+
+impl<'a> Results<'a> {
+    const BATCH: usize = 256;
+    const WAIT: Duration = Duration::from_secs(1);
+
+    fn new(catalog: &'a Catalog, tier: &'a str) -> Self {
+        Results {
+            catalog,
+            tier,
+            pending: Vec::new(),
+            since: Instant::now(),
+        }
+    }
+
+    fn push(&mut self, artifact_id: i64, problems: Vec<String>) -> Result<()> {
+        if self.pending.is_empty() {
+            self.since = Instant::now();
+        }
+        self.pending.push((artifact_id, problems));
+        if self.pending.len() >= Self::BATCH || self.since.elapsed() >= Self::WAIT {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            self.catalog
+                .record_verifications(self.tier, &self.pending)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Results<'_> {
+    /// A pass stopped by an error still records what it checked before it.
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(tier = %self.tier, "cannot record verifications: {e}");
+        }
+    }
 }
 
 /// A copy a scheduled pass may read.

@@ -77,14 +77,11 @@ impl Model {
         };
         for (service, mut list) in by_service {
             list.sort_by_key(|b| b.taken_at);
-            // Selection: oldest first, the first of each period.
+            // Selection: oldest first, the first of each period (the list is in time order,
+            // so a backup is the first of its period when the one before it is not in it).
             let mut selected: Vec<&Backup> = Vec::new();
-            for b in &list {
-                let first_of = |f: Period| {
-                    !list
-                        .iter()
-                        .any(|o| o.taken_at < b.taken_at && f(o.taken_at) == f(b.taken_at))
-                };
+            for (i, b) in list.iter().enumerate() {
+                let first_of = |f: Period| i == 0 || f(list[i - 1].taken_at) != f(b.taken_at);
                 let pick = self.copy.iter().any(|c| match *c {
                     "all" => true,
                     "daily" => first_of(day_of),
@@ -189,15 +186,52 @@ pub fn parse_key(key: &str) -> Option<(String, i64)> {
 /// How the simulation looks at a tier: the `.gz` keys it holds, each with an identity that
 /// changes when the object is written again.
 pub trait TierView {
-    fn objects(&mut self) -> BTreeMap<String, u64>;
+    /// What changed since the previous look (the first look: everything there).
+    fn changes(&mut self) -> Changes;
+}
+
+/// Keys that appeared on a tier, or were written again (their identity changed), and keys
+/// that went.
+#[derive(Default, Debug)]
+pub struct Changes {
+    pub appeared: Vec<(String, u64)>,
+    pub vanished: Vec<String>,
+}
+
+impl Changes {
+    /// The difference from `old` to `new` (each key's identity), keys prefixed by `prefix`.
+    fn between<'a>(
+        &mut self,
+        prefix: &str,
+        old: impl IntoIterator<Item = (&'a String, u64)>,
+        new: impl IntoIterator<Item = (&'a String, u64)>,
+    ) {
+        let old: HashMap<&String, u64> = old.into_iter().collect();
+        let new: HashMap<&String, u64> = new.into_iter().collect();
+        for (key, id) in &new {
+            if old.get(key) != Some(id) {
+                self.appeared.push((format!("{prefix}{key}"), *id));
+            }
+        }
+        for key in old.keys().filter(|k| !new.contains_key(*k)) {
+            self.vanished.push(format!("{prefix}{key}"));
+        }
+    }
 }
 
 /// A tier that is a directory (local tiers, an rclone `local` remote): readdir, re-reading
 /// only the date directories whose mtime changed; the identity is the inode (every write is a
-/// new file renamed into place).
+/// new file renamed into place, so a key written again between two looks is seen too).
 pub struct DirView {
     root: PathBuf,
-    dirs: HashMap<PathBuf, (std::time::SystemTime, Vec<(String, u64)>)>,
+    dirs: HashMap<PathBuf, DateDir>,
+}
+
+/// A date directory as last read: its mtime then, its key prefix, its `.gz` files.
+struct DateDir {
+    mtime: std::time::SystemTime,
+    prefix: String,
+    files: Vec<(String, u64)>,
 }
 
 impl DirView {
@@ -210,14 +244,15 @@ impl DirView {
 }
 
 impl TierView for DirView {
-    fn objects(&mut self) -> BTreeMap<String, u64> {
+    fn changes(&mut self) -> Changes {
         use std::os::unix::fs::DirEntryExt;
-        let mut out = BTreeMap::new();
+        let mut changes = Changes::default();
         let mut seen = HashSet::new();
-        let Ok(services) = std::fs::read_dir(&self.root) else {
-            return out;
-        };
-        for service in services.flatten() {
+        let services = std::fs::read_dir(&self.root)
+            .into_iter()
+            .flatten()
+            .flatten();
+        for service in services {
             let sname = service.file_name().to_string_lossy().into_owned();
             if sname.starts_with('.') || !service.path().is_dir() {
                 continue;
@@ -232,44 +267,86 @@ impl TierView for DirView {
                     continue;
                 };
                 seen.insert(path.clone());
-                let fresh = self.dirs.get(&path).is_some_and(|(t, _)| *t == mtime);
-                if !fresh {
-                    let files: Vec<(String, u64)> = std::fs::read_dir(&path)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter_map(|f| {
-                            let name = f.file_name().to_string_lossy().into_owned();
-                            name.ends_with(".gz").then(|| (name, f.ino()))
-                        })
-                        .collect();
-                    self.dirs.insert(path.clone(), (mtime, files));
+                if self.dirs.get(&path).is_some_and(|d| d.mtime == mtime) {
+                    continue;
                 }
-                let date_name = date.file_name().to_string_lossy().into_owned();
-                for (name, ino) in &self.dirs[&path].1 {
-                    out.insert(format!("{sname}/{date_name}/{name}"), *ino);
-                }
+                let files: Vec<(String, u64)> = std::fs::read_dir(&path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|f| {
+                        let name = f.file_name().to_string_lossy().into_owned();
+                        name.ends_with(".gz").then(|| (name, f.ino()))
+                    })
+                    .collect();
+                // A directory changed within the filesystem's timestamp granularity (coarse
+                // clock ticks) could change again with the same mtime: read it again next time.
+                let racy = std::time::SystemTime::now()
+                    .duration_since(mtime)
+                    .map_or(true, |age| age < std::time::Duration::from_millis(100));
+                let mtime = if racy { std::time::UNIX_EPOCH } else { mtime };
+                let prefix = format!("{sname}/{}/", date.file_name().to_string_lossy());
+                let old = self.dirs.get(&path).map_or(&[][..], |d| d.files.as_slice());
+                changes.between(
+                    &prefix,
+                    old.iter().map(|(n, i)| (n, *i)),
+                    files.iter().map(|(n, i)| (n, *i)),
+                );
+                let dir = DateDir {
+                    mtime,
+                    prefix,
+                    files,
+                };
+                self.dirs.insert(path, dir);
             }
         }
-        self.dirs.retain(|p, _| seen.contains(p));
-        out
+        self.dirs.retain(|path, dir| {
+            let here = seen.contains(path);
+            if !here {
+                let gone = dir.files.iter().map(|(n, _)| format!("{}{n}", dir.prefix));
+                changes.vanished.extend(gone);
+            }
+            here
+        });
+        changes
     }
 }
 
 /// A tier seen through tierback's own store (an S3 bucket, a crypt remote): its listing, the
 /// identity being the object's size (uploads cannot be told apart otherwise; the catalog's
 /// upload count is checked too).
-pub struct StoreView(pub Box<dyn tierback_engine::store::Store>);
+pub struct StoreView {
+    store: Box<dyn tierback_engine::store::Store>,
+    last: BTreeMap<String, u64>,
+}
+
+impl StoreView {
+    pub fn new(store: Box<dyn tierback_engine::store::Store>) -> StoreView {
+        StoreView {
+            store,
+            last: BTreeMap::new(),
+        }
+    }
+}
 
 impl TierView for StoreView {
-    fn objects(&mut self) -> BTreeMap<String, u64> {
-        self.0
+    fn changes(&mut self) -> Changes {
+        let now: BTreeMap<String, u64> = self
+            .store
             .list("")
             .expect("list the tier")
             .into_iter()
             .filter(|m| m.key.ends_with(".gz"))
             .map(|m| (m.key, m.size))
-            .collect()
+            .collect();
+        let mut changes = Changes::default();
+        changes.between(
+            "",
+            self.last.iter().map(|(k, v)| (k, *v)),
+            now.iter().map(|(k, v)| (k, *v)),
+        );
+        self.last = now;
+        changes
     }
 }
 
@@ -285,34 +362,33 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Takes in a new listing; panics if a key was written twice or came back after it went.
-    pub fn observe(&mut self, tier: &str, now: i64, objects: BTreeMap<String, u64>) {
-        for (key, id) in &objects {
-            match self.present.get(key) {
-                None => {
-                    assert!(
-                        !self.gone.contains(key),
-                        "{}: {key} came back to tier {tier} after it was removed",
-                        rfc3339(now)
-                    );
-                    self.uploaded += 1;
-                    self.uploaded_today += 1;
-                }
-                Some(old) => assert_eq!(
-                    old,
-                    id,
-                    "{}: {key} was written to tier {tier} a second time",
+    /// Takes in what changed; panics if a key was written twice or came back after it went.
+    /// Returns the keys new on the tier.
+    pub fn observe(&mut self, tier: &str, now: i64, changes: Changes) -> Vec<String> {
+        let mut new = Vec::new();
+        for key in changes.vanished {
+            assert!(self.present.remove(&key).is_some(), "{key} vanished twice");
+            self.gone.insert(key);
+            self.deleted += 1;
+        }
+        for (key, id) in changes.appeared {
+            if let Some(old) = self.present.get(&key) {
+                panic!(
+                    "{}: {key} was written to tier {tier} a second time ({old} → {id})",
                     rfc3339(now)
-                ),
+                );
             }
+            assert!(
+                !self.gone.contains(&key),
+                "{}: {key} came back to tier {tier} after it was removed",
+                rfc3339(now)
+            );
+            self.uploaded += 1;
+            self.uploaded_today += 1;
+            self.present.insert(key.clone(), id);
+            new.push(key);
         }
-        for key in self.present.keys() {
-            if !objects.contains_key(key) {
-                self.gone.insert(key.clone());
-                self.deleted += 1;
-            }
-        }
-        self.present = objects;
+        new
     }
 }
 
@@ -348,6 +424,12 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
 /// own metric names trip (`backup_age_hours`: not a base unit; `backup_files_count`: `_count`
 /// is for histograms).
 pub fn promtool_check(text: &str) {
+    promtool_start("", text).finish();
+}
+
+/// [`promtool_check`] started: it runs beside whatever comes next (the simulation's next
+/// day) until [`PromtoolCheck::finish`] asks for its verdict; `when` heads its complaint.
+pub fn promtool_start(when: &str, text: &str) -> PromtoolCheck {
     use std::io::Write;
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -356,27 +438,48 @@ pub fn promtool_check(text: &str) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool (Debian package prometheus; `make deps` installs it)");
+    // A metrics text is a few KiB: it fits in the pipe, so this never waits for promtool.
     child
         .stdin
         .take()
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let problems: Vec<&str> = report
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| !l.starts_with("backup_age_hours ") && !l.starts_with("backup_files_count "))
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "promtool check metrics: {problems:?}\n{text}"
-    );
+    PromtoolCheck {
+        child,
+        when: when.to_owned(),
+        text: text.to_owned(),
+    }
+}
+
+pub struct PromtoolCheck {
+    child: std::process::Child,
+    when: String,
+    text: String,
+}
+
+impl PromtoolCheck {
+    pub fn finish(self) {
+        let out = self.child.wait_with_output().unwrap();
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let problems: Vec<&str> = report
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter(|l| {
+                !l.starts_with("backup_age_hours ") && !l.starts_with("backup_files_count ")
+            })
+            .collect();
+        assert!(
+            problems.is_empty(),
+            "{}promtool check metrics: {problems:?}\n{}",
+            self.when,
+            self.text
+        );
+    }
 }
 
 pub fn rfc3339(t: i64) -> String {

@@ -193,7 +193,6 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
     }
 
     if let Some(path) = &config.metrics.textfile {
-        let catalog = Catalog::open_read_only(&config.catalog_path)?;
         let text = tierback_engine::metrics::render(config, &catalog, now())?;
         tierback_engine::metrics::write_textfile(path, &text)?;
     }

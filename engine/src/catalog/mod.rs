@@ -506,18 +506,110 @@ impl Catalog {
         );
         let mut list = self.query_artifacts(&sql, params![service])?;
         // One query for every copy: a catalog holds thousands of artifacts and this runs on
-        // every `tierback run`.
+        // every `tierback run`. All of them is a plain scan in insertion order, with no join
+        // and no sort.
+        let sql = match service {
+            None => {
+                "SELECT artifact_id, tier, state, stored_at, verified_at, error FROM copies \
+                     WHERE ?1 IS NULL ORDER BY rowid"
+            }
+            Some(_) => {
+                "SELECT c.artifact_id, c.tier, c.state, c.stored_at, c.verified_at, c.error \
+                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
+                 WHERE b.service = ?1 ORDER BY c.rowid"
+            }
+        };
+        self.attach_copies_of(&mut list, sql, params![service])?;
+        Ok(list)
+    }
+
+    /// [`Catalog::artifacts_without_facts`] of only the backups that lack something on one of
+    /// `tiers` (an artifact with no present copy there), and of every backup of `services`:
+    /// all that a sync to those tiers can send or repair, without reading the thousands of
+    /// artifacts they already hold whole on every hourly run.
+    pub fn artifacts_lacking(
+        &self,
+        tiers: &[&str],
+        services: &[&str],
+    ) -> Result<Vec<ArtifactRecord>> {
+        let mut present: HashMap<i64, usize> = HashMap::new();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT artifact_id, tier FROM copies WHERE state = 'present'")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| self.err(e))?;
+        for row in rows {
+            let (id, tier) = row.map_err(|e| self.err(e))?;
+            if tiers.contains(&tier.as_str()) {
+                *present.entry(id).or_default() += 1;
+            }
+        }
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT c.artifact_id, c.tier, c.state, c.stored_at, c.verified_at, c.error \
-                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
-                 WHERE ?1 IS NULL OR b.service = ?1 ORDER BY c.rowid",
+                "SELECT a.id, a.backup_id, b.service FROM artifacts a JOIN backups b ON b.id = a.backup_id",
             )
             .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut wanted = std::collections::BTreeSet::new();
+        for row in rows {
+            let (id, backup_id, service) = row.map_err(|e| self.err(e))?;
+            if present.get(&id).copied().unwrap_or(0) < tiers.len()
+                || services.contains(&service.as_str())
+            {
+                wanted.insert(backup_id);
+            }
+        }
+        let ids = serde_json::to_string(&wanted).expect("a set of integers is JSON");
+        let columns = ARTIFACT_COLUMNS.replace("a.facts", "'null'");
+        let sql = format!(
+            "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
+             WHERE a.backup_id IN (SELECT value FROM json_each(?1))"
+        );
+        let mut list = self.query_artifacts(&sql, params![ids])?;
+        self.attach_copies_of(
+            &mut list,
+            "SELECT c.artifact_id, c.tier, c.state, c.stored_at, c.verified_at, c.error FROM copies c \
+             JOIN artifacts a ON a.id = c.artifact_id \
+             WHERE a.backup_id IN (SELECT value FROM json_each(?1)) ORDER BY c.rowid",
+            params![ids],
+        )?;
+        Ok(list)
+    }
+
+    /// True if some copy on `tier` failed its last check (an index lookup: `copies_corrupt`).
+    pub fn has_corrupt_copy(&self, tier: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM copies WHERE tier = ?1 AND state = 'corrupt')",
+                [tier],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Fills each artifact's copies from `sql`, whose rows are (artifact id, tier, state,
+    /// stored_at, verified_at, error) in the order each artifact's copies should keep.
+    fn attach_copies_of(
+        &self,
+        list: &mut [ArtifactRecord],
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<()> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
         let mut copies: HashMap<i64, Vec<CopyRecord>> = HashMap::new();
         let rows = stmt
-            .query_map(params![service], |r| {
+            .query_map(params, |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     CopyRecord {
@@ -534,20 +626,20 @@ impl Catalog {
             let (id, copy) = row.map_err(|e| self.err(e))?;
             copies.entry(id).or_default().push(copy);
         }
-        for a in &mut list {
+        for a in list {
             a.copies = copies.remove(&a.id).unwrap_or_default();
         }
-        Ok(list)
+        Ok(())
     }
 
-    /// Every backup ever recorded, oldest first, including those whose files every tier has
-    /// since removed: copy policies and retention count them as if each tier held them all.
+    /// Every backup ever recorded, in no particular order, including those whose files every
+    /// tier has since removed: copy policies and retention count them as if each tier held
+    /// them all. (It grows by every backup taken, and every run reads it: sorting is left to
+    /// the caller, who groups it by service first.)
     pub fn history(&self) -> Result<Vec<BackupEntry>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id, service, taken_at, pinned_at IS NOT NULL FROM backups ORDER BY taken_at, id",
-            )
+            .prepare_cached("SELECT id, service, taken_at, pinned_at IS NOT NULL FROM backups")
             .map_err(|e| self.err(e))?;
         stmt.query_map([], |r| {
             Ok(BackupEntry {
@@ -561,18 +653,22 @@ impl Catalog {
         .map_err(|e| self.err(e))
     }
 
-    /// (backup id, tier) of every copy prune removed from a backup that some tier still holds:
-    /// sync never sends those again. (A backup no tier holds cannot be sent anywhere.)
-    pub fn retired(&self) -> Result<HashMap<String, HashSet<i64>>> {
+    /// Per tier (of `tiers`, or all), the backups prune removed from it that some tier still
+    /// holds: sync never sends those again. (A backup no tier holds cannot be sent anywhere;
+    /// [`Catalog::remove_backup_copies`] forgets it here when its last copy goes.)
+    pub fn retired(&self, tiers: Option<&[&str]>) -> Result<HashMap<String, HashSet<i64>>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT backup_id, tier FROM retired \
-                 WHERE backup_id IN (SELECT backup_id FROM artifacts)",
+                 WHERE ?1 IS NULL OR tier IN (SELECT value FROM json_each(?1))",
             )
             .map_err(|e| self.err(e))?;
+        let tiers = tiers.map(|t| serde_json::to_string(t).expect("names are JSON"));
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map([tiers], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut retired: HashMap<String, HashSet<i64>> = HashMap::new();
         for row in rows {
@@ -797,14 +893,19 @@ impl Catalog {
             )
             .map_err(err)?;
         if remaining == 0 {
+            // Nothing of it is left to send anywhere, so which tiers retired it no longer
+            // matters: the table stays the size of what the tiers hold, not of all history.
             tx.execute("DELETE FROM artifacts WHERE backup_id = ?1", [backup_id])
                 .map_err(err)?;
+            tx.execute("DELETE FROM retired WHERE backup_id = ?1", [backup_id])
+                .map_err(err)?;
+        } else {
+            tx.execute(
+                "INSERT OR REPLACE INTO retired (backup_id, tier, at) VALUES (?1, ?2, ?3)",
+                params![backup_id, tier, now()],
+            )
+            .map_err(err)?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO retired (backup_id, tier, at) VALUES (?1, ?2, ?3)",
-            params![backup_id, tier, now()],
-        )
-        .map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -815,28 +916,42 @@ impl Catalog {
         tier: &str,
         problems: &[String],
     ) -> Result<()> {
+        self.record_verifications(tier, &[(artifact_id, problems.to_vec())])
+    }
+
+    /// Records verifications of `tier`'s copies (artifact id, problems found) and each copy's
+    /// resulting state, in one transaction: one commit for a batch, not two per copy.
+    pub fn record_verifications(&self, tier: &str, checked: &[(i64, Vec<String>)]) -> Result<()> {
         let at = now();
-        let ok = problems.is_empty();
-        let detail = (!ok).then(|| problems.join("; "));
-        self.conn
-            .execute(
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let mut insert = tx
+            .prepare_cached(
                 "INSERT INTO verifications (artifact_id, tier, at, ok, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![artifact_id, tier, at, ok, detail],
             )
             .map_err(|e| self.err(e))?;
-        let (state, verified_at) = if ok {
-            (PRESENT, Some(at))
-        } else {
-            (CORRUPT, None)
-        };
-        self.conn
-            .execute(
+        let mut update = tx
+            .prepare_cached(
                 "UPDATE copies SET state = ?3, verified_at = coalesce(?4, verified_at), error = ?5 \
                  WHERE artifact_id = ?1 AND tier = ?2",
-                params![artifact_id, tier, state, verified_at, detail],
             )
             .map_err(|e| self.err(e))?;
-        Ok(())
+        for (artifact_id, problems) in checked {
+            let ok = problems.is_empty();
+            let detail = (!ok).then(|| problems.join("; "));
+            insert
+                .execute(params![artifact_id, tier, at, ok, detail])
+                .map_err(|e| self.err(e))?;
+            let (state, verified_at) = if ok {
+                (PRESENT, Some(at))
+            } else {
+                (CORRUPT, None)
+            };
+            update
+                .execute(params![artifact_id, tier, state, verified_at, detail])
+                .map_err(|e| self.err(e))?;
+        }
+        drop((insert, update));
+        tx.commit().map_err(|e| self.err(e))
     }
 }
 
@@ -921,6 +1036,53 @@ pub(super) mod tests {
         let ro = Catalog::open_read_only(&dir.path().join("sub/catalog.db")).unwrap();
         assert_eq!(ro.artifacts(None).unwrap().len(), 1);
         assert_eq!(ro.runs(10).unwrap()[0].status, "ok");
+    }
+
+    #[test]
+    fn artifacts_lacking_are_the_backups_a_tier_lacks_something_of() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
+        for (service, t, files) in [
+            ("a", 1, &["a1", "a2"][..]),
+            ("a", 2, &["b1"]),
+            ("a", 3, &["c1"]),
+            ("base", 4, &["d1"]),
+        ] {
+            let new: Vec<NewArtifact> = files.iter().map(|f| artifact(f)).collect();
+            c.record_backup(service, t, "command", None, "local", &new)
+                .unwrap();
+        }
+        let id_of = |c: &Catalog, file: &str| {
+            let all = c.artifacts(None).unwrap();
+            let a = all.iter().find(|a| a.file == file).unwrap();
+            (a.id, a.backup_id)
+        };
+        let [a1, a2, b1, c1, d1] = ["a1", "a2", "b1", "c1", "d1"].map(|f| id_of(&c, f));
+        // s3 holds a1 (not a2), b1, a corrupt c1, and d1.
+        for (id, _) in [a1, b1, c1, d1] {
+            c.set_copy_present(id, "s3").unwrap();
+        }
+        c.record_verification(c1.0, "s3", &["bad".into()]).unwrap();
+
+        let mut got: Vec<(i64, usize)> = c
+            .artifacts_lacking(&["s3"], &["base"])
+            .unwrap()
+            .iter()
+            .map(|a| (a.id, a.copies.len()))
+            .collect();
+        got.sort();
+        // Both files of the half-sent backup, with their copies; the corrupt one; every base.
+        assert_eq!(got, [(a1.0, 2), (a2.0, 1), (c1.0, 2), (d1.0, 2)]);
+        // Nothing lacks anything on local; only the base service is asked for whole.
+        let on_local: Vec<i64> = c
+            .artifacts_lacking(&["local"], &["base"])
+            .unwrap()
+            .iter()
+            .map(|a| a.backup_id)
+            .collect();
+        assert_eq!(on_local, [d1.1]);
+        assert!(c.has_corrupt_copy("s3").unwrap());
+        assert!(!c.has_corrupt_copy("local").unwrap());
     }
 
     #[test]

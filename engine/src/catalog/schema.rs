@@ -81,4 +81,10 @@ CREATE INDEX runs_by_kind ON runs (service, kind, id);
 CREATE INDEX runs_running ON runs (status) WHERE status = 'running';
 CREATE INDEX verifications_by_copy ON verifications (artifact_id, tier, id);
 "#,
+    // 4: `retired` only matters for backups some tier still holds: forget the rest. Every
+    // sync asks whether a tier holds a corrupt copy: a partial index answers at once.
+    r#"
+DELETE FROM retired WHERE backup_id NOT IN (SELECT backup_id FROM artifacts);
+CREATE INDEX copies_corrupt ON copies (tier) WHERE state = 'corrupt';
+"#,
 ];

@@ -1,10 +1,12 @@
-//! Aggregates for metrics and status, computed by SQLite: a `tierback run` writes the metrics
-//! after every run, and loading every artifact of a catalog that holds a year of backups for
-//! that would cost more than the run itself.
+//! Aggregates for metrics and status: a `tierback run` writes the metrics after every run, and
+//! loading every artifact of a catalog that holds a year of backups for that would cost more
+//! than the run itself.
+
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::params;
 
-use super::{ArtifactRecord, Catalog};
+use super::{ArtifactRecord, CORRUPT, Catalog, PRESENT};
 use crate::Result;
 
 /// One service's copies on one tier.
@@ -23,30 +25,74 @@ pub struct TierUsage {
 }
 
 impl Catalog {
-    /// Per tier and service: copies, bytes, oldest check.
+    /// Per tier and service: copies, bytes, oldest check; ordered by tier, then service.
     pub fn tier_usage(&self) -> Result<Vec<TierUsage>> {
+        // Two plain scans summed here: joining each copy to its artifact and backup in SQL
+        // costs a seek per copy and a sort, and every `run` writes the metrics.
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT c.tier, b.service, sum(c.state = 'present'), \
-                 sum(CASE WHEN c.state = 'present' THEN a.stored_size ELSE 0 END), \
-                 min(coalesce(c.verified_at, c.stored_at)), sum(c.state = 'corrupt') \
-                 FROM copies c JOIN artifacts a ON a.id = c.artifact_id JOIN backups b ON b.id = a.backup_id \
-                 WHERE c.state != 'missing' GROUP BY c.tier, b.service ORDER BY c.tier, b.service",
+                "SELECT a.id, b.service, a.stored_size FROM artifacts a JOIN backups b ON b.id = a.backup_id",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| {
-            Ok(TierUsage {
-                tier: r.get(0)?,
-                service: r.get(1)?,
-                files: r.get::<_, i64>(2)? as u64,
-                bytes: r.get::<_, i64>(3)? as u64,
-                oldest_check: r.get(4)?,
-                corrupt: r.get::<_, i64>(5)? as u64,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
+        let mut services: Vec<String> = Vec::new();
+        let mut artifacts: HashMap<i64, (usize, u64)> = HashMap::new();
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let service = r
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            let i = match services.iter().position(|s| s == service) {
+                Some(i) => i,
+                None => {
+                    services.push(service.to_owned());
+                    services.len() - 1
+                }
+            };
+            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let size: i64 = r.get(2).map_err(|e| self.err(e))?;
+            artifacts.insert(id, (i, size as u64));
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT artifact_id, tier, state, coalesce(verified_at, stored_at) FROM copies \
+                 WHERE state != 'missing'",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut usage: BTreeMap<(String, &str), TierUsage> = BTreeMap::new();
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let Some(&(service, size)) = artifacts.get(&id) else {
+                continue;
+            };
+            let tier: String = r.get(1).map_err(|e| self.err(e))?;
+            let state = r
+                .get_ref(2)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            let checked: i64 = r.get(3).map_err(|e| self.err(e))?;
+            let u = usage
+                .entry((tier, services[service].as_str()))
+                .or_insert_with_key(|(tier, service)| TierUsage {
+                    tier: tier.clone(),
+                    service: (*service).to_owned(),
+                    files: 0,
+                    bytes: 0,
+                    corrupt: 0,
+                    oldest_check: None,
+                });
+            if state == PRESENT {
+                u.files += 1;
+                u.bytes += size;
+            } else if state == CORRUPT {
+                u.corrupt += 1;
+            }
+            u.oldest_check = Some(u.oldest_check.map_or(checked, |o| o.min(checked)));
+        }
+        Ok(usage.into_values().collect())
     }
 
     /// The artifacts (without facts or copies) of `service`'s newest backup that still has files.
