@@ -141,7 +141,7 @@ fn plan_tiers(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig])
     }
     let mut series: BTreeMap<&str, Vec<&BackupEntry>> = BTreeMap::new();
     for b in snap.history {
-        series.entry(b.service.as_str()).or_default().push(b);
+        series.entry(&b.service).or_default().push(b);
     }
     for list in series.values_mut() {
         list.sort_by_key(|b| std::cmp::Reverse((b.taken_at, b.id)));
@@ -673,7 +673,7 @@ mod tests {
             .iter()
             .map(|a| BackupEntry {
                 id: a.backup_id,
-                service: a.service.clone(),
+                service: a.service.as_str().into(),
                 taken_at: a.taken_at,
                 pinned: a.pinned,
             })

@@ -89,7 +89,8 @@ impl ArtifactRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackupEntry {
     pub id: i64,
-    pub service: String,
+    /// Shared: a year of history is tens of thousands of entries of a handful of services.
+    pub service: std::sync::Arc<str>,
     pub taken_at: i64,
     pub pinned: bool,
 }
@@ -641,16 +642,29 @@ impl Catalog {
             .conn
             .prepare_cached("SELECT id, service, taken_at, pinned_at IS NOT NULL FROM backups")
             .map_err(|e| self.err(e))?;
-        stmt.query_map([], |r| {
-            Ok(BackupEntry {
-                id: r.get(0)?,
-                service: r.get(1)?,
-                taken_at: r.get(2)?,
-                pinned: r.get(3)?,
-            })
-        })
-        .and_then(|rows| rows.collect())
-        .map_err(|e| self.err(e))
+        let mut services: Vec<std::sync::Arc<str>> = Vec::new();
+        let mut history = Vec::new();
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let name = r
+                .get_ref(1)
+                .and_then(|v| Ok(v.as_str()?))
+                .map_err(|e| self.err(e))?;
+            let service = match services.iter().find(|s| &***s == name) {
+                Some(s) => s.clone(),
+                None => {
+                    services.push(name.into());
+                    services[services.len() - 1].clone()
+                }
+            };
+            history.push(BackupEntry {
+                id: r.get(0).map_err(|e| self.err(e))?,
+                service,
+                taken_at: r.get(2).map_err(|e| self.err(e))?,
+                pinned: r.get(3).map_err(|e| self.err(e))?,
+            });
+        }
+        Ok(history)
     }
 
     /// Per tier (of `tiers`, or all), the backups prune removed from it that some tier still
