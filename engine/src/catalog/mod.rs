@@ -650,13 +650,7 @@ impl Catalog {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.err(e))?;
-            let service = match services.iter().find(|s| &***s == name) {
-                Some(s) => s.clone(),
-                None => {
-                    services.push(name.into());
-                    services[services.len() - 1].clone()
-                }
-            };
+            let service = shared_name(&mut services, name);
             history.push(BackupEntry {
                 id: r.get(0).map_err(|e| self.err(e))?,
                 service,
@@ -967,6 +961,15 @@ impl Catalog {
         drop((insert, update));
         tx.commit().map_err(|e| self.err(e))
     }
+}
+
+/// `name` as one of the few service names a long scan meets, each allocated once.
+fn shared_name(seen: &mut Vec<std::sync::Arc<str>>, name: &str) -> std::sync::Arc<str> {
+    if let Some(s) = seen.iter().find(|s| &***s == name) {
+        return s.clone();
+    }
+    seen.push(name.into());
+    seen[seen.len() - 1].clone()
 }
 
 /// A run row whose first eight columns are id, service, kind, started_at, finished_at,

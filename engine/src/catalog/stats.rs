@@ -3,6 +3,7 @@
 //! than the run itself.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use rusqlite::params;
 
@@ -35,24 +36,18 @@ impl Catalog {
                 "SELECT a.id, b.service, a.stored_size FROM artifacts a JOIN backups b ON b.id = a.backup_id",
             )
             .map_err(|e| self.err(e))?;
-        let mut services: Vec<String> = Vec::new();
-        let mut artifacts: HashMap<i64, (usize, u64)> = HashMap::new();
+        let mut services = Vec::new();
+        let mut artifacts: HashMap<i64, (Arc<str>, u64)> = HashMap::new();
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let service = r
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.err(e))?;
-            let i = match services.iter().position(|s| s == service) {
-                Some(i) => i,
-                None => {
-                    services.push(service.to_owned());
-                    services.len() - 1
-                }
-            };
+            let service = super::shared_name(&mut services, service);
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let size: i64 = r.get(2).map_err(|e| self.err(e))?;
-            artifacts.insert(id, (i, size as u64));
+            artifacts.insert(id, (service, size as u64));
         }
         let mut stmt = self
             .conn
@@ -61,11 +56,11 @@ impl Catalog {
                  WHERE state != 'missing'",
             )
             .map_err(|e| self.err(e))?;
-        let mut usage: BTreeMap<(String, &str), TierUsage> = BTreeMap::new();
+        let mut usage: BTreeMap<(String, Arc<str>), TierUsage> = BTreeMap::new();
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
-            let Some(&(service, size)) = artifacts.get(&id) else {
+            let Some((service, size)) = artifacts.get(&id) else {
                 continue;
             };
             let tier: String = r.get(1).map_err(|e| self.err(e))?;
@@ -75,10 +70,10 @@ impl Catalog {
                 .map_err(|e| self.err(e))?;
             let checked: i64 = r.get(3).map_err(|e| self.err(e))?;
             let u = usage
-                .entry((tier, services[service].as_str()))
+                .entry((tier, service.clone()))
                 .or_insert_with_key(|(tier, service)| TierUsage {
                     tier: tier.clone(),
-                    service: (*service).to_owned(),
+                    service: service.to_string(),
                     files: 0,
                     bytes: 0,
                     corrupt: 0,
@@ -86,7 +81,7 @@ impl Catalog {
                 });
             if state == PRESENT {
                 u.files += 1;
-                u.bytes += size;
+                u.bytes += *size;
             } else if state == CORRUPT {
                 u.corrupt += 1;
             }
