@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tierback_engine::artifact::BlockIndex;
-use tierback_engine::artifact::index::encoded_len;
+use tierback_engine::artifact::index::{Version, encoded_len};
 use tierback_engine::artifact::metadata::ArtifactMetadata;
 use tierback_engine::catalog::{Catalog, NewArtifact};
 use tierback_engine::layout::{artifact_file, object_key};
@@ -256,8 +256,9 @@ fn a_hostile_tier_is_rebuilt_within_bounds_and_the_good_backups_survive() {
     expect.push((
         "sparse .idx".into(),
         format!(
-            "sidecar sparse_idx_120001.sql.gz.idx is 68719476736 bytes (64.0 GiB); an index of {blocks} blocks is {} bytes",
-            encoded_len(blocks)
+            "sidecar sparse_idx_120001.sql.gz.idx is 68719476736 bytes (64.0 GiB); an index of {blocks} blocks is {} bytes ({} in format version 1)",
+            encoded_len(Version::V2, blocks),
+            encoded_len(Version::V1, blocks)
         ),
     ));
 
@@ -497,6 +498,7 @@ fn list_escapes_control_characters_from_the_catalog() {
             stored_len: 100,
             raw_len: 10,
             sha256: [0; 32],
+            stored_sha256: Some([0; 32]),
         }],
     };
     let evil_file = "evil\u{1b}[2J\u{7}\nFORGED LINE\r_120000.sql";

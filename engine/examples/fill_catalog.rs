@@ -20,6 +20,7 @@ fn main() {
             stored_len: 1000,
             raw_len: 4000,
             sha256: [7; 32],
+            stored_sha256: Some([8; 32]),
         }],
     };
     for i in 0..n {

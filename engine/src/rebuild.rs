@@ -12,8 +12,9 @@
 //! A tier may be hostile. Nothing it holds is read before its size, as the tier's listing gives
 //! it, is checked against what a legitimate object of its kind can be: the metadata sidecar is
 //! at most [`metadata::MAX_LEN`], the `.sha256` line is exactly one line for the file, the index
-//! is exactly [`encoded_len`] of the block count the metadata gives, and the stored file is the
-//! stored size the metadata gives, which the metadata's block count and block size bound. Names
+//! is exactly [`encoded_len`] of the block count the metadata gives (in either format version),
+//! and the stored file is the stored size the metadata gives, which the metadata's block count
+//! and block size bound. Names
 //! are held to the config's rules and the layout's shape. Objects the listing does not show as
 //! regular files (a symlink, a FIFO) are never opened. The index and the stored file are read in
 //! pieces of at most [`PIECE`] bytes and checked as they stream, so memory stays bounded whatever
@@ -26,7 +27,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::artifact::format::{HEADER_LEN, describe_len as size, parse_header};
-use crate::artifact::index::{IndexDecoder, encoded_len};
+use crate::artifact::index::{IndexDecoder, Version, encoded_len};
 use crate::artifact::metadata::{self, ArtifactMetadata};
 use crate::catalog::{Catalog, NewArtifact};
 use crate::id::escape_control;
@@ -279,12 +280,13 @@ fn check_artifact(
     // checked entry by entry.
     let (idx_key, idx_len) = listed(INDEX_SUFFIX)?;
     let idx_name = format!("{gz}{INDEX_SUFFIX}");
-    if idx_len != encoded_len(meta.block_count) {
+    if Version::of_len(idx_len, meta.block_count).is_none() {
         return Err(format!(
-            "sidecar {idx_name} is {}; an index of {} blocks is {} bytes",
+            "sidecar {idx_name} is {}; an index of {} blocks is {} bytes ({} in format version 1)",
             size(idx_len),
             meta.block_count,
-            encoded_len(meta.block_count)
+            encoded_len(Version::V2, meta.block_count),
+            encoded_len(Version::V1, meta.block_count)
         ));
     }
     let mut decoder = IndexDecoder::new(idx_len, Some(meta.block_count))
@@ -313,11 +315,12 @@ fn check_artifact(
         }
     }
 
-    // The stored file, streamed: each member's header must be its index entry, and the whole
-    // file's SHA-256 the metadata's.
+    // The stored file, streamed: each member's header must be its index entry, each member's
+    // SHA-256 the index's (format version 2), and the whole file's SHA-256 the metadata's.
     let mut hasher = Sha256::new();
     for (i, e) in index.entries.iter().enumerate() {
         let mut first = true;
+        let mut member_hasher = Sha256::new();
         stream(store, key, e.offset, e.stored_len as u64, |piece| {
             if std::mem::take(&mut first) {
                 // Every member is longer than its header (the index checked it), and a piece
@@ -331,8 +334,16 @@ fn check_artifact(
                 }
             }
             hasher.update(piece);
+            member_hasher.update(piece);
             Ok(())
         })?;
+        if e.stored_sha256
+            .is_some_and(|want| <[u8; 32]>::from(member_hasher.finalize()) != want)
+        {
+            return Err(format!(
+                "stored file {gz}: block {i}: its SHA-256 differs from {idx_name}"
+            ));
+        }
     }
     if hex::encode(hasher.finalize()) != meta.stored_sha256 {
         return Err(format!(

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::BlockIndex;
 use crate::artifact::metadata::ArtifactMetadata;
-use crate::artifact::reader::verify_member;
+use crate::artifact::reader::{Depth, verify_member};
 use crate::catalog::{ArtifactRecord, CORRUPT, Catalog, MISSING};
 use crate::config::{Config, TierConfig};
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX, date_of};
@@ -311,8 +311,11 @@ pub fn verify_copy(
         Some(_) => {}
     }
 
-    // Every block, fetched once: its bytes feed both the per-block check and the file hash.
+    // Every block, fetched once: its bytes feed the per-block checks and both whole-file hashes
+    // (stored, and raw from the inflated blocks).
     let mut hasher = Sha256::new();
+    let mut raw_hasher = Sha256::new();
+    let mut blocks_ok = true;
     let mut fetch_failed = None;
     ordered_map(
         (0..index.entries.len()).map(Ok::<usize, Error>),
@@ -324,7 +327,7 @@ pub fn verify_copy(
             store
                 .get_range(key, e.offset, e.stored_len as u64)
                 .map(|member| {
-                    let check = verify_member(&label, i, e, &member, d, true).map(|_| ());
+                    let check = verify_member(&label, i, e, &member, d, Depth::Full);
                     (member, check)
                 })
         },
@@ -332,8 +335,12 @@ pub fn verify_copy(
             match fetched {
                 Ok((member, check)) => {
                     hasher.update(&member);
-                    if let Err(e) = check {
-                        problems.push(e.to_string());
+                    match check {
+                        Ok(block) => raw_hasher.update(&*block),
+                        Err(e) => {
+                            blocks_ok = false;
+                            problems.push(e.to_string());
+                        }
                     }
                 }
                 Err(e) => {
@@ -347,10 +354,18 @@ pub fn verify_copy(
     )?;
     if let Some(e) = fetch_failed {
         problems.push(format!("{label}: cannot read all blocks: {e}"));
-    } else if hex::encode(hasher.finalize()) != artifact.stored_sha256 {
-        problems.push(format!(
-            "{label}: SHA-256 of the stored file differs from the catalog"
-        ));
+    } else {
+        if hex::encode(hasher.finalize()) != artifact.stored_sha256 {
+            problems.push(format!(
+                "{label}: SHA-256 of the stored file differs from the catalog"
+            ));
+        }
+        // Meaningful only over intact blocks: a bad one is already reported by itself.
+        if blocks_ok && hex::encode(raw_hasher.finalize()) != artifact.raw_sha256 {
+            problems.push(format!(
+                "{label}: SHA-256 of the uncompressed stream differs from the catalog"
+            ));
+        }
     }
 
     check_sidecars(store, artifact, index, &label, &mut problems);
@@ -374,7 +389,7 @@ fn check_sidecars(
     let sha = read(SHA256_SUFFIX, sha_line.len() as u64, true);
     let idx = read(
         INDEX_SUFFIX,
-        crate::artifact::index::encoded_len(a.block_count),
+        crate::artifact::index::encoded_len(index.version(), a.block_count),
         true,
     );
     let meta = read(META_SUFFIX, crate::artifact::metadata::MAX_LEN, false);

@@ -200,7 +200,7 @@ impl Drop for FlightGuard<'_> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
-    use tierback_engine::artifact::reader::verify_member;
+    use tierback_engine::artifact::reader::{Depth, verify_member};
     use tierback_engine::artifact::writer::{WriteOptions, write_artifact};
 
     /// Real verified blocks of `n` bytes each (the only way to make a VerifiedBlock).
@@ -225,7 +225,7 @@ mod tests {
             .enumerate()
             .map(|(i, e)| {
                 let m = &out[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
-                verify_member("t", i, e, m, &mut d, true).unwrap()
+                verify_member("t", i, e, m, &mut d, Depth::Full).unwrap()
             })
             .collect()
     }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     let piece = piece as usize + 1;
     let n = data.len();
     let (whole, peak) = probe::peak_alloc(|| BlockIndex::decode(data));
-    assert!(peak <= n + 1024, "decode: {n} bytes allocated {peak}");
+    assert!(peak <= 2 * n + 1024, "decode: {n} bytes allocated {peak}");
     if let Ok(i) = &whole {
         assert!(i.check().is_ok());
         assert_eq!(i.encode(), data, "decode/encode round trip");
@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         }
         d.finish()
     });
-    assert!(peak <= 4 * n + 1024, "stream: {n} bytes allocated {peak}");
+    assert!(peak <= 6 * n + 1024, "stream: {n} bytes allocated {peak}");
     if let Ok(i) = streamed {
         assert!(i.check_format().is_ok());
         assert_eq!(i.encode(), data, "stream/encode round trip");

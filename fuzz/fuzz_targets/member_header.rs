@@ -6,7 +6,7 @@ mod probe;
 
 use libfuzzer_sys::fuzz_target;
 use tierback_engine::artifact::format::{
-    MAX_BLOCK_SIZE, MAX_INFLATE_RATIO, decode_member, max_member_len, parse_header,
+    Checks, MAX_BLOCK_SIZE, MAX_INFLATE_RATIO, decode_member, max_member_len, parse_header,
 };
 
 #[global_allocator]
@@ -20,9 +20,10 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(peak, 0, "parse_header allocated");
     }
     let mut d = libdeflater::Decompressor::new();
-    for check_crc in [false, true] {
+    for (crc32, raw_sha256) in [(false, true), (true, false), (true, true)] {
+        let checks = Checks { crc32, raw_sha256 };
         let (decoded, peak) =
-            probe::peak_alloc(|| decode_member(data, &mut d, check_crc).map(|(_, raw)| raw.len()));
+            probe::peak_alloc(|| decode_member(data, &mut d, checks).map(|(_, raw)| raw.len()));
         assert!(
             peak as u64 <= data.len() as u64 * MAX_INFLATE_RATIO + 4096,
             "{} bytes of member allocated {peak}",

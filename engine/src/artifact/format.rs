@@ -168,13 +168,29 @@ pub fn parse_header(buf: &[u8]) -> Result<MemberHeader, String> {
     Ok(h)
 }
 
-/// Inflates a complete member and checks ISIZE, SHA-256 and (if `check_crc`) CRC32 against its
-/// own header. The caller separately checks that header against the catalog's index. Readers
-/// skip the CRC: the SHA-256 already decides whether the bytes are right; `verify` checks both.
+/// Which of a member's own checks [`decode_member`] runs besides ISIZE. Reads of a version 2
+/// artifact have already matched the stored bytes' SHA-256, so they need only the CRC32 (the
+/// decompressor is deterministic; the CRC catches it misbehaving); reads of a version 1
+/// artifact check the raw SHA-256; `verify` and the backup's round trip check both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checks {
+    pub crc32: bool,
+    pub raw_sha256: bool,
+}
+
+impl Checks {
+    pub const ALL: Checks = Checks {
+        crc32: true,
+        raw_sha256: true,
+    };
+}
+
+/// Inflates a complete member and checks ISIZE, and CRC32 and SHA-256 as `checks` asks, against
+/// its own header. The caller separately checks that header against the catalog's index.
 pub fn decode_member(
     member: &[u8],
     decompressor: &mut libdeflater::Decompressor,
-    check_crc: bool,
+    checks: Checks,
 ) -> Result<(MemberHeader, Vec<u8>), String> {
     let h = parse_header(member)?;
     if member.len() != h.member_len as usize {
@@ -209,10 +225,10 @@ pub fn decode_member(
         if n != raw.len() {
             return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
         }
-        if check_crc && libdeflater::crc32(&raw) != crc {
+        if checks.crc32 && libdeflater::crc32(&raw) != crc {
             return Err("CRC32 mismatch".into());
         }
-        if <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
+        if checks.raw_sha256 && <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
             return Err("SHA-256 mismatch".into());
         }
         Ok(())
@@ -223,6 +239,31 @@ pub fn decode_member(
             super::buffers::give(raw);
             Err(e)
         }
+    }
+}
+
+/// Inflates a member just made from `raw` and compares the result with `raw` itself, so a
+/// compressor fault or a bit flipped in memory is caught while the data still exists, not at
+/// restore time.
+pub fn check_round_trip(
+    member: &[u8],
+    raw: &[u8],
+    decompressor: &mut libdeflater::Decompressor,
+) -> Result<(), String> {
+    let (_, back) = decode_member(
+        member,
+        decompressor,
+        Checks {
+            crc32: true,
+            raw_sha256: false,
+        },
+    )?;
+    let same = back[..] == raw[..];
+    super::buffers::give(back);
+    if same {
+        Ok(())
+    } else {
+        Err("the member inflates to different bytes than the block it was made from".into())
     }
 }
 
@@ -310,7 +351,7 @@ mod tests {
         let (member, h) = encode_member(&raw, &mut c);
         assert_eq!(h.member_len as usize, member.len());
         let mut d = libdeflater::Decompressor::new();
-        let (h2, back) = decode_member(&member, &mut d, true).unwrap();
+        let (h2, back) = decode_member(&member, &mut d, Checks::ALL).unwrap();
         assert_eq!(h, h2);
         assert_eq!(back, raw);
         // A generic gzip decoder (which skips FEXTRA) reads it too.
@@ -328,7 +369,7 @@ mod tests {
         for i in 0..member.len() {
             let mut bad = member.clone();
             bad[i] ^= 0x40;
-            match decode_member(&bad, &mut d, true) {
+            match decode_member(&bad, &mut d, Checks::ALL) {
                 Err(_) => {}
                 // Flipping mtime/xfl/os bytes changes nothing that is read: still correct data.
                 Ok((_, back)) => assert!(
@@ -349,7 +390,14 @@ mod tests {
         for i in 0..member.len() {
             let mut bad = member.clone();
             bad[i] ^= 0x08;
-            if let Ok((_, back)) = decode_member(&bad, &mut d, false) {
+            if let Ok((_, back)) = decode_member(
+                &bad,
+                &mut d,
+                Checks {
+                    crc32: false,
+                    raw_sha256: true,
+                },
+            ) {
                 assert_eq!(back, raw, "flip at {i} gave wrong data");
                 accepted.push(i);
             }
@@ -373,13 +421,31 @@ mod tests {
         let (m_long, _) = encode_member(&long, &mut c);
         let (m_short, _) = encode_member(&short, &mut c);
         for _ in 0..20 {
-            let (_, a) = decode_member(&m_long, &mut d, true).unwrap();
+            let (_, a) = decode_member(&m_long, &mut d, Checks::ALL).unwrap();
             assert_eq!(a, long);
             super::super::buffers::give(a);
-            let (_, b) = decode_member(&m_short, &mut d, true).unwrap();
+            let (_, b) = decode_member(&m_short, &mut d, Checks::ALL).unwrap();
             assert_eq!(b, short);
             super::super::buffers::give(b);
         }
+    }
+
+    #[test]
+    fn the_round_trip_check_catches_a_member_that_is_not_its_block() {
+        let raw = b"INSERT INTO t VALUES (42, 'answer');\n".repeat(500);
+        let mut c = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(9).unwrap());
+        let mut d = libdeflater::Decompressor::new();
+        let (member, _) = encode_member(&raw, &mut c);
+        assert_eq!(check_round_trip(&member, &raw, &mut d), Ok(()));
+        // The block changed in memory after it was compressed.
+        let mut changed = raw.clone();
+        changed[1000] ^= 0x20;
+        let e = check_round_trip(&member, &changed, &mut d).unwrap_err();
+        assert!(e.contains("inflates to different bytes"), "{e}");
+        // The member changed in memory after it was made.
+        let mut bad = member.clone();
+        bad[HEADER_LEN + (member.len() - HEADER_LEN) / 2] ^= 0x10;
+        assert!(check_round_trip(&bad, &raw, &mut d).is_err());
     }
 
     #[test]
@@ -388,7 +454,7 @@ mod tests {
         let (member, h) = encode_member(b"", &mut c);
         assert_eq!(h.raw_len, 0);
         let (_, back) =
-            decode_member(&member, &mut libdeflater::Decompressor::new(), true).unwrap();
+            decode_member(&member, &mut libdeflater::Decompressor::new(), Checks::ALL).unwrap();
         assert!(back.is_empty());
     }
 
@@ -417,7 +483,7 @@ mod tests {
                 );
                 let deflate = (member.len() - HEADER_LEN - TRAILER_LEN) as u64;
                 assert!(raw.len() as u64 <= deflate * MAX_INFLATE_RATIO);
-                let (_, back) = decode_member(&member, &mut d, true).unwrap();
+                let (_, back) = decode_member(&member, &mut d, Checks::ALL).unwrap();
                 assert_eq!(back, raw);
                 super::super::buffers::give(back);
             }
@@ -493,7 +559,7 @@ mod tests {
                 prop_assert!(member.len() as u64 <= max_member_len(h.raw_len));
                 prop_assert_eq!(parse_header(&member), Ok(h));
                 let mut d = libdeflater::Decompressor::new();
-                let (h2, back) = decode_member(&member, &mut d, true).unwrap();
+                let (h2, back) = decode_member(&member, &mut d, Checks::ALL).unwrap();
                 prop_assert_eq!(h2, h);
                 prop_assert_eq!(&back, &raw);
             }
@@ -516,7 +582,8 @@ mod tests {
             fn any_member_decodes_or_fails_within_what_its_bytes_justify(
                 h in header(),
                 body in proptest::collection::vec(any::<u8>(), 0..4096),
-                check_crc in any::<bool>(),
+                crc32 in any::<bool>(),
+                raw_sha256 in any::<bool>(),
             ) {
                 let mut member = vec![0u8; HEADER_LEN];
                 write_header(&mut member, &h, 2);
@@ -530,7 +597,7 @@ mod tests {
                 }] {
                     let mut d = libdeflater::Decompressor::new();
                     let (result, peak) = peak_alloc(|| {
-                        decode_member(&m, &mut d, check_crc).map(|(_, raw)| raw.len())
+                        decode_member(&m, &mut d, Checks { crc32, raw_sha256 }).map(|(_, raw)| raw.len())
                     });
                     prop_assert!(
                         peak as u64 <= m.len() as u64 * MAX_INFLATE_RATIO + 4096,
@@ -554,7 +621,7 @@ mod tests {
                     member[i] ^= x;
                 }
                 let mut d = libdeflater::Decompressor::new();
-                if let Ok((_, back)) = decode_member(&member, &mut d, true) {
+                if let Ok((_, back)) = decode_member(&member, &mut d, Checks::ALL) {
                     prop_assert_eq!(back, raw);
                 }
             }

@@ -1,11 +1,19 @@
-//! The block reader every read path shares (`cat`, `verify`, the mount): fetch a member's bytes
-//! from a tier, inflate, check length, CRC32 and SHA-256 against the catalog's index. Bytes
-//! become a [`VerifiedBlock`] only through that check, so corrupt data is never handed out.
+//! The block reader every read path shares (`cat`, `verify`, the mount, restore tests): fetch a
+//! member's bytes from a tier, check them against the catalog's index, inflate. Bytes become a
+//! [`VerifiedBlock`] only through that check, so corrupt data is never handed out.
+//!
+//! A read of a format version 2 artifact checks the SHA-256 of the member as stored (about a
+//! quarter of the bytes of the block it holds) before inflating, then the gzip CRC32: the
+//! backup inflated every member once and compared it with its block, and inflating is
+//! deterministic, so intact stored bytes are the right block. A version 1 artifact has no
+//! stored hashes; its reads check the block's raw SHA-256 as they always did.
 
 use std::io::Write;
 use std::ops::Deref;
 
-use super::format::decode_member;
+use sha2::{Digest, Sha256};
+
+use super::format::{Checks, decode_member};
 use super::{BlockEntry, BlockIndex};
 use crate::parallel::ordered_map;
 use crate::store::Store;
@@ -41,16 +49,25 @@ impl Deref for VerifiedBlock {
     }
 }
 
-/// Checks a fetched member against the index entry the catalog holds for it: length, ISIZE and
-/// SHA-256 always, the gzip CRC32 too when `check_crc` (for `verify`; redundant for reads).
-/// `file` names the object in error messages.
+/// How much of a member [`verify_member`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// What a read needs to hand out only right bytes (see the module's comment).
+    Read,
+    /// Everything the format records: stored SHA-256, CRC32 and raw SHA-256 (`verify`).
+    Full,
+}
+
+/// Checks a fetched member against the index entry the catalog holds for it: length, the stored
+/// SHA-256 (format version 2), ISIZE, and CRC32 and the raw SHA-256 as `depth` asks. `file`
+/// names the object in error messages.
 pub fn verify_member(
     file: &str,
     block: usize,
     expected: &BlockEntry,
     member: &[u8],
     decompressor: &mut libdeflater::Decompressor,
-    check_crc: bool,
+    depth: Depth,
 ) -> Result<VerifiedBlock> {
     let fail = |reason: String| Error::integrity(file, Some(block as u64), reason);
     if member.len() != expected.stored_len as usize {
@@ -60,7 +77,21 @@ pub fn verify_member(
             expected.stored_len
         )));
     }
-    let (header, data) = decode_member(member, decompressor, check_crc).map_err(fail)?;
+    if let Some(stored) = &expected.stored_sha256
+        && <[u8; 32]>::from(Sha256::digest(member)) != *stored
+    {
+        return Err(fail(
+            "SHA-256 of the stored member differs from the catalog's index".into(),
+        ));
+    }
+    let checks = match depth {
+        Depth::Full => Checks::ALL,
+        Depth::Read => Checks {
+            crc32: expected.stored_sha256.is_some(),
+            raw_sha256: expected.stored_sha256.is_none(),
+        },
+    };
+    let (header, data) = decode_member(member, decompressor, checks).map_err(fail)?;
     if header.raw_len != expected.raw_len || header.sha256 != expected.sha256 {
         return Err(fail(
             "member header differs from the catalog's index".into(),
@@ -98,7 +129,7 @@ impl ArtifactReader<'_> {
         let member = self
             .store
             .get_range(self.key, entry.offset, entry.stored_len as u64)?;
-        verify_member(&self.label(), i, entry, &member, decompressor, false)
+        verify_member(&self.label(), i, entry, &member, decompressor, Depth::Read)
     }
 
     /// Streams every block, verified and in order, to `out`, decoding ahead on `threads`
@@ -194,6 +225,113 @@ mod tests {
         assert_eq!(
             &*r.read_block(6, &mut d).unwrap(),
             &data[6 * 4096..7 * 4096]
+        );
+    }
+
+    fn sample() -> Vec<u8> {
+        (0..40_000u32)
+            .flat_map(|i| format!("{i},").into_bytes())
+            .collect()
+    }
+
+    #[test]
+    fn a_flipped_stored_byte_fails_exactly_its_block() {
+        let data = sample();
+        let (_, index) = stored(&data);
+        let good = stored_bytes(&data);
+        let mut d = libdeflater::Decompressor::new();
+        for (bad, e) in index.entries.iter().enumerate() {
+            // Any byte of the member: header (even the mtime no reader uses), deflate data, CRC.
+            for at in [0, 5, e.stored_len as u64 / 2, e.stored_len as u64 - 5] {
+                let store = MemoryStore::new("mem");
+                let mut bytes = good.clone();
+                bytes[(e.offset + at) as usize] ^= 0x01;
+                store.put_bytes("s/d/f.gz", &bytes).unwrap();
+                let r = ArtifactReader {
+                    store: &store,
+                    key: "s/d/f.gz",
+                    index: &index,
+                };
+                for i in 0..index.entries.len() {
+                    let read = r.read_block(i, &mut d);
+                    if i == bad {
+                        let err = read.unwrap_err();
+                        assert!(
+                            matches!(err, Error::Integrity { block: Some(b), .. } if b == bad as u64),
+                            "block {bad} at {at}: {err}"
+                        );
+                    } else {
+                        let got = read.unwrap();
+                        let start = index.raw_offset(i) as usize;
+                        assert_eq!(&*got, &data[start..start + got.len()]);
+                    }
+                }
+            }
+        }
+    }
+
+    fn stored_bytes(data: &[u8]) -> Vec<u8> {
+        let (store, index) = stored(data);
+        store.get_range("s/d/f.gz", 0, index.stored_size()).unwrap()
+    }
+
+    /// A member rewritten with a wrong raw SHA-256 in its header and in the index, its stored
+    /// hash recomputed to match (what a faulty backup could have recorded): reads trust the
+    /// stored hash and the CRC, a full check does not.
+    #[test]
+    fn a_wrong_raw_hash_behind_intact_stored_bytes_is_caught_by_the_full_check() {
+        let data = sample();
+        let (_, mut index) = stored(&data);
+        let mut bytes = stored_bytes(&data);
+        let e = &mut index.entries[2];
+        let member = &mut bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        member[24] ^= 0xff; // the header's raw SHA-256 (see format.rs)
+        e.sha256[0] ^= 0xff;
+        e.stored_sha256 = Some(Sha256::digest(&*member).into());
+        let e = *e;
+        let member = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+        let mut d = libdeflater::Decompressor::new();
+        let read = verify_member("f", 2, &e, member, &mut d, Depth::Read).unwrap();
+        assert_eq!(&*read, &data[2 * 4096..3 * 4096]);
+        let err = verify_member("f", 2, &e, member, &mut d, Depth::Full).unwrap_err();
+        assert!(err.to_string().contains("SHA-256 mismatch"), "{err}");
+    }
+
+    /// Format version 1 (no stored hashes): reads check the raw SHA-256 instead, so a flipped
+    /// byte is still caught; the same bytes read the same under either index.
+    #[test]
+    fn a_version_1_index_reads_the_same_bytes_and_still_catches_damage() {
+        let data = sample();
+        let (store, index) = stored(&data);
+        let mut v1 = index.clone();
+        for e in &mut v1.entries {
+            e.stored_sha256 = None;
+        }
+        let mut out = (Vec::new(), Vec::new());
+        for (idx, out) in [(&index, &mut out.0), (&v1, &mut out.1)] {
+            ArtifactReader {
+                store: &store,
+                key: "s/d/f.gz",
+                index: idx,
+            }
+            .copy_to(out, 2)
+            .unwrap();
+        }
+        assert_eq!(out.0, data);
+        assert_eq!(out.1, data);
+        let e = v1.entries[3];
+        store.corrupt("s/d/f.gz", (e.offset + e.stored_len as u64 / 2) as usize);
+        let r = ArtifactReader {
+            store: &store,
+            key: "s/d/f.gz",
+            index: &v1,
+        };
+        let err = r
+            .read_block(3, &mut libdeflater::Decompressor::new())
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Integrity { block: Some(3), .. }),
+            "{err}"
         );
     }
 }

@@ -1,11 +1,15 @@
 //! Writes a dump stream as a blocked-gzip artifact, compressing blocks in parallel on every core.
 //! Memory is bounded by the pipeline depth (a few blocks per thread), not by the dump's size.
+//!
+//! Every member is inflated once as soon as it is made and compared with its block: reads later
+//! trust intact stored bytes (format version 2), so a compressor fault or a bit flipped in
+//! memory must be caught here, while the block still exists.
 
 use std::io::{ErrorKind, Read, Write};
 
 use sha2::{Digest, Sha256};
 
-use super::format::encode_member;
+use super::format::{check_round_trip, encode_member};
 use super::{BlockEntry, BlockIndex};
 use crate::parallel::ordered_map;
 use crate::{Error, Result};
@@ -57,6 +61,7 @@ pub fn write_artifact(
 
     let mut first = true;
     let mut done = false;
+    let mut number = 0usize;
     let blocks = std::iter::from_fn(|| {
         if done {
             return None;
@@ -77,16 +82,30 @@ pub fn write_artifact(
         }
         first = false;
         raw_hasher.update(&block);
-        Some(Ok(block))
+        number += 1;
+        Some(Ok((number - 1, block)))
     });
 
     ordered_map(
         blocks,
         opts.threads,
         opts.threads * 2,
-        || libdeflater::Compressor::new(level),
-        |compressor, block: Vec<u8>| encode_member(&block, compressor),
-        |(member, header)| {
+        || {
+            (
+                libdeflater::Compressor::new(level),
+                libdeflater::Decompressor::new(),
+            )
+        },
+        |(compressor, decompressor), (i, block): (usize, Vec<u8>)| {
+            let (member, header) = encode_member(&block, compressor);
+            check_round_trip(&member, &block, decompressor).map_err(|why| {
+                Error::integrity("compressing the dump stream", Some(i as u64), why)
+            })?;
+            let stored_sha256: [u8; 32] = Sha256::digest(&member).into();
+            Ok((member, header, stored_sha256))
+        },
+        |made: Result<_>| {
+            let (member, header, stored_sha256) = made?;
             out.write_all(&member)
                 .map_err(|e| Error::io("writing the artifact", e))?;
             stored_hasher.update(&member);
@@ -95,6 +114,7 @@ pub fn write_artifact(
                 stored_len: header.member_len,
                 raw_len: header.raw_len,
                 sha256: header.sha256,
+                stored_sha256: Some(stored_sha256),
             });
             offset += member.len() as u64;
             raw_total += header.raw_len as u64;
@@ -172,6 +192,8 @@ mod tests {
                     (h.member_len, h.raw_len, h.sha256),
                     (e.stored_len, e.raw_len, e.sha256)
                 );
+                let member = &out[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+                assert_eq!(e.stored_sha256, Some(Sha256::digest(member).into()));
             }
             // Concatenated members are one ordinary gzip stream.
             let mut d = libdeflater::Decompressor::new();

@@ -1012,6 +1012,7 @@ pub(super) mod tests {
                     stored_len: 7,
                     raw_len: 10,
                     sha256: [3; 32],
+                    stored_sha256: Some([4; 32]),
                 }],
             },
             facts: serde_json::json!({"rows": 3}),
