@@ -76,8 +76,8 @@ pub enum Command {
         /// SERVICE/TIER/YYYY-MM-DD/FILE, e.g. postgresql/local/2026-01-16/zentoria_main_120000.sql.
         path: String,
     },
-    /// Check stored copies: each member's and block's SHA-256 and CRC, both whole-file hashes, sidecars. Exit 1 on any
-    /// problem. Without options: each tier's scheduled share (oldest-checked first, within its
+    /// Check stored copies: each member's and block's SHA-256 and CRC, both whole-file hashes,
+    /// sidecars. Exit 1 on any problem. Without options: each tier's scheduled share (oldest-checked first, within its
     /// verify_budget, every copy within its verify_window); --all, --tier or --service read every
     /// copy they name.
     Verify {
