@@ -38,6 +38,14 @@ impl<S: Store> FaultyStore<S> {
         &self.inner
     }
 
+    fn maybe_flip(&self, mut data: Vec<u8>) -> Vec<u8> {
+        let flip = self.flip_at.load(Ordering::SeqCst);
+        if let Some(b) = data.get_mut(flip as usize) {
+            *b ^= 0x01;
+        }
+        data
+    }
+
     fn maybe_fail(&self, op: &str) -> Result<()> {
         let took = self
             .fail_next
@@ -68,12 +76,11 @@ impl<S: Store> Store for FaultyStore<S> {
     }
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         self.maybe_fail("get")?;
-        let mut data = self.inner.get_range(key, offset, len)?;
-        let flip = self.flip_at.load(Ordering::SeqCst);
-        if let Some(b) = data.get_mut(flip as usize) {
-            *b ^= 0x01;
-        }
-        Ok(data)
+        Ok(self.maybe_flip(self.inner.get_range(key, offset, len)?))
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.maybe_fail("get")?;
+        Ok(self.maybe_flip(self.inner.get(key)?))
     }
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         self.maybe_fail("head")?;

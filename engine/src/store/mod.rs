@@ -122,6 +122,8 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
 }
 
 /// A boxed or shared store is a store, so wrappers such as [`retry::RetryStore`] take any tier.
+/// Every method is forwarded, default ones too: relying on a default would drop the inner
+/// store's own version (`conformance::forwards_every_method` checks each wrapper).
 macro_rules! forward_store {
     ($($wrapper:ident),*) => {$(
         impl<S: Store + ?Sized> Store for $wrapper<S> {
@@ -151,6 +153,9 @@ macro_rules! forward_store {
             }
             fn clean_staging(&self) -> Result<usize> {
                 (**self).clean_staging()
+            }
+            fn get(&self, key: &str) -> Result<Vec<u8>> {
+                (**self).get(key)
             }
         }
     )*};

@@ -74,6 +74,9 @@ impl<S: Store> Store for RetryStore<S> {
     fn clean_staging(&self) -> Result<usize> {
         self.inner.clean_staging()
     }
+    fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.retry("get", key, || self.inner.get(key))
+    }
 }
 
 #[cfg(test)]
