@@ -27,7 +27,9 @@ fn run_does_what_is_due_once_and_writes_metrics() {
     let env = Env::new("");
     let textfile = env.path().join("textfile/tierback.prom");
     env.write_config(&services(&textfile));
-    let out = env.run(&["run"]);
+    // The schedule is decided on the tierback clock, set here, never on the wall clock's minute.
+    let run_at = |now: &str| env.run_with(&["run"], &[("TIERBACK_NOW", now)]);
+    let out = run_at("2027-01-16T12:00:05Z");
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -43,23 +45,16 @@ fn run_does_what_is_due_once_and_writes_metrics() {
     );
     assert_eq!(list[0]["service"], "shop");
 
-    // Within the same minute nothing is due again (a retry waits for the next slot).
-    let minute = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            / 60
-    };
-    let before = minute();
-    env.run(&["run"]);
-    if minute() == before {
-        assert_eq!(
-            env.list_json().len(),
-            1,
-            "a second run in the same minute backs up nothing"
-        );
-    }
+    // Within the same minute nothing is due again (a retry waits for the next slot); the next
+    // minute is.
+    run_at("2027-01-16T12:00:05Z");
+    assert_eq!(
+        env.list_json().len(),
+        1,
+        "a second run in the same minute backs up nothing"
+    );
+    run_at("2027-01-16T12:01:05Z");
+    assert_eq!(env.list_json().len(), 2, "the next minute's slot is due");
 
     let text = std::fs::read_to_string(&textfile).expect("textfile written");
     assert_eq!(
@@ -84,7 +79,7 @@ fn run_does_what_is_due_once_and_writes_metrics() {
             &text,
             "backup_files_count{location=\"local\",service=\"shop\"}"
         ),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(metric(&text, "backup_storage_free_bytes{location=").unwrap() > 0.0);
     assert!(metric(&text, "backup_compression_ratio{service=\"shop\"}").unwrap() > 1.0);
