@@ -17,7 +17,6 @@ pub mod fuse;
 pub mod inode;
 pub mod mount;
 pub mod readahead;
-pub mod timeout;
 pub mod tree;
 
 pub use error::{FsError, FsResult};
