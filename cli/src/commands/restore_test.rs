@@ -6,8 +6,7 @@
 use anyhow::{Result, bail};
 use tierback_engine::artifact::reader::ArtifactReader;
 use tierback_engine::config::Config;
-use tierback_engine::config::Driver;
-use tierback_engine::restore_test::{Outcome, newest_backup, test_artifact, wal_chain};
+use tierback_engine::restore_test::{Outcome, newest_backup, test_artifact};
 use tierback_engine::store::open_tier;
 
 use super::{EXIT_FAILURE, EXIT_OK};
@@ -32,6 +31,8 @@ pub fn run(
         bail!("no backup of {service} on tier {} to test", tier.name);
     }
     let store = open_tier(tier)?;
+    let source =
+        tierback_engine::source::for_service(svc, &tierback_engine::backup::lock_dir(config));
     let run = catalog.begin_run(service, "restore-test")?;
     let mut failed = Vec::new();
     let mut report = Vec::new();
@@ -50,17 +51,13 @@ pub fn run(
                     key: &a.key,
                     index: &index,
                 };
-                test_artifact(&svc.driver, a, &reader, config.defaults.threads)
+                test_artifact(source.as_ref(), a, &reader, config.defaults.threads)
             });
             (path, outcome)
         })
         .collect();
-    // A WAL archive is only as good as its unbroken chain.
-    if let Driver::PostgresWal { .. } = svc.driver {
-        checks.push((
-            format!("{service}/{} (archive)", tier.name),
-            Ok(wal_chain(&artifacts, tier.name.as_str())),
-        ));
+    if let Some(outcome) = source.restore_test_archive(&artifacts, tier.name.as_str()) {
+        checks.push((format!("{service}/{} (archive)", tier.name), Ok(outcome)));
     }
     for (path, outcome) in checks {
         let (word, detail) = match outcome {

@@ -6,9 +6,24 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 use super::piped::Piped;
-use super::{ArtifactPlan, Dump, Facts, Source};
+use super::{ArtifactPlan, Dump, Source, facts_of};
+use crate::restore_test::{Outcome, Replay};
 use crate::{Error, Result};
+
+/// What a tar of paths records (the files driver's, and the start of the redis AOF archive's).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct TarFacts {
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Entries written: what the restore test's `tar -t` must list.
+    pub entries: Option<u64>,
+    /// Files that grew while they were read: archived as they were when opened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grew_while_read: Vec<String>,
+}
 
 pub struct FilesSource {
     pub service: String,
@@ -39,14 +54,23 @@ impl Source for FilesSource {
         let paths = self.paths.clone();
         let service = self.service.clone();
         Ok(Box::new(Piped::spawn(move |writer| {
-            write_tar(writer, &paths, &service)
+            write_tar(writer, &paths, &service).map(|facts| facts_of(&facts))
         })?))
+    }
+
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        let recorded: TarFacts = replay.facts()?;
+        replay.tar_entries_as_recorded(recorded.entries)
     }
 }
 
 /// Writes `paths` (files, or directories walked in name order) as a tar on `writer`. `service`
 /// names the service in errors. Used by the files driver and the redis AOF archive.
-pub fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) -> Result<Facts> {
+pub fn write_tar(
+    writer: std::io::PipeWriter,
+    paths: &[PathBuf],
+    service: &str,
+) -> Result<TarFacts> {
     let fail = |p: &Path, e: std::io::Error| {
         Error::source(service, format!("archiving {}: {e}", p.display()))
     };
@@ -60,20 +84,11 @@ pub fn write_tar(writer: std::io::PipeWriter, paths: &[PathBuf], service: &str) 
     }
     tar.finish()
         .map_err(|e| fail(Path::new("<archive end>"), e))?;
-    let mut facts = Facts::new();
-    facts.insert(
-        "paths".into(),
-        paths
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    facts.insert("entries".into(), walk.entries.into());
-    if !walk.grew.is_empty() {
-        facts.insert("grew_while_read".into(), walk.grew.into());
-    }
-    Ok(facts)
+    Ok(TarFacts {
+        paths: paths.iter().map(|p| p.display().to_string()).collect(),
+        entries: Some(walk.entries),
+        grew_while_read: walk.grew,
+    })
 }
 
 /// What a walk appended.
@@ -245,7 +260,7 @@ mod tests {
             .unwrap();
         reader.read_to_end(&mut bytes).unwrap();
         let facts = producer.join().unwrap().unwrap();
-        assert_eq!(facts["grew_while_read"][0], log.display().to_string());
+        assert_eq!(facts.grew_while_read, [log.display().to_string()]);
 
         let mut archive = tar::Archive::new(&bytes[..]);
         let mut sizes = Vec::new();

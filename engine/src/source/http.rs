@@ -169,6 +169,14 @@ pub struct Download {
     expect: Expected,
 }
 
+/// What a checked download records.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct DownloadFacts {
+    pub downloaded_bytes: Option<u64>,
+    /// The SHA-256 of the bytes received (and announced, when the server announced one).
+    pub downloaded_sha256: Option<String>,
+}
+
 impl Download {
     /// Checks the body against what was announced; returns the facts of a good download.
     pub fn check(&mut self) -> Result<Facts> {
@@ -194,10 +202,10 @@ impl Download {
                 "SHA-256 {sha} differs from the announced {want}"
             )));
         }
-        let mut facts = Facts::new();
-        facts.insert("downloaded_bytes".into(), self.bytes.into());
-        facts.insert("downloaded_sha256".into(), sha.into());
-        Ok(facts)
+        Ok(super::facts_of(&DownloadFacts {
+            downloaded_bytes: Some(self.bytes),
+            downloaded_sha256: Some(sha),
+        }))
     }
 }
 

@@ -13,9 +13,12 @@
 use std::io::Read;
 
 use super::piped::Piped;
-use super::{ArtifactPlan, Dump, Facts, Source};
+use serde::{Deserialize, Serialize};
+
+use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
 use crate::config::{S3Checksums, TierConfig, TierKind};
 use crate::id::TierName;
+use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::store::Store;
 use crate::store::s3::S3Store;
@@ -24,6 +27,16 @@ use crate::{Error, Result};
 
 /// Bytes fetched per ranged GET.
 const CHUNK: u64 = 8 << 20;
+
+/// What a bucket mirror records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct MirrorFacts {
+    /// Objects in the tar: what the restore test's `tar -t` must list.
+    pub entries: Option<u64>,
+    pub object_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory_markers_skipped: Option<u64>,
+}
 
 pub struct MinioSource {
     pub service: String,
@@ -122,6 +135,12 @@ impl Source for MinioSource {
             })
         })?))
     }
+
+    /// A bucket mirror is a tar like a files backup, with its object count as `entries`.
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        let recorded: MirrorFacts = replay.facts()?;
+        replay.tar_entries_as_recorded(recorded.entries)
+    }
 }
 
 /// Writes every object of the listing into a tar on `writer`; returns the facts.
@@ -171,13 +190,11 @@ fn write_tar(
         bytes += size;
     }
     tar.finish().map_err(|e| format!("ending the tar: {e}"))?;
-    let mut facts = Facts::new();
-    facts.insert("entries".into(), count.into());
-    facts.insert("object_bytes".into(), bytes.into());
-    if markers > 0 {
-        facts.insert("directory_markers_skipped".into(), markers.into());
-    }
-    Ok(facts)
+    Ok(facts_of(&MirrorFacts {
+        entries: Some(count),
+        object_bytes: Some(bytes),
+        directory_markers_skipped: (markers > 0).then_some(markers),
+    }))
 }
 
 /// One object as a `Read`, fetched [`CHUNK`] bytes at a time.

@@ -18,10 +18,21 @@ pub mod vault;
 use std::io::Read;
 
 use crate::Result;
+use crate::catalog::ArtifactRecord;
 use crate::config::{Driver, ServiceConfig};
+use crate::restore_test::{Outcome, Replay};
 
 /// Facts recorded with an artifact (server version, row counts, paths, …), as JSON.
 pub type Facts = serde_json::Map<String, serde_json::Value>;
+
+/// A driver's typed facts as the JSON object stored with its artifact (and read back by its
+/// restore test through [`Replay::facts`]).
+pub fn facts_of(facts: &impl serde::Serialize) -> Facts {
+    match serde_json::to_value(facts) {
+        Ok(serde_json::Value::Object(map)) => map,
+        other => unreachable!("facts are a struct of plain values: {other:?}"),
+    }
+}
 
 /// One file a backup produces: `<stem>_<HHMMSS>.<extension>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +51,17 @@ pub trait Source {
     /// spool) may let go of it.
     fn published(&self, _artifacts: &[ArtifactPlan]) -> Result<()> {
         Ok(())
+    }
+    /// The restore test of one stored artifact: replayed into a scratch target and compared
+    /// with the facts recorded when it was taken. By default every block is read and verified
+    /// (there is nothing to replay it into alone).
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        replay.read_every_block()
+    }
+    /// A restore test of what `tier` holds as a whole, beyond the newest backup (a WAL archive
+    /// is only as good as its unbroken chain); `None`: nothing to check.
+    fn restore_test_archive(&self, _artifacts: &[ArtifactRecord], _tier: &str) -> Option<Outcome> {
+        None
     }
 }
 

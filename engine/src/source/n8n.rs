@@ -7,8 +7,11 @@
 use std::io::{Cursor, Read};
 
 use super::http::{Api, encode};
-use super::{ArtifactPlan, Dump, Facts, Source};
+use serde::{Deserialize, Serialize};
+
+use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
 use crate::Result;
+use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
 
@@ -16,6 +19,14 @@ use crate::tls::Transport;
 const PAGE: usize = 250;
 /// A cursor loop longer than this is a server bug, not a big instance.
 const MAX_PAGES: usize = 100_000;
+
+/// What an export records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct WorkflowFacts {
+    /// Workflows in the export: what the restore test must find in it.
+    pub workflow_count: Option<u64>,
+    pub active_workflows: Option<u64>,
+}
 
 pub struct N8nSource {
     pub service: String,
@@ -70,9 +81,10 @@ impl Source for N8nSource {
             }
             if cursor.is_none() {
                 let active = workflows.iter().filter(|w| w["active"] == true).count();
-                let mut facts = Facts::new();
-                facts.insert("workflow_count".into(), workflows.len().into());
-                facts.insert("active_workflows".into(), active.into());
+                let facts = facts_of(&WorkflowFacts {
+                    workflow_count: Some(workflows.len() as u64),
+                    active_workflows: Some(active as u64),
+                });
                 let mut json = serde_json::to_vec_pretty(&workflows)
                     .map_err(|e| api.fail(format!("encoding the workflows: {e}")))?;
                 json.push(b'\n');
@@ -85,6 +97,23 @@ impl Source for N8nSource {
         Err(api.fail(format!(
             "GET /api/v1/workflows: still a nextCursor after {MAX_PAGES} pages"
         )))
+    }
+
+    /// The export parsed, its workflow count against the recorded one.
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        let recorded: WorkflowFacts = replay.facts()?;
+        let mut json = Vec::new();
+        replay.reader.copy_to(&mut json, replay.threads)?;
+        let listed = serde_json::from_slice::<serde_json::Value>(&json)
+            .ok()
+            .and_then(|v| v.as_array().map(Vec::len));
+        Ok(match (listed, recorded.workflow_count) {
+            (None, _) => Outcome::Failed("the export is not a JSON array of workflows".into()),
+            (Some(n), Some(r)) if n as u64 != r => Outcome::Failed(format!(
+                "the export holds {n} workflows, the backup recorded {r}"
+            )),
+            (Some(n), _) => Outcome::Passed(format!("{n} workflows, as recorded")),
+        })
     }
 }
 

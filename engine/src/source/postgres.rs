@@ -11,15 +11,29 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
+use serde::{Deserialize, Serialize};
+
 use super::process::{ChildDump, Invocation};
-use super::{ArtifactPlan, Dump, Facts, Source};
+use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
 use crate::Result;
+use crate::restore_test::{Outcome, Replay};
 use crate::secret::{Secret, SecretRef};
+
+mod restore;
 
 /// The artifact stem of the globals dump (a database of this name is refused by the config).
 pub const GLOBALS: &str = "globals";
 /// The artifact stem of the physical base backup.
 pub const BASE: &str = "base";
+
+/// What a database dump records, read from the dump stream itself.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DumpFacts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// Rows of every table: what the restore test counts in the replayed database.
+    pub row_counts: Option<BTreeMap<String, u64>>,
+}
 
 pub struct PostgresSource {
     pub service: String,
@@ -110,6 +124,28 @@ impl Source for PostgresSource {
             scan: DumpScan::default(),
         }))
     }
+
+    /// Each database into a scratch database on the same server; the base backup through
+    /// `pg_verifybackup`. The globals are not replayed: roles are cluster-wide and would change
+    /// the live server.
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        if self.base_backup && replay.stem == BASE {
+            return restore::base_backup(replay);
+        }
+        if replay.stem == GLOBALS {
+            return Ok(Outcome::Skipped(
+                "roles and tablespaces are cluster-wide: not replayed into a live server".into(),
+            ));
+        }
+        let password = self.password.as_ref().map(|p| p.resolve()).transpose()?;
+        let pg = restore::Psql {
+            host: &self.host,
+            port: self.port,
+            user: &self.user,
+            password: password.as_ref().map(|p| p.expose()),
+        };
+        restore::database(&pg, replay)
+    }
 }
 
 /// A pg_dump stream, scanned for facts as it passes.
@@ -134,7 +170,7 @@ impl Dump for PgDump {
     fn finish(self: Box<Self>) -> Result<Facts> {
         let PgDump { inner, scan } = *self;
         let mut facts = Box::new(inner).finish()?;
-        scan.into_facts(&mut facts);
+        facts.extend(facts_of(&scan.into_facts()));
         Ok(facts)
     }
 }
@@ -206,13 +242,11 @@ impl DumpScan {
         self.line.clear();
     }
 
-    pub fn into_facts(self, facts: &mut Facts) {
-        if let Some(v) = self.server_version {
-            facts.insert("server_version".into(), v.into());
+    pub fn into_facts(self) -> DumpFacts {
+        DumpFacts {
+            server_version: self.server_version,
+            row_counts: Some(self.rows),
         }
-        let rows: serde_json::Map<String, serde_json::Value> =
-            self.rows.into_iter().map(|(t, n)| (t, n.into())).collect();
-        facts.insert("row_counts".into(), rows.into());
     }
 }
 
@@ -229,9 +263,7 @@ mod tests {
         for c in chunks {
             s.feed(c);
         }
-        let mut facts = Facts::new();
-        s.into_facts(&mut facts);
-        facts
+        facts_of(&s.into_facts())
     }
 
     #[test]

@@ -15,10 +15,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 
 use super::http::{Api, Download, Expected};
+use super::process::last_lines;
 use super::{ArtifactPlan, Dump, Facts, Source};
-use crate::Result;
+use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
+use crate::{Error, Result};
 
 pub struct VaultSource {
     pub service: String,
@@ -54,6 +56,38 @@ impl Source for VaultSource {
             listing: Some(listing),
         }))
     }
+
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        check_snapshot(replay)
+    }
+}
+
+/// A Vault Raft snapshot (a gzipped tar) unpacked into a scratch directory, and its
+/// `SHA256SUMS` checked with `sha256sum -c` (what `vault operator raft snapshot restore` checks
+/// before it replaces a cluster's data).
+fn check_snapshot(replay: &Replay<'_>) -> Result<Outcome> {
+    let scratch = match replay.unpack("-xzf")? {
+        Ok(dir) => dir,
+        Err(failed) => return Ok(failed),
+    };
+    for needed in ["SHA256SUMS", "SHA256SUMS.sealed"] {
+        if !scratch.path().join(needed).exists() {
+            return Ok(Outcome::Failed(format!(
+                "the snapshot has no {needed}: it is incomplete"
+            )));
+        }
+    }
+    let check = Command::new("sha256sum")
+        .args(["-c", "--strict", "SHA256SUMS"])
+        .current_dir(scratch.path())
+        .output()
+        .map_err(|e| Error::io("running sha256sum", e))?;
+    let said = last_lines(&String::from_utf8_lossy(&check.stdout), 5).replace('\n', "; ");
+    Ok(if check.status.success() {
+        Outcome::Passed(format!("SHA256SUMS match: {said}"))
+    } else {
+        Outcome::Failed(format!("SHA256SUMS do not match: {said}"))
+    })
 }
 
 struct RaftDump {
