@@ -18,7 +18,7 @@ use crate::config::{Config, ServiceConfig, TierKind};
 use crate::error::IoContext;
 use crate::layout;
 use crate::lock::ServiceLock;
-use crate::source::{self, Facts};
+use crate::source::Facts;
 use crate::store::Store;
 use crate::store::local::{LocalStore, sync_dir};
 use crate::{Error, Result};
@@ -54,11 +54,7 @@ pub struct ArtifactReport {
 
 /// Where per-service locks live: beside the catalog.
 pub fn lock_dir(config: &Config) -> PathBuf {
-    config
-        .catalog_path
-        .parent()
-        .map(|p| p.join("locks"))
-        .unwrap_or_else(|| PathBuf::from("locks"))
+    crate::config::lock_dir_of(&config.catalog_path)
 }
 
 /// Opens the first tier, where backups are written.
@@ -131,7 +127,7 @@ fn take(
         std::thread::sleep(Duration::from_millis(200));
         taken_at = now();
     }
-    let source = source::for_service(service, &lock_dir(config));
+    let source = service.driver.as_ref();
     let opts = WriteOptions {
         block_size: service.block_size,
         level: service.compression_level,

@@ -22,9 +22,10 @@ use serde::Serialize;
 
 use crate::Result;
 use crate::catalog::{ArtifactRecord, BackupEntry, CORRUPT, Catalog, MISSING, PRESENT};
-use crate::config::{Config, Driver, TierConfig};
+use crate::config::{Config, TierConfig};
 use crate::retention::{kept_by, period};
 use crate::source::postgres::BASE;
+use crate::source::postgres_wal::WalSpool;
 
 /// What the catalog says exists, as the plan reads it.
 pub struct Snapshot<'a> {
@@ -174,12 +175,7 @@ pub fn upload_inputs<'a>(
     let bases = config
         .services
         .values()
-        .filter_map(|s| match &s.driver {
-            Driver::PostgresWal {
-                base: Some(base), ..
-            } => Some(base.as_str()),
-            _ => None,
-        })
+        .filter_map(|s| s.driver_as::<WalSpool>()?.base())
         .collect();
     (names, bases)
 }
@@ -414,16 +410,15 @@ fn wal_needed_since(
     tier: &str,
     artifacts: &[ArtifactRecord],
 ) -> Option<i64> {
-    let Driver::PostgresWal {
-        base: Some(base), ..
-    } = &config.service(service).ok()?.driver
-    else {
-        return None;
-    };
+    let base = config
+        .service(service)
+        .ok()?
+        .driver_as::<WalSpool>()?
+        .base()?;
     let prefix = format!("{BASE}_");
     let bases: Vec<(i64, bool)> = artifacts
         .iter()
-        .filter(|a| &a.service == base && a.file.starts_with(&prefix))
+        .filter(|a| a.service == base && a.file.starts_with(&prefix))
         .filter_map(|a| {
             let copy = a.copy_on(tier).filter(|c| c.state == PRESENT)?;
             Some((a.taken_at, copy.verified_at.is_some()))

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::artifact::reader::ArtifactReader;
 use crate::catalog::{Catalog, PRESENT};
-use crate::config::{Config, Driver};
+use crate::config::Config;
 use crate::error::IoContext;
+use crate::source::postgres_wal::WalSpool;
 use crate::store::open_tier;
 use crate::{Error, Result};
 
@@ -30,10 +31,10 @@ pub fn fetch(
     dest: &Path,
 ) -> Result<Fetched> {
     let svc = config.service(service)?;
-    if !matches!(svc.driver, Driver::PostgresWal { .. }) {
+    if svc.driver_as::<WalSpool>().is_none() {
         return Err(Error::Invalid(format!(
             "service {service:?} is a {} service, not postgres_wal: it holds no WAL",
-            svc.driver.name()
+            svc.driver.driver()
         )));
     }
     let Some(artifact) = catalog.find_wal(service, wal_file)? else {

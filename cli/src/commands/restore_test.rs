@@ -31,8 +31,7 @@ pub fn run(
         bail!("no backup of {service} on tier {} to test", tier.name);
     }
     let store = open_tier(tier)?;
-    let source =
-        tierback_engine::source::for_service(svc, &tierback_engine::backup::lock_dir(config));
+    let source = svc.driver.as_ref();
     let run = catalog.begin_run(service, "restore-test")?;
     let mut failed = Vec::new();
     let mut report = Vec::new();
@@ -51,7 +50,7 @@ pub fn run(
                     key: &a.key,
                     index: &index,
                 };
-                test_artifact(source.as_ref(), a, &reader, config.defaults.threads)
+                test_artifact(source, a, &reader, config.defaults.threads)
             });
             (path, outcome)
         })

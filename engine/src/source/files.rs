@@ -6,12 +6,43 @@ use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use super::piped::Piped;
-use super::{ArtifactPlan, Dump, Source, facts_of};
+use super::{ArtifactPlan, DriverSettings, Dump, Source, facts_of};
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
 use crate::{Error, Result};
+
+/// The service keys of `driver = "files"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Files and directories to archive (relative to the config file's directory).
+    paths: Option<Spanned<Vec<PathBuf>>>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "files";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let paths = service.needs(Self::DRIVER, self.paths, "paths")?;
+        if paths.get_ref().is_empty() {
+            return Err(service.error(paths.span(), "paths is empty"));
+        }
+        Ok(Arc::new(FilesSource {
+            service: service.name.to_string(),
+            paths: paths
+                .into_inner()
+                .into_iter()
+                .map(|p| service.resolve(p))
+                .collect(),
+        }))
+    }
+}
 
 /// What a tar of paths records (the files driver's, and the start of the redis AOF archive's).
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -25,6 +56,7 @@ pub struct TarFacts {
     pub grew_while_read: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct FilesSource {
     pub service: String,
     pub paths: Vec<PathBuf>,

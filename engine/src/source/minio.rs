@@ -13,9 +13,14 @@
 use std::io::Read;
 
 use super::piped::Piped;
-use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
+use crate::config::{Mistake, ServiceContext};
 use crate::config::{S3Checksums, TierConfig, TierKind};
 use crate::id::TierName;
 use crate::restore_test::{Outcome, Replay};
@@ -28,6 +33,54 @@ use crate::{Error, Result};
 /// Bytes fetched per ranged GET.
 const CHUNK: u64 = 8 << 20;
 
+/// The service keys of `driver = "minio"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    endpoint: Option<Spanned<String>>,
+    region: Option<String>,
+    access_key: Option<Spanned<String>>,
+    secret_key: Option<Spanned<String>>,
+    /// Buckets to mirror; default: every bucket the key can list but the tiers' own.
+    buckets: Option<Spanned<Vec<String>>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "minio";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let transport = service.transport(&self.ca_file, self.allow_insecure_http)?;
+        let buckets = service.names(self.buckets, "buckets", "bucket")?;
+        let endpoint = service.url(self.endpoint, "http://127.0.0.1:9000", &transport)?;
+        let same = |e: &str| e.trim_end_matches('/') == endpoint.trim_end_matches('/');
+        let need = |key: Option<Spanned<String>>, name: &str| {
+            service.secret(service.needs(Self::DRIVER, key, name)?)
+        };
+        Ok(Arc::new(MinioSource {
+            service: service.name.to_string(),
+            region: self.region.unwrap_or_else(|| "us-east-1".into()),
+            access_key: need(self.access_key, "access_key")?,
+            secret_key: need(self.secret_key, "secret_key")?,
+            buckets,
+            // The buckets this config's s3 tiers write to on the same server.
+            exclude: service
+                .tiers
+                .iter()
+                .filter_map(|t| match &t.kind {
+                    TierKind::S3 {
+                        bucket, endpoint, ..
+                    } if same(endpoint) => Some(bucket.clone()),
+                    _ => None,
+                })
+                .collect(),
+            endpoint,
+            transport,
+        }))
+    }
+}
+
 /// What a bucket mirror records.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct MirrorFacts {
@@ -38,6 +91,7 @@ pub struct MirrorFacts {
     pub directory_markers_skipped: Option<u64>,
 }
 
+#[derive(Debug)]
 pub struct MinioSource {
     pub service: String,
     pub endpoint: String,

@@ -2,25 +2,84 @@
 //! database, one RDB, one tar…) and opens each as a [`Dump`]: a byte stream plus, once the stream
 //! has ended, the facts about it or the reason it failed.
 
-pub mod command;
-pub mod files;
 pub mod http;
-pub mod minio;
-pub mod n8n;
 pub mod piped;
-pub mod postgres;
-pub mod postgres_wal;
 pub mod process;
-pub mod qdrant;
-pub mod redis;
-pub mod vault;
 
+/// Every driver: its module (`source/<name>.rs`, which owns its settings, its facts and its
+/// restore test) and its entry in [`DRIVERS`]. A new driver is one file and its name here.
+macro_rules! drivers {
+    ($($driver:ident),* $(,)?) => {
+        $(pub mod $driver;)*
+        /// Every driver tierback knows, by the name `driver = "…"` takes.
+        pub static DRIVERS: &[Driver] = &[$(Driver::of::<$driver::Settings>()),*];
+    };
+}
+drivers![
+    command,
+    files,
+    postgres,
+    postgres_wal,
+    redis,
+    qdrant,
+    vault,
+    n8n,
+    minio
+];
+
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use toml::Spanned;
+use toml::de::DeValue;
 
 use crate::Result;
 use crate::catalog::ArtifactRecord;
-use crate::config::{Driver, ServiceConfig};
+use crate::config::{Mistake, Retention, ServiceConfig, ServiceContext};
+use crate::id::ServiceName;
 use crate::restore_test::{Outcome, Replay};
+
+/// A driver's keys as written in its service's table (`#[derive(Deserialize)]
+/// #[serde(deny_unknown_fields)]`), checked into the service's [`Source`] when the config loads.
+pub trait DriverSettings: DeserializeOwned {
+    /// What `driver = "…"` names it.
+    const DRIVER: &'static str;
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake>;
+}
+
+/// Reads a driver's settings from its service's table (without the keys every service
+/// shares) and checks them into the service's source.
+pub type Configure =
+    fn(Spanned<DeValue<'_>>, &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake>;
+
+/// One entry of [`DRIVERS`].
+pub struct Driver {
+    pub name: &'static str,
+    /// The service keys its settings take.
+    pub keys: fn() -> &'static [&'static str],
+    pub configure: Configure,
+}
+
+impl Driver {
+    const fn of<S: DriverSettings>() -> Driver {
+        Driver {
+            name: S::DRIVER,
+            keys: crate::config::keys_of::<S>,
+            configure: configure::<S>,
+        }
+    }
+}
+
+fn configure<S: DriverSettings>(
+    table: Spanned<DeValue<'_>>,
+    service: &ServiceContext<'_>,
+) -> Result<Arc<dyn Source>, Mistake> {
+    let settings: S =
+        crate::config::from_table(table).map_err(|(span, m)| service.error(span, m))?;
+    settings.build(service)
+}
 
 /// Facts recorded with an artifact (server version, row counts, paths, …), as JSON.
 pub type Facts = serde_json::Map<String, serde_json::Value>;
@@ -41,7 +100,8 @@ pub struct ArtifactPlan {
     pub extension: String,
 }
 
-pub trait Source {
+/// A configured driver: what one service's backups are, and how a restore test checks them.
+pub trait Source: std::fmt::Debug + Send + Sync + std::any::Any {
     fn driver(&self) -> &'static str;
     /// The artifacts one backup of this service produces.
     fn plan(&self) -> Result<Vec<ArtifactPlan>>;
@@ -63,6 +123,17 @@ pub trait Source {
     fn restore_test_archive(&self, _artifacts: &[ArtifactRecord], _tier: &str) -> Option<Outcome> {
         None
     }
+    /// This driver's retention when its service sets none.
+    fn default_retention(&self) -> Option<Retention> {
+        None
+    }
+    /// Checks what this service's settings say about the others, once every one is read.
+    fn check_services(
+        &self,
+        _services: &BTreeMap<ServiceName, ServiceConfig>,
+    ) -> Result<(), Mistake> {
+        Ok(())
+    }
 }
 
 /// A dump in progress. Read it to its end, then call [`Dump::finish`]: only a dump that
@@ -76,118 +147,5 @@ pub trait Dump: Read + Send {
     /// default drops the dump (producers see a closed pipe and stop).
     fn abandon(self: Box<Self>) -> Option<crate::Error> {
         None
-    }
-}
-
-/// The source a service's config describes. `state_dir` is where a source may remember what it
-/// must undo after a crash (the lock directory).
-pub fn for_service(service: &ServiceConfig, state_dir: &std::path::Path) -> Box<dyn Source> {
-    let name = service.name.to_string();
-    match &service.driver {
-        Driver::Command {
-            argv,
-            artifact,
-            extension,
-            env,
-        } => Box::new(command::CommandSource {
-            service: name,
-            argv: argv.clone(),
-            env: env.clone(),
-            plan: ArtifactPlan {
-                stem: artifact.clone(),
-                extension: extension.clone(),
-            },
-        }),
-        Driver::Files { paths } => Box::new(files::FilesSource {
-            service: name,
-            paths: paths.clone(),
-        }),
-        Driver::Postgres {
-            host,
-            port,
-            user,
-            password,
-            databases,
-            globals,
-            base_backup,
-        } => Box::new(postgres::PostgresSource {
-            service: name,
-            host: host.clone(),
-            port: *port,
-            user: user.clone(),
-            password: password.clone(),
-            databases: databases.clone(),
-            globals: *globals,
-            base_backup: *base_backup,
-        }),
-        Driver::PostgresWal { spool, .. } => Box::new(postgres_wal::WalSpool {
-            service: name,
-            spool: spool.clone(),
-        }),
-        Driver::Redis {
-            host,
-            port,
-            password,
-            aof_dir,
-        } => Box::new(redis::RedisSource {
-            service: name,
-            host: host.clone(),
-            port: *port,
-            password: password.clone(),
-            aof_dir: aof_dir.clone(),
-            state_dir: state_dir.to_owned(),
-        }),
-        Driver::Qdrant {
-            url,
-            transport,
-            api_key,
-            collections,
-            full,
-        } => Box::new(qdrant::QdrantSource {
-            service: name,
-            url: url.clone(),
-            transport: transport.clone(),
-            api_key: api_key.clone(),
-            collections: collections.clone(),
-            full: *full,
-        }),
-        Driver::Vault {
-            url,
-            transport,
-            token,
-        } => Box::new(vault::VaultSource {
-            service: name,
-            url: url.clone(),
-            transport: transport.clone(),
-            token: token.clone(),
-        }),
-        Driver::N8n {
-            url,
-            transport,
-            api_key,
-        } => Box::new(n8n::N8nSource {
-            service: name,
-            url: url.clone(),
-            transport: transport.clone(),
-            api_key: api_key.clone(),
-        }),
-        Driver::Minio {
-            endpoint,
-            transport,
-            region,
-            access_key,
-            secret_key,
-            buckets,
-            exclude,
-        } => Box::new(minio::MinioSource {
-            service: name,
-            endpoint: endpoint.clone(),
-            transport: transport.clone(),
-            region: region.clone(),
-            access_key: access_key.clone(),
-            secret_key: secret_key.clone(),
-            buckets: buckets.clone(),
-            exclude: exclude.clone(),
-        }),
     }
 }

@@ -5,12 +5,16 @@
 //! exported: the public API never returns their secrets.
 
 use std::io::{Cursor, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::http::{Api, encode};
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::Result;
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
@@ -28,6 +32,33 @@ pub struct WorkflowFacts {
     pub active_workflows: Option<u64>,
 }
 
+/// The service keys of `driver = "n8n"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    url: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "n8n";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let transport = service.transport(&self.ca_file, self.allow_insecure_http)?;
+        let url = service.url(self.url, "http://127.0.0.1:5678", &transport)?;
+        let api_key = service.needs(Self::DRIVER, self.api_key, "api_key")?;
+        Ok(Arc::new(N8nSource {
+            service: service.name.to_string(),
+            url,
+            transport,
+            api_key: service.secret(api_key)?,
+        }))
+    }
+}
+
+#[derive(Debug)]
 pub struct N8nSource {
     pub service: String,
     pub url: String,

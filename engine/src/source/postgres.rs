@@ -10,12 +10,15 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use super::process::{ChildDump, Invocation};
-use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::Result;
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
 use crate::secret::{Secret, SecretRef};
 
@@ -26,6 +29,70 @@ pub const GLOBALS: &str = "globals";
 /// The artifact stem of the physical base backup.
 pub const BASE: &str = "base";
 
+/// The service keys of `driver = "postgres"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    user: Option<Spanned<String>>,
+    password: Option<Spanned<String>>,
+    databases: Option<Spanned<Vec<String>>>,
+    globals: Option<bool>,
+    base_backup: Option<bool>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "postgres";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let base_backup = self.base_backup.unwrap_or(false);
+        // A base backup alone is a whole cluster: databases are optional then.
+        let databases = match self.databases {
+            Some(d) => d,
+            None if base_backup => Spanned::new(service.span.clone(), Vec::new()),
+            None => {
+                return Err(service.error(
+                    service.span.clone(),
+                    "driver \"postgres\" needs `databases` (or base_backup = true)",
+                ));
+            }
+        };
+        let globals = self.globals.unwrap_or(!databases.get_ref().is_empty());
+        if databases.get_ref().is_empty() && !base_backup {
+            return Err(service.error(databases.span(), "databases is empty"));
+        }
+        for db in databases.get_ref() {
+            crate::id::validate_file_part(db, "database name")
+                .map_err(|e| service.error(databases.span(), e))?;
+            for (taken, stem, key) in [(globals, GLOBALS, "globals"), (base_backup, BASE, "base_backup")] {
+                if taken && db == stem {
+                    return Err(service.error(
+                        databases.span(),
+                        format!(
+                            "a database named {stem:?} would clash with the {stem} artifact; set {key} = false"
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Arc::new(PostgresSource {
+            service: service.name.to_string(),
+            host: self
+                .host
+                .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
+            port: service.port(self.port, 5432)?,
+            user: self
+                .user
+                .map_or_else(|| "postgres".into(), Spanned::into_inner),
+            password: self.password.map(|p| service.secret(p)).transpose()?,
+            databases: databases.into_inner(),
+            globals,
+            base_backup,
+        }))
+    }
+}
+
 /// What a database dump records, read from the dump stream itself.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DumpFacts {
@@ -35,6 +102,7 @@ pub struct DumpFacts {
     pub row_counts: Option<BTreeMap<String, u64>>,
 }
 
+#[derive(Debug)]
 pub struct PostgresSource {
     pub service: String,
     pub host: String,

@@ -6,15 +6,22 @@
 //! archives a file twice at worst, never loses one. `tierback wal-fetch` is the matching
 //! `restore_command`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
-use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
+use super::postgres::PostgresSource;
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::catalog::ArtifactRecord;
+use crate::config::{Mistake, Retention, ServiceConfig, ServiceContext};
 use crate::error::IoContext;
+use crate::id::ServiceName;
 use crate::restore_test::Outcome;
 use crate::store::local::sync_dir;
 use crate::{Error, Result};
@@ -27,9 +34,52 @@ pub struct WalFacts {
     pub wal_file: Option<String>,
 }
 
+/// The service keys of `driver = "postgres_wal"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where complete WAL files appear.
+    spool: Option<Spanned<PathBuf>>,
+    /// The `postgres` service (with `base_backup = true`) whose base backups this WAL rolls
+    /// forward.
+    base: Option<Spanned<String>>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "postgres_wal";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        if let Some(schedule) = service.schedule
+            && schedule.get_ref().is_empty()
+        {
+            return Err(service.error(
+                schedule.span(),
+                "schedule is empty: WAL left in the spool is not archived",
+            ));
+        }
+        let spool = service.needs(Self::DRIVER, self.spool, "spool")?;
+        Ok(Arc::new(WalSpool {
+            service: service.name.to_string(),
+            spool: service.resolve(spool.into_inner()),
+            base: self.base.map(|b| (b.span(), b.into_inner())),
+        }))
+    }
+}
+
+#[derive(Debug)]
 pub struct WalSpool {
     pub service: String,
     pub spool: PathBuf,
+    /// The `postgres` service whose base backups this WAL rolls forward (and where `base` is
+    /// written): prune keeps the WAL from its newest base backup on, whatever `retention` says.
+    base: Option<(Range<usize>, String)>,
+}
+
+impl WalSpool {
+    /// The service whose base backups this WAL rolls forward.
+    pub fn base(&self) -> Option<&str> {
+        self.base.as_ref().map(|(_, name)| name.as_str())
+    }
 }
 
 /// What kind of WAL file a spool entry is, from its name; `None` for anything else (the
@@ -149,6 +199,35 @@ impl Source for WalSpool {
     /// through `wal-fetch`).
     fn restore_test_archive(&self, artifacts: &[ArtifactRecord], tier: &str) -> Option<Outcome> {
         Some(wal_chain(artifacts, tier))
+    }
+
+    /// The seed keeps WAL for 24 hours.
+    fn default_retention(&self) -> Option<Retention> {
+        Some(Retention {
+            keep_within: Some(24 * 3600),
+            ..Retention::default()
+        })
+    }
+
+    /// `base` must name a service that takes base backups.
+    fn check_services(&self, services: &BTreeMap<ServiceName, ServiceConfig>) -> Result<(), Mistake> {
+        let Some((span, base)) = &self.base else {
+            return Ok(());
+        };
+        let takes_base = services.values().any(|s| {
+            s.name.as_str() == base
+                && s.driver_as::<PostgresSource>().is_some_and(|p| p.base_backup)
+        });
+        if takes_base {
+            return Ok(());
+        }
+        Err((
+            span.clone(),
+            format!(
+                "[services.{}] base = {base:?} is not a postgres service with base_backup = true",
+                self.service
+            ),
+        ))
     }
 }
 
@@ -272,6 +351,7 @@ mod tests {
         let spool = WalSpool {
             service: "pg-wal".into(),
             spool: dir.path().to_owned(),
+            base: None,
         };
         let plan = spool.plan().unwrap();
         // A compressed segment would never be archived: that is an error, not a skip.

@@ -9,11 +9,16 @@
 //! endpoint; a full snapshot only at startup (`qdrant --storage-snapshot FILE`).
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use serde::Deserialize;
+use toml::Spanned;
+
 use super::http::{Api, Download, DownloadFacts, Expected, encode};
-use super::{ArtifactPlan, Dump, Facts, Source};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source};
 use crate::Result;
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
@@ -21,6 +26,38 @@ use crate::tls::Transport;
 /// The stem of the full-storage snapshot.
 pub const FULL: &str = "full_cluster";
 
+/// The service keys of `driver = "qdrant"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    url: Option<Spanned<String>>,
+    api_key: Option<Spanned<String>>,
+    /// Collections to snapshot; default: every collection the server lists.
+    collections: Option<Spanned<Vec<String>>>,
+    /// Also the full-storage snapshot; default true.
+    full: Option<bool>,
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "qdrant";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let transport = service.transport(&self.ca_file, self.allow_insecure_http)?;
+        let collections = service.names(self.collections, "collections", "collection")?;
+        Ok(Arc::new(QdrantSource {
+            service: service.name.to_string(),
+            url: service.url(self.url, "http://127.0.0.1:6333", &transport)?,
+            transport,
+            api_key: self.api_key.map(|k| service.secret(k)).transpose()?,
+            collections,
+            full: self.full.unwrap_or(true),
+        }))
+    }
+}
+
+#[derive(Debug)]
 pub struct QdrantSource {
     pub service: String,
     pub url: String,

@@ -18,12 +18,16 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use toml::Spanned;
 
 use super::files::TarFacts;
 use super::piped::Piped;
 use super::process::{ChildDump, Invocation, last_lines};
-use super::{ArtifactPlan, Dump, Facts, Source, facts_of};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay, scratch_dir};
 use crate::secret::{Secret, SecretRef};
 use crate::{Error, Result};
@@ -54,6 +58,35 @@ pub fn keyspace_keys(info: &str) -> u64 {
 /// How long a running AOF rewrite may take before the backup gives up waiting.
 const REWRITE_WAIT: Duration = Duration::from_secs(30 * 60);
 
+/// The service keys of `driver = "redis"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    password: Option<Spanned<String>>,
+    /// The server's append-only directory, as this machine sees it.
+    aof_dir: Option<Spanned<PathBuf>>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "redis";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        Ok(Arc::new(RedisSource {
+            service: service.name.to_string(),
+            host: self
+                .host
+                .map_or_else(|| "127.0.0.1".into(), Spanned::into_inner),
+            port: service.port(self.port, 6379)?,
+            password: self.password.map(|p| service.secret(p)).transpose()?,
+            aof_dir: self.aof_dir.map(|d| service.resolve(d.into_inner())),
+            state_dir: service.state_dir.to_owned(),
+        }))
+    }
+}
+
+#[derive(Debug)]
 pub struct RedisSource {
     pub service: String,
     pub host: String,

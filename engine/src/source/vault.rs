@@ -11,17 +11,51 @@
 //! that took it, which tierback does not hold).
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 
 use super::http::{Api, Download, Expected};
 use super::process::last_lines;
-use super::{ArtifactPlan, Dump, Facts, Source};
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source};
+use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
 use crate::{Error, Result};
 
+/// The service keys of `driver = "vault"`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    url: Option<Spanned<String>>,
+    /// Needs `read` on `sys/storage/raft/snapshot`.
+    token: Option<Spanned<String>>,
+    ca_file: Option<Spanned<PathBuf>>,
+    allow_insecure_http: Option<bool>,
+}
+
+impl DriverSettings for Settings {
+    const DRIVER: &'static str = "vault";
+
+    fn build(self, service: &ServiceContext<'_>) -> Result<Arc<dyn Source>, Mistake> {
+        let transport = service.transport(&self.ca_file, self.allow_insecure_http)?;
+        let url = service.url(self.url, "http://127.0.0.1:8200", &transport)?;
+        let token = service.needs(Self::DRIVER, self.token, "token")?;
+        Ok(Arc::new(VaultSource {
+            service: service.name.to_string(),
+            url,
+            transport,
+            token: service.secret(token)?,
+        }))
+    }
+}
+
+#[derive(Debug)]
 pub struct VaultSource {
     pub service: String,
     pub url: String,
