@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 
 use crate::artifact::reader::ArtifactReader;
 use crate::catalog::ArtifactRecord;
+use crate::process::{Exit, Running, last_lines};
 use crate::source::Source;
-use crate::source::process::last_lines;
 use crate::{Error, Result};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,22 +56,20 @@ impl Replay<'_> {
 
     /// Pipes the artifact through `tar -t`; returns tar's status and the entry count.
     pub fn tar_list(&self) -> Result<(std::process::ExitStatus, u64)> {
-        let mut tar = Command::new("tar")
-            .args(["-tf", "-"])
+        let mut tar = Command::new("tar");
+        tar.args(["-tf", "-"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::io("running tar", e))?;
-        let mut stdin = tar.stdin.take().expect("piped");
-        let mut stdout = tar.stdout.take().expect("piped");
+            .stdout(Stdio::piped());
+        let mut tar = Running::spawn(tar).map_err(|e| Error::io("running tar", e))?;
+        let mut stdin = tar.take_stdin().expect("piped");
+        let mut stdout = tar.take_stdout().expect("piped");
         let lister = std::thread::spawn(move || {
             let mut s = String::new();
             stdout.read_to_string(&mut s).map(|_| s.lines().count())
         });
         let copied = self.reader.copy_to(&mut stdin, self.threads);
         drop(stdin);
-        let status = tar.wait().map_err(|e| Error::io("waiting for tar", e))?;
+        let status = tar.wait()?.status;
         match copied {
             // A block that failed its check names itself; a tar that gave up (a broken archive)
             // is the caller's failed test, not the broken pipe it left behind.
@@ -99,20 +97,16 @@ impl Replay<'_> {
     /// scratch directory (removed on drop); a broken archive is the failed test.
     pub fn unpack(&self, mode: &str) -> Result<std::result::Result<tempfile::TempDir, Outcome>> {
         let scratch = scratch_dir()?;
-        let mut tar = Command::new("tar")
-            .args([mode, "-", "-C"])
+        let mut tar = Command::new("tar");
+        tar.args([mode, "-", "-C"])
             .arg(scratch.path())
             .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io("running tar", e))?;
-        let mut stdin = tar.stdin.take().expect("piped");
+            .stdout(Stdio::null());
+        let mut tar = Running::spawn(tar).map_err(|e| Error::io("running tar", e))?;
+        let mut stdin = tar.take_stdin().expect("piped");
         let copied = self.reader.copy_to(&mut stdin, self.threads);
         drop(stdin);
-        let out = tar
-            .wait_with_output()
-            .map_err(|e| Error::io("waiting for tar", e))?;
-        Ok(match tar_verdict(copied, &out)? {
+        Ok(match tar_verdict(copied, tar.wait()?)? {
             Some(failed) => Err(failed),
             None => Ok(scratch),
         })
@@ -150,12 +144,12 @@ pub fn test_artifact(
 
 /// What tar's run says: a failed extraction is a failed test with tar's words, unless the bytes
 /// themselves failed their check (that error names the block, and wins).
-fn tar_verdict(copied: Result<u64>, out: &std::process::Output) -> Result<Option<Outcome>> {
+fn tar_verdict(copied: Result<u64>, tar: Exit) -> Result<Option<Outcome>> {
     match copied {
         Err(e @ Error::Integrity { .. }) => Err(e),
-        _ if !out.status.success() => Ok(Some(Outcome::Failed(format!(
+        _ if !tar.status.success() => Ok(Some(Outcome::Failed(format!(
             "the archive does not unpack: {}",
-            last_lines(&String::from_utf8_lossy(&out.stderr), 3)
+            last_lines(&tar.tail, 3)
         )))),
         Err(e) => Err(e),
         Ok(_) => Ok(None),

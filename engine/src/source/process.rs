@@ -1,31 +1,23 @@
-//! Child processes as streams with a contract: stdout is the data; stderr is drained on its own
-//! thread into a bounded tail (so neither pipe can deadlock the other); a non-zero exit is an
-//! error carrying that tail; an unfinished child is killed and reaped on drop. Secrets reach the
-//! child through its environment, never its argv.
+//! A child process as a dump: stdout is the data, and the exit status decides (a non-zero exit
+//! is an error carrying the child's stderr tail, and nothing is stored). The child runs under
+//! [`crate::process`]'s contract. Secrets reach it through its environment, never its argv.
 
 use std::io::Read;
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::thread::JoinHandle;
+use std::process::{ChildStdout, Command, Stdio};
 
 use super::{Dump, Facts};
+use crate::process::Running;
 use crate::secret::Secret;
 use crate::{Error, Result};
-
-/// How much of a child's stderr is kept: enough for the error, bounded whatever it prints.
-const TAIL_BYTES: usize = 16 * 1024;
-const TAIL_LINES: usize = 20;
 
 /// What a driver runs: an argv (never a secret in it) and the variables its child gets.
 pub type Invocation = (Vec<String>, Vec<(String, Secret)>);
 
 pub struct ChildDump {
     service: String,
-    program: String,
-    child: Child,
+    child: Running,
     /// None once abandoned: closing it unblocks anything still writing to it.
     stdout: Option<ChildStdout>,
-    stderr: Option<JoinHandle<String>>,
-    finished: bool,
 }
 
 impl ChildDump {
@@ -35,46 +27,20 @@ impl ChildDump {
         let mut cmd = Command::new(&program);
         cmd.args(&argv[1..])
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v.expose());
         }
-        // Started from the thread that takes the backup, which waits for it.
-        crate::process::die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
+        // Started from the thread that takes the backup, which waits for it (die-with-parent).
+        let mut child = Running::spawn(cmd)
             .map_err(|e| Error::source(service, format!("cannot start `{program}`: {e}")))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let mut stderr = child.stderr.take().expect("stderr is piped");
-        let drain = std::thread::spawn(move || {
-            let mut tail = Vec::new();
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 2 * TAIL_BYTES {
-                    tail.drain(..tail.len() - TAIL_BYTES);
-                }
-            }
-            last_lines(&String::from_utf8_lossy(&tail), TAIL_LINES)
-        });
+        let stdout = child.take_stdout();
         Ok(ChildDump {
             service: service.to_owned(),
-            program,
             child,
-            stdout: Some(stdout),
-            stderr: Some(drain),
-            finished: false,
+            stdout,
         })
     }
-}
-
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Read for ChildDump {
@@ -101,39 +67,25 @@ impl Dump for ChildDump {
         }
     }
 
-    fn finish(mut self: Box<Self>) -> Result<Facts> {
-        self.finished = true;
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::io(format!("waiting for `{}`", self.program), e))?;
-        let tail = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default();
-        if !status.success() {
+    fn finish(self: Box<Self>) -> Result<Facts> {
+        let ChildDump { service, child, .. } = *self;
+        let exit = child.wait()?;
+        if !exit.status.success() {
             return Err(Error::Source {
-                service: self.service.clone(),
-                message: format!("`{}` failed ({status}); nothing was stored", self.program),
-                stderr_tail: tail,
+                service,
+                message: format!(
+                    "`{}` failed ({}); nothing was stored",
+                    exit.program, exit.status
+                ),
+                stderr_tail: exit.tail,
             });
         }
         let mut facts = Facts::new();
-        facts.insert("program".into(), self.program.clone().into());
-        if !tail.is_empty() {
-            facts.insert("stderr_tail".into(), tail.into());
+        facts.insert("program".into(), exit.program.into());
+        if !exit.tail.is_empty() {
+            facts.insert("stderr_tail".into(), exit.tail.into());
         }
         Ok(facts)
-    }
-}
-
-impl Drop for ChildDump {
-    fn drop(&mut self) {
-        if !self.finished {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
@@ -170,7 +122,7 @@ mod tests {
         d.read_to_string(&mut out).unwrap();
         let facts = d.finish().unwrap();
         let tail = facts["stderr_tail"].as_str().unwrap();
-        assert_eq!(tail.lines().count(), TAIL_LINES);
+        assert_eq!(tail.lines().count(), crate::process::TAIL_LINES);
         assert!(tail.ends_with("line 2999"));
     }
 

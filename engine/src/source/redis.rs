@@ -25,9 +25,10 @@ use toml::Spanned;
 
 use super::files::TarFacts;
 use super::piped::Piped;
-use super::process::{ChildDump, Invocation, last_lines};
+use super::process::{ChildDump, Invocation};
 use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::config::{Mistake, ServiceContext};
+use crate::process::{self, Running, last_lines};
 use crate::restore_test::{Outcome, Replay, scratch_dir};
 use crate::secret::{Secret, SecretRef};
 use crate::{Error, Result};
@@ -132,12 +133,11 @@ impl Source for RedisSource {
         let mut rdb = tempfile::NamedTempFile::new()
             .map_err(|e| Error::io("creating a scratch file for the RDB", e))?;
         replay.reader.copy_to(rdb.as_file_mut(), replay.threads)?;
-        let out = Command::new("redis-check-rdb")
-            .arg(rdb.path())
-            .output()
-            .map_err(|e| Error::io("running redis-check-rdb", e))?;
+        let mut check = Command::new("redis-check-rdb");
+        check.arg(rdb.path());
+        let out = process::run(check).map_err(|e| Error::io("running redis-check-rdb", e))?;
         let text = String::from_utf8_lossy(&out.stdout);
-        Ok(if out.status.success() {
+        Ok(if out.exit.status.success() {
             Outcome::Passed("redis-check-rdb: RDB looks OK".into())
         } else {
             Outcome::Failed(format!("redis-check-rdb: {}", last_lines(&text, 5)))
@@ -287,12 +287,9 @@ impl Cli {
         for (k, v) in &env {
             cmd.env(k, v.expose());
         }
-        crate::process::die_with_parent(&mut cmd);
-        let out = cmd
-            .output()
-            .map_err(|e| self.fail(format!("cannot run redis-cli: {e}")))?;
-        if !out.status.success() {
-            let why = if out.status.code() == Some(124) {
+        let out = process::run(cmd).map_err(|e| self.fail(format!("cannot run redis-cli: {e}")))?;
+        if !out.exit.status.success() {
+            let why = if out.exit.status.code() == Some(124) {
                 format!("timed out after {CLI_TIMEOUT} s")
             } else {
                 "failed".to_owned()
@@ -300,7 +297,7 @@ impl Cli {
             return Err(Error::Source {
                 service: self.service.clone(),
                 message: format!("redis-cli {} {why}", args.join(" ")),
-                stderr_tail: last_lines(&String::from_utf8_lossy(&out.stderr), 5),
+                stderr_tail: last_lines(&out.exit.tail, 5),
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -475,10 +472,8 @@ fn redis_aof(replay: &Replay<'_>) -> Result<Outcome> {
         .args(&args)
         .arg("--logfile")
         .arg(&log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    crate::process::die_with_parent(&mut cmd);
-    let mut server = match cmd.spawn() {
+        .stdout(Stdio::null());
+    let mut server = match Running::spawn(cmd) {
         Ok(child) => ScratchRedis {
             child,
             socket: socket.clone(),
@@ -532,20 +527,19 @@ fn redis_aof(replay: &Replay<'_>) -> Result<Outcome> {
 
 /// A scratch redis-server on a Unix socket; shut down (and reaped) on drop, whatever happened.
 struct ScratchRedis {
-    child: std::process::Child,
+    child: Running,
     socket: std::path::PathBuf,
 }
 
 impl ScratchRedis {
     fn cli(&self, args: &[&str]) -> Option<String> {
-        Command::new("timeout")
-            .args(["30", "redis-cli", "-e", "-s"])
+        let mut cli = Command::new("timeout");
+        cli.args(["30", "redis-cli", "-e", "-s"])
             .arg(&self.socket)
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
+            .args(args);
+        process::run(cli)
             .ok()
-            .filter(|o| o.status.success())
+            .filter(|o| o.exit.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     }
 }
@@ -554,12 +548,8 @@ impl Drop for ScratchRedis {
     fn drop(&mut self) {
         // SHUTDOWN NOSAVE ends a rewrite child too; SIGKILL only if it does not answer.
         let _ = self.cli(&["SHUTDOWN", "NOSAVE"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Killed after 5 s; reaped when `child` drops.
+        let _ = self.child.exits_within(Duration::from_secs(5));
     }
 }
 

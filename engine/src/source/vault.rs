@@ -12,17 +12,17 @@
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread::JoinHandle;
 
-use super::http::{Api, Download, Expected};
-use super::process::last_lines;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::http::{Api, Download, Expected};
 use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source};
 use crate::config::{Mistake, ServiceContext};
+use crate::process::{self, Running, last_lines};
 use crate::restore_test::{Outcome, Replay};
 use crate::secret::SecretRef;
 use crate::tls::Transport;
@@ -111,13 +111,13 @@ fn check_snapshot(replay: &Replay<'_>) -> Result<Outcome> {
             )));
         }
     }
-    let check = Command::new("sha256sum")
+    let mut sha256sum = Command::new("sha256sum");
+    sha256sum
         .args(["-c", "--strict", "SHA256SUMS"])
-        .current_dir(scratch.path())
-        .output()
-        .map_err(|e| Error::io("running sha256sum", e))?;
+        .current_dir(scratch.path());
+    let check = process::run(sha256sum).map_err(|e| Error::io("running sha256sum", e))?;
     let said = last_lines(&String::from_utf8_lossy(&check.stdout), 5).replace('\n', "; ");
-    Ok(if check.status.success() {
+    Ok(if check.exit.status.success() {
         Outcome::Passed(format!("SHA256SUMS match: {said}"))
     } else {
         Outcome::Failed(format!("SHA256SUMS do not match: {said}"))
@@ -162,8 +162,9 @@ impl Dump for RaftDump {
 /// `tar -tz` fed the bytes as they stream past: the archive's entry names, without a second
 /// copy of the snapshot.
 struct Listing {
-    child: Child,
+    /// Closed first: tar then ends (or is killed with the [`Running`] on drop).
     stdin: Option<ChildStdin>,
+    child: Running,
     names: Option<JoinHandle<String>>,
 }
 
@@ -172,14 +173,11 @@ impl Listing {
         let mut cmd = Command::new("tar");
         cmd.args(["-tzf", "-"])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        crate::process::die_with_parent(&mut cmd);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| crate::Error::io("running tar to check the snapshot", e))?;
-        let stdin = child.stdin.take();
-        let mut stdout = child.stdout.take().expect("piped");
+            .stdout(Stdio::piped());
+        let mut child =
+            Running::spawn(cmd).map_err(|e| Error::io("running tar to check the snapshot", e))?;
+        let stdin = child.take_stdin();
+        let mut stdout = child.take_stdout().expect("piped");
         let names = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stdout.read_to_string(&mut s);
@@ -202,22 +200,15 @@ impl Listing {
     }
 
     /// Whether tar read a whole archive, and the names it listed.
-    fn finish(mut self) -> (bool, Vec<String>) {
-        self.stdin = None;
-        let ok = self.child.wait().is_ok_and(|s| s.success());
-        let names = self
-            .names
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
+    fn finish(self) -> (bool, Vec<String>) {
+        let Listing {
+            stdin,
+            child,
+            names,
+        } = self;
+        drop(stdin);
+        let ok = child.wait().is_ok_and(|exit| exit.status.success());
+        let names = names.and_then(|h| h.join().ok()).unwrap_or_default();
         (ok, names.lines().map(str::to_owned).collect())
-    }
-}
-
-impl Drop for Listing {
-    fn drop(&mut self) {
-        self.stdin = None;
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -1,7 +1,7 @@
-//! Running the `rclone` binary: one invocation is a child process with the contract of
-//! `source/process.rs` — stdout collected, stderr drained on its own thread into a bounded tail,
-//! a non-zero exit an error carrying that tail, a deadline after which the child is killed, and
-//! a guard that kills and reaps it if the caller unwinds.
+//! Running the `rclone` binary: one invocation is a child process under [`crate::process`]'s
+//! contract (stderr drained into a bounded tail, killed and reaped if the caller unwinds), with
+//! its stdout collected, a deadline after which it is killed, and a non-zero exit an error
+//! carrying the tail and classified (not found, transient).
 //!
 //! Nothing secret is ever put on argv: the remote string is checked by [`check_remote`] (no
 //! inline connection-string parameters), keys and local paths are not secret, and credentials
@@ -10,18 +10,15 @@
 use std::ffi::OsString;
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::process::Running;
+/// The long-lived `rclone serve` keeps its own child and tail.
+pub use crate::process::{ChildGuard, Tail};
 use crate::{Error, Result};
-
-/// How much of rclone's stderr is kept for an error message: its last lines say what failed,
-/// and the bound holds however chatty it gets (`-vv` prints per-chunk lines).
-const TAIL_BYTES: usize = 16 * 1024;
-const TAIL_LINES: usize = 20;
 
 /// rclone's documented exit codes that mean "the path is not there" (3: directory not found,
 /// 4: file not found).
@@ -94,8 +91,8 @@ impl Rclone {
         deadline: Duration,
     ) -> std::result::Result<Output, Failure> {
         let mut cmd = self.command(args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let child = cmd.spawn().map_err(|e| Failure {
+        cmd.stdout(Stdio::piped());
+        let mut child = Running::spawn(cmd).map_err(|e| Failure {
             code: None,
             error: Error::io(
                 format!(
@@ -107,39 +104,35 @@ impl Rclone {
             ),
         })?;
         self.spawned.fetch_add(1, Ordering::Relaxed);
-        let mut guard = ChildGuard(child);
-        let mut stdout = guard.0.stdout.take().expect("stdout is piped");
-        let tail = Tail::drain(guard.0.stderr.take().expect("stderr is piped"));
+        let mut stdout = child.take_stdout().expect("stdout is piped");
         let out = std::thread::spawn(move || {
             let mut buf = Vec::new();
             stdout.read_to_end(&mut buf).map(|_| buf)
         });
-
-        let status = wait_until(&mut guard.0, deadline);
-        let tail_text = tail.finish();
-        let status = match status {
-            Ok(Some(status)) => status,
-            Ok(None) => {
-                return Err(Failure {
-                    code: None,
-                    error: self.failed(
-                        what,
-                        std::io::ErrorKind::TimedOut,
-                        format!(
-                            "no answer within {} s; rclone was killed",
-                            deadline.as_secs()
-                        ),
-                        &tail_text,
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(Failure {
-                    code: None,
-                    error: Error::io(format!("tier {}: waiting for rclone {what}", self.tier), e),
-                });
-            }
+        let waiting = |e| Failure {
+            code: None,
+            error: Error::io(format!("tier {}: waiting for rclone {what}", self.tier), e),
         };
+        let in_time = child.exits_within(deadline).map_err(waiting)?;
+        let exit = child.wait().map_err(|e| Failure {
+            code: None,
+            error: e,
+        })?;
+        let (status, tail_text) = (exit.status, exit.tail);
+        if !in_time {
+            return Err(Failure {
+                code: None,
+                error: self.failed(
+                    what,
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no answer within {} s; rclone was killed",
+                        deadline.as_secs()
+                    ),
+                    &tail_text,
+                ),
+            });
+        }
         let stdout = out.join().unwrap_or_else(|_| Ok(Vec::new()));
         if !status.success() {
             return Err(Failure {
@@ -227,86 +220,6 @@ pub fn classify_text(tail: &str) -> Option<std::io::ErrorKind> {
         Some(ErrorKind::TimedOut)
     } else {
         None
-    }
-}
-
-/// Polls the child until it exits or `deadline` passes (then kills and reaps it, `Ok(None)`).
-/// Polling starts fast because most rclone commands end within ~70 ms.
-fn wait_until(child: &mut Child, deadline: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let start = Instant::now();
-    let mut pause = Duration::from_millis(1);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        if start.elapsed() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Kills and reaps a child that is still running when its owner goes away (error paths,
-/// unwinding), so no rclone outlives the operation that started it.
-pub struct ChildGuard(pub Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// A child's stderr drained on its own thread into a bounded buffer that can be read while the
-/// child still runs (the long-lived server's tail is reported when a read fails).
-#[derive(Clone)]
-pub struct Tail {
-    buf: Arc<Mutex<Vec<u8>>>,
-    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
-}
-
-impl Tail {
-    pub fn drain(mut stderr: impl Read + Send + 'static) -> Tail {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let thread = std::thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            while let Ok(n) = stderr.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                let mut tail = sink.lock().unwrap_or_else(|e| e.into_inner());
-                tail.extend_from_slice(&chunk[..n]);
-                if tail.len() > 2 * TAIL_BYTES {
-                    let cut = tail.len() - TAIL_BYTES;
-                    tail.drain(..cut);
-                }
-            }
-        });
-        Tail {
-            buf,
-            thread: Arc::new(Mutex::new(Some(thread))),
-        }
-    }
-
-    /// The last lines so far.
-    pub fn text(&self) -> String {
-        let tail = self.buf.lock().unwrap_or_else(|e| e.into_inner());
-        crate::source::process::last_lines(&String::from_utf8_lossy(&tail), TAIL_LINES)
-    }
-
-    /// Waits for the pipe to close (the child has exited) and returns the last lines.
-    pub fn finish(&self) -> String {
-        let thread = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
-        self.text()
     }
 }
 

@@ -3,14 +3,13 @@
 //! by `pg_verifybackup` (every file against the backup manifest's checksums, and the WAL it needs
 //! present and parseable).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
 
 use super::DumpFacts;
-use crate::Error;
-use crate::Result;
+use crate::process::{self, Running, last_lines};
 use crate::restore_test::{Outcome, Replay};
-use crate::source::process::last_lines;
+use crate::{Error, Result};
 
 /// Unpacks a `pg_basebackup` tar and lets PostgreSQL's own `pg_verifybackup` judge it.
 pub fn base_backup(replay: &Replay<'_>) -> Result<Outcome> {
@@ -18,20 +17,17 @@ pub fn base_backup(replay: &Replay<'_>) -> Result<Outcome> {
         Ok(dir) => dir,
         Err(failed) => return Ok(failed),
     };
-    let check = Command::new(pg_verifybackup())
-        .arg(scratch.path())
-        .output()
-        .map_err(|e| Error::io("running pg_verifybackup", e))?;
-    let said = last_lines(
-        &String::from_utf8_lossy(if check.status.success() {
-            &check.stdout
-        } else {
-            &check.stderr
-        }),
-        3,
-    )
+    let mut verify = Command::new(pg_verifybackup());
+    verify.arg(scratch.path());
+    let check = process::run(verify).map_err(|e| Error::io("running pg_verifybackup", e))?;
+    let passed = check.exit.status.success();
+    let said = if passed {
+        last_lines(&String::from_utf8_lossy(&check.stdout), 3)
+    } else {
+        last_lines(&check.exit.tail, 3)
+    }
     .replace('\n', "; ");
-    Ok(if check.status.success() {
+    Ok(if passed {
         Outcome::Passed(format!("pg_verifybackup: {said}"))
     } else {
         Outcome::Failed(format!("pg_verifybackup: {said}"))
@@ -88,16 +84,13 @@ impl Psql<'_> {
 
     /// Runs one SQL command; its output, or its error output as the error.
     fn sql(&self, db: &str, sql: &str) -> std::result::Result<String, String> {
-        let out = self
-            .command(db)
-            .args(["-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run psql: {e}"))?;
-        if out.status.success() {
+        let mut psql = self.command(db);
+        psql.args(["-c", sql]);
+        let out = process::run(psql).map_err(|e| format!("cannot run psql: {e}"))?;
+        if out.exit.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(last_lines(&String::from_utf8_lossy(&out.stderr), 5))
+            Err(last_lines(&out.exit.tail, 5))
         }
     }
 }
@@ -148,23 +141,15 @@ pub fn database(pg: &Psql<'_>, replay: &Replay<'_>) -> Result<Outcome> {
 
 fn replay_and_count(pg: &Psql<'_>, scratch: &str, replay: &Replay<'_>) -> Result<Outcome> {
     let recorded: DumpFacts = replay.facts()?;
-    let errors = tempfile::tempfile().map_err(|e| Error::io("creating a scratch file", e))?;
-    let mut psql = pg
-        .command(scratch)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(
-            errors
-                .try_clone()
-                .map_err(|e| Error::io("scratch file", e))?,
-        )
-        .spawn()
-        .map_err(|e| Error::io("running psql", e))?;
-    let mut stdin = psql.stdin.take().expect("piped");
+    let mut psql = pg.command(scratch);
+    psql.stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut psql = Running::spawn(psql).map_err(|e| Error::io("running psql", e))?;
+    let mut stdin = psql.take_stdin().expect("piped");
     let copied = replay.reader.copy_to(&mut stdin, replay.threads);
     let _ = stdin.flush();
     drop(stdin);
-    let status = psql.wait().map_err(|e| Error::io("waiting for psql", e))?;
+    let exit = psql.wait()?;
+    let status = exit.status;
     if let Err(e) = copied {
         // A broken pipe means psql stopped early: its own error says why.
         if !matches!(&e, Error::Io { .. }) || status.success() {
@@ -172,14 +157,9 @@ fn replay_and_count(pg: &Psql<'_>, scratch: &str, replay: &Replay<'_>) -> Result
         }
     }
     if !status.success() {
-        let mut text = String::new();
-        let mut f = errors;
-        use std::io::Seek;
-        let _ = f.seek(std::io::SeekFrom::Start(0));
-        let _ = f.read_to_string(&mut text);
         return Ok(Outcome::Failed(format!(
             "psql stopped replaying the dump: {}",
-            last_lines(&text, 5)
+            last_lines(&exit.tail, 5)
         )));
     }
     let Some(recorded) = recorded.row_counts else {
