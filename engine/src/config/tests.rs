@@ -307,3 +307,40 @@ fn example_config_parses() {
         .unwrap();
     assert_eq!(minio.exclude, ["backups"]);
 }
+
+#[test]
+fn every_driver_is_registered_once_with_the_keys_its_settings_take() {
+    let names: Vec<&str> = crate::source::DRIVERS.iter().map(|d| d.name).collect();
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    let keys = |name: &str| {
+        let driver = crate::source::DRIVERS.iter().find(|d| d.name == name);
+        (driver.unwrap().keys)()
+    };
+    assert_eq!(keys("command"), ["command", "artifact", "extension", "env"]);
+    assert_eq!(keys("files"), ["paths"]);
+    // Every configured source answers to the name it was registered under.
+    let c = parse(EXAMPLE_CONFIG).unwrap();
+    for s in c.services.values() {
+        assert!(names.contains(&s.driver.driver()), "{}", s.driver.driver());
+    }
+    // An unknown key lists what the driver and every service take.
+    let e = parse(&MINIMAL.replace("extension = \"txt\"", "extension = \"txt\"\ncolour = 1"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("unknown key `colour`: driver \"command\" takes `command`, `artifact`")
+            && e.contains("every service `driver`, `schedule`"),
+        "{e}"
+    );
+    // A value of the wrong type names its key.
+    let e = parse(&MINIMAL.replace("extension = \"txt\"", "extension = 7"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 13") && e.contains("extension: invalid type"),
+        "{e}"
+    );
+}

@@ -79,29 +79,6 @@ impl QdrantSource {
 }
 
 impl Source for QdrantSource {
-    /// The snapshot is the one Qdrant sent and a readable tar. Not replayed: recovering it
-    /// would create a collection on the live server.
-    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
-        let recorded: DownloadFacts = replay.facts()?;
-        let announced = recorded.downloaded_sha256.unwrap_or_default();
-        let stored = &replay.artifact.raw_sha256;
-        if !announced.eq_ignore_ascii_case(stored) {
-            return Ok(Outcome::Failed(format!(
-                "the stored snapshot's SHA-256 {stored} is not the {announced:?} Qdrant sent"
-            )));
-        }
-        let (status, listed) = replay.tar_list()?;
-        Ok(if status.success() && listed > 0 {
-            Outcome::Passed(format!(
-                "the snapshot is the one Qdrant sent (SHA-256) and a readable tar of {listed} entries"
-            ))
-        } else {
-            Outcome::Failed(format!(
-                "the snapshot is not a readable tar (tar -t: {status}, {listed} entries)"
-            ))
-        })
-    }
-
     fn driver(&self) -> &'static str {
         "qdrant"
     }
@@ -192,6 +169,29 @@ impl Source for QdrantSource {
             download,
             facts: Some(facts),
         }))
+    }
+
+    /// The snapshot is the one Qdrant sent and a readable tar. Not replayed: recovering it
+    /// would create a collection on the live server.
+    fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
+        let recorded: DownloadFacts = replay.facts()?;
+        let announced = recorded.downloaded_sha256.unwrap_or_default();
+        let stored = &replay.artifact.raw_sha256;
+        if !announced.eq_ignore_ascii_case(stored) {
+            return Ok(Outcome::Failed(format!(
+                "the stored snapshot's SHA-256 {stored} is not the {announced:?} Qdrant sent"
+            )));
+        }
+        let (status, listed) = replay.tar_list()?;
+        Ok(if status.success() && listed > 0 {
+            Outcome::Passed(format!(
+                "the snapshot is the one Qdrant sent (SHA-256) and a readable tar of {listed} entries"
+            ))
+        } else {
+            Outcome::Failed(format!(
+                "the snapshot is not a readable tar (tar -t: {status}, {listed} entries)"
+            ))
+        })
     }
 }
 
