@@ -179,7 +179,7 @@ pub struct DownloadFacts {
 
 impl Download {
     /// Checks the body against what was announced; returns the facts of a good download.
-    pub fn check(&mut self) -> Result<Facts> {
+    pub fn check(&mut self) -> Result<DownloadFacts> {
         let fail = |message: String| {
             Error::source(
                 &self.service,
@@ -202,10 +202,10 @@ impl Download {
                 "SHA-256 {sha} differs from the announced {want}"
             )));
         }
-        Ok(super::facts_of(&DownloadFacts {
+        Ok(DownloadFacts {
             downloaded_bytes: Some(self.bytes),
             downloaded_sha256: Some(sha),
-        }))
+        })
     }
 }
 
@@ -228,7 +228,7 @@ impl Read for Download {
 
 impl Dump for Download {
     fn finish(mut self: Box<Self>) -> Result<Facts> {
-        self.check()
+        self.check().map(|facts| super::facts_of(&facts))
     }
 }
 

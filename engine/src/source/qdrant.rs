@@ -12,11 +12,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::http::{Api, Download, DownloadFacts, Expected, encode};
-use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::Result;
 use crate::config::{Mistake, ServiceContext};
 use crate::restore_test::{Outcome, Replay};
@@ -25,6 +25,24 @@ use crate::tls::Transport;
 
 /// The stem of the full-storage snapshot.
 pub const FULL: &str = "full_cluster";
+
+/// What a snapshot records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SnapshotFacts {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qdrant_version: Option<String>,
+    /// The collection's points when it was taken (none for the full snapshot).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_count: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// Its name on the server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// What was received: the restore test checks the stored bytes are these.
+    #[serde(flatten)]
+    pub download: DownloadFacts,
+}
 
 /// The service keys of `driver = "qdrant"`.
 #[derive(Deserialize)]
@@ -127,21 +145,17 @@ impl Source for QdrantSource {
 
     fn open(&self, artifact: &ArtifactPlan) -> Result<Box<dyn Dump>> {
         let api = Arc::new(self.api()?);
-        let mut facts = Facts::new();
-        if let Ok(about) = api.json("GET", "/")
-            && let Some(v) = about["version"].as_str()
-        {
-            facts.insert("qdrant_version".into(), v.into());
+        let mut facts = SnapshotFacts::default();
+        if let Ok(about) = api.json("GET", "/") {
+            facts.qdrant_version = about["version"].as_str().map(str::to_owned);
         }
         let base = if artifact.stem == FULL {
             "/snapshots".to_owned()
         } else {
             let collection = format!("/collections/{}", encode(&artifact.stem));
             let info = api.json("GET", &collection)?;
-            if let Some(n) = info["result"]["points_count"].as_u64() {
-                facts.insert("points_count".into(), n.into());
-            }
-            facts.insert("collection".into(), artifact.stem.clone().into());
+            facts.points_count = info["result"]["points_count"].as_u64();
+            facts.collection = Some(artifact.stem.clone());
             format!("{collection}/snapshots")
         };
         let created = api.json("POST", &format!("{base}?wait=true"))?;
@@ -150,7 +164,7 @@ impl Source for QdrantSource {
             .as_str()
             .ok_or_else(|| api.fail(format!("POST {base}: no result.name in the answer")))?
             .to_owned();
-        facts.insert("snapshot".into(), name.clone().into());
+        facts.snapshot = Some(name.clone());
         let path = format!("{base}/{}", encode(&name));
         let expect = Expected {
             size: snapshot["size"].as_u64(),
@@ -174,8 +188,8 @@ impl Source for QdrantSource {
     /// The snapshot is the one Qdrant sent and a readable tar. Not replayed: recovering it
     /// would create a collection on the live server.
     fn restore_test(&self, replay: &Replay<'_>) -> Result<Outcome> {
-        let recorded: DownloadFacts = replay.facts()?;
-        let announced = recorded.downloaded_sha256.unwrap_or_default();
+        let recorded: SnapshotFacts = replay.facts()?;
+        let announced = recorded.download.downloaded_sha256.unwrap_or_default();
         let stored = &replay.artifact.raw_sha256;
         if !announced.eq_ignore_ascii_case(stored) {
             return Ok(Outcome::Failed(format!(
@@ -207,7 +221,7 @@ struct SnapshotDump {
     path: String,
     download: Download,
     /// Taken by `finish`; while present, drop deletes the snapshot.
-    facts: Option<Facts>,
+    facts: Option<SnapshotFacts>,
 }
 
 impl Read for SnapshotDump {
@@ -221,8 +235,8 @@ impl Dump for SnapshotDump {
         let mut facts = self.facts.take().unwrap_or_default();
         let checked = self.download.check();
         delete(&self.api, &self.path);
-        facts.extend(checked?);
-        Ok(facts)
+        facts.download = checked?;
+        Ok(facts_of(&facts))
     }
 }
 

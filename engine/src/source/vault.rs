@@ -16,11 +16,11 @@ use std::process::{ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use super::http::{Api, Download, Expected};
-use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source};
+use super::http::{Api, Download, DownloadFacts, Expected};
+use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::config::{Mistake, ServiceContext};
 use crate::process::{self, Running, last_lines};
 use crate::restore_test::{Outcome, Replay};
@@ -124,6 +124,16 @@ fn check_snapshot(replay: &Replay<'_>) -> Result<Outcome> {
     })
 }
 
+/// What a Raft snapshot records.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RaftFacts {
+    #[serde(flatten)]
+    pub download: DownloadFacts,
+    /// The names in the snapshot's tar, as `tar -tz` listed them while it streamed in.
+    #[serde(default)]
+    pub archive_entries: Vec<String>,
+}
+
 struct RaftDump {
     api: Api,
     download: Download,
@@ -142,7 +152,7 @@ impl Read for RaftDump {
 
 impl Dump for RaftDump {
     fn finish(mut self: Box<Self>) -> Result<Facts> {
-        let mut facts = self.download.check()?;
+        let download = self.download.check()?;
         let (ok, names) = self.listing.take().expect("finished once").finish();
         let refuse = |why: &str| Err(self.api.fail(format!("{why}; nothing was stored")));
         // `tar -tz` fails on anything that is not a whole gzipped tar.
@@ -154,8 +164,10 @@ impl Dump for RaftDump {
                 "the snapshot is incomplete (no SHA256SUMS.sealed): Vault failed while sending it",
             );
         }
-        facts.insert("archive_entries".into(), names.into());
-        Ok(facts)
+        Ok(facts_of(&RaftFacts {
+            download,
+            archive_entries: names,
+        }))
     }
 }
 
