@@ -184,6 +184,10 @@ impl Store for CoalescingStore {
         self.shared.inner.list(prefix)
     }
 
+    fn will_read(&self, key: &str, offset: u64, len: u64) {
+        self.shared.inner.will_read(key, offset, len)
+    }
+
     fn delete(&self, _key: &str) -> Result<()> {
         Err(Error::Invalid("the mount never writes to a tier".into()))
     }

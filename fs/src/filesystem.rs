@@ -829,6 +829,17 @@ impl Filesystem {
             .generation
             .clone();
         let queued_at = generation.load(Ordering::Relaxed);
+        if let (Some(first), Some(last)) = (
+            copy.index.entries.get(blocks.start),
+            copy.index.entries.get(blocks.end.saturating_sub(1)),
+        ) {
+            let end = last.offset + last.stored_len as u64;
+            copy.store.will_read(
+                &copy.file.key,
+                first.offset,
+                end.saturating_sub(first.offset),
+            );
+        }
         for b in blocks {
             let (shared, copy, generation) =
                 (self.shared.clone(), copy.clone(), generation.clone());

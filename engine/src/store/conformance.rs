@@ -63,6 +63,7 @@ pub fn run(store: &dyn Store) {
     );
     assert_eq!(store.get(&key).unwrap(), data, "get");
     store.forget(&key);
+    store.will_read(&key, 0, data.len() as u64);
     assert_eq!(store.get(&key).unwrap(), data, "get after forget");
 
     // put_file replaces atomically.
@@ -125,7 +126,7 @@ pub fn forwards_every_method(wrapper: &str, wrap: impl FnOnce(Arc<Recorder>) -> 
     let store = wrap(Arc::clone(&inner));
     // Each call, and the inner store's answer it must hand back.
     type Call = fn(&dyn Store) -> String;
-    let calls: [(&str, Call, &str); 9] = [
+    let calls: [(&str, Call, &str); 10] = [
         (
             "put_file",
             |s| format!("{:?}", s.put_file("k/x", Path::new("/absent"))),
@@ -154,6 +155,11 @@ pub fn forwards_every_method(wrapper: &str, wrap: impl FnOnce(Arc<Recorder>) -> 
             "Ok(7)",
         ),
         ("forget", |s| format!("{:?}", s.forget("k/x")), "()"),
+        (
+            "will_read",
+            |s| format!("{:?}", s.will_read("k/x", 0, 9)),
+            "()",
+        ),
         (
             "get",
             |s| format!("{:?}", s.get("k/x")),
@@ -225,6 +231,9 @@ impl Store for Recorder {
     }
     fn forget(&self, _: &str) {
         self.saw("forget");
+    }
+    fn will_read(&self, _: &str, _: u64, _: u64) {
+        self.saw("will_read");
     }
     fn get(&self, _: &str) -> Result<Vec<u8>> {
         self.saw("get");

@@ -3,6 +3,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -300,6 +301,33 @@ impl Store for LocalStore {
             )
         })?;
         Ok(buf)
+    }
+
+    /// `POSIX_FADV_WILLNEED`: the kernel starts reading the range into the page cache and
+    /// returns at once, so the reads that follow find it there instead of each waiting for the
+    /// disk (a fresh descriptor per read gets no read-ahead of its own).
+    fn will_read(&self, key: &str, offset: u64, len: u64) {
+        if check_key(key).is_err() {
+            return;
+        }
+        let Ok(file) = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(self.path_of(key))
+        else {
+            return;
+        };
+        if file.metadata().is_ok_and(|m| m.is_file()) {
+            // SAFETY: a valid descriptor; the call only reads its arguments.
+            unsafe {
+                libc::posix_fadvise(
+                    file.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {

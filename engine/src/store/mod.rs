@@ -64,6 +64,11 @@ pub trait Store: Send + Sync {
     /// that cache nothing have nothing to do.
     fn forget(&self, _key: &str) {}
 
+    /// A hint that `len` bytes at `offset` will be read soon (a sequential reader's read-ahead):
+    /// a store that can start fetching them without blocking the caller does (the local tier
+    /// asks the kernel to read them into the page cache). Nothing is promised or returned.
+    fn will_read(&self, _key: &str, _offset: u64, _len: u64) {}
+
     /// Reads a whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let meta = self.head(key)?.ok_or_else(|| crate::Error::NotFound {
@@ -150,6 +155,9 @@ macro_rules! forward_store {
             }
             fn forget(&self, key: &str) {
                 (**self).forget(key)
+            }
+            fn will_read(&self, key: &str, offset: u64, len: u64) {
+                (**self).will_read(key, offset, len)
             }
             fn clean_staging(&self) -> Result<usize> {
                 (**self).clean_staging()

@@ -71,6 +71,10 @@ impl<S: Store> Store for RetryStore<S> {
     fn forget(&self, key: &str) {
         self.inner.forget(key)
     }
+
+    fn will_read(&self, key: &str, offset: u64, len: u64) {
+        self.inner.will_read(key, offset, len)
+    }
     fn clean_staging(&self) -> Result<usize> {
         self.inner.clean_staging()
     }
