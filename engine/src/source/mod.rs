@@ -24,7 +24,8 @@ drivers![
     qdrant,
     vault,
     n8n,
-    minio
+    minio,
+    ollama,
 ];
 
 use std::collections::BTreeMap;
