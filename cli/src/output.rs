@@ -13,7 +13,10 @@ pub fn init_logging(verbose: u8, quiet: bool, ansi: bool) {
         (false, 1) => "debug",
         (false, _) => "trace",
     };
+    // TIERBACK_LOG, else the usual RUST_LOG (`RUST_LOG=tierback=debug` matches every crate of
+    // tierback's), else what -v/-q say.
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIERBACK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_env("RUST_LOG"))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -76,6 +76,7 @@ pub fn backup_service(
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let name = service.name.as_str();
+    let _span = tracing::info_span!("backup", service = name).entered();
     let _lock = ServiceLock::acquire(&lock_dir(config), name)?;
     catalog.reap_interrupted()?;
     let store = primary_store(config)?;

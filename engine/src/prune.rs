@@ -22,6 +22,7 @@ pub struct PruneReport {
 /// `catalog rebuild`), then the catalog forgets the copy. A crash or a failed delete leaves the
 /// mark, and the next prune finishes the job.
 pub fn apply(config: &Config, catalog: &mut Catalog, plan: &[Entry]) -> Result<PruneReport> {
+    let _span = tracing::info_span!("prune").entered();
     let mut report = PruneReport::default();
     let mut stores = BTreeMap::new();
     for d in plan.iter().filter(|d| d.action == Action::Remove) {

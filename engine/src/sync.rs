@@ -86,6 +86,7 @@ pub fn sync_tiers(
     let mut reports = Vec::new();
     for tier in tiers {
         let name = tier.name.as_str();
+        let _span = tracing::info_span!("sync", tier = name).entered();
         let wanted: HashSet<i64> = plan
             .iter()
             .filter(|e| e.tier == name)

@@ -79,6 +79,7 @@ pub fn verify(
     let mut summaries = Vec::new();
     for tier in tiers {
         let name = tier.name.as_str();
+        let _span = tracing::info_span!("verify", tier = name).entered();
         let held: Vec<&ArtifactRecord> = artifacts
             .iter()
             .filter(|a| a.copy_on(name).is_some_and(|c| c.state != MISSING))

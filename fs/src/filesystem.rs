@@ -259,7 +259,7 @@ impl Shared {
                 .integrity_failures
                 .fetch_add(1, Ordering::Relaxed);
             if first {
-                error!(file = %copy.file.view_path, block = key.block, "integrity check failed, read returns EIO: {e}");
+                error!(file = %copy.file.view_path, block = key.block, "read returns EIO: {e}");
                 if let Err(mark) = self.catalog.mark_corrupt(
                     copy.file.artifact_id,
                     &copy.file.tier,
@@ -840,10 +840,17 @@ impl Filesystem {
                 end.saturating_sub(first.offset),
             );
         }
+        // Read-ahead runs on its own threads, in the span of the read that asked for it.
+        let span = tracing::Span::current();
         for b in blocks {
-            let (shared, copy, generation) =
-                (self.shared.clone(), copy.clone(), generation.clone());
+            let (shared, copy, generation, span) = (
+                self.shared.clone(),
+                copy.clone(),
+                generation.clone(),
+                span.clone(),
+            );
             self.prefetcher.submit(move || {
+                let _span = span.entered();
                 let key = BlockKey {
                     copy: copy.ino,
                     block: b,

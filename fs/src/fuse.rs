@@ -121,8 +121,8 @@ impl fuser::Filesystem for Adapter {
 
     fn read(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -130,6 +130,9 @@ impl fuser::Filesystem for Adapter {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Whatever a read logs (a corrupt block, a tier error) names the request it served.
+        let _span =
+            tracing::debug_span!("read", req = req.unique().0, ino = ino.0, offset, size).entered();
         match self.fs.read(fh.0, offset, size) {
             Ok(data) => reply.data(data.as_slice()),
             Err(e) => reply.error(errno(&e)),

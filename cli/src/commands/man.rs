@@ -126,8 +126,10 @@ failed, others worked; \fBtiers setup\fR: the server refused part of the bucket 
 \fBTIERBACK_CONFIG\fR
 The configuration file, as \fB\-\-config\fR.
 .TP
-\fBTIERBACK_LOG\fR
-Log filter (\fBdebug\fR, \fBtrace\fR, or per module), as \fB\-v\fR.
+\fBTIERBACK_LOG\fR, \fBRUST_LOG\fR
+Log filter (\fBdebug\fR, \fBtrace\fR, or per module: \fBtierback=debug\fR), as \fB\-v\fR;
+\fBTIERBACK_LOG\fR wins. Lines carry the step they belong to (\fBrun:sync{tier="offsite"}:\fR)
+and, in the mount, the request (\fBread{req=32 ino=5 offset=0 size=49152}:\fR).
 .TP
 \fBVAULT_ADDR\fR, \fBVAULT_TOKEN\fR, \fBVAULT_NAMESPACE\fR
 The Vault server and token that \fBvault:\fR secret references are read with (the token

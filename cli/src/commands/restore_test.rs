@@ -19,6 +19,7 @@ pub fn run(
     json: bool,
     quiet: bool,
 ) -> Result<i32> {
+    let _span = tracing::info_span!("restore_test", service).entered();
     let svc = config.service(service)?;
     let tier = match tier {
         Some(t) => config.tier(t)?,

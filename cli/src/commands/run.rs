@@ -19,6 +19,7 @@ use crate::output::Bar;
 pub fn run(config: &Config, quiet: bool) -> Result<i32> {
     let mut catalog = super::open_catalog(config)?;
     let t = now();
+    let _span = tracing::info_span!("run", at = t).entered();
     let (mut ok, mut failed) = (0, 0);
     let bar = Bar::new(quiet);
 
