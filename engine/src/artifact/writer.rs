@@ -61,7 +61,6 @@ pub fn write_artifact(
 
     let mut first = true;
     let mut done = false;
-    let mut number = 0usize;
     let blocks = std::iter::from_fn(|| {
         if done {
             return None;
@@ -82,12 +81,13 @@ pub fn write_artifact(
         }
         first = false;
         raw_hasher.update(&block);
-        number += 1;
-        Some(Ok((number - 1, block)))
+        Some(Ok(block))
     });
 
     ordered_map(
-        blocks,
+        blocks
+            .enumerate()
+            .map(|(i, block)| block.map(|block| (i, block))),
         opts.threads,
         opts.threads * 2,
         || {

@@ -345,12 +345,9 @@ fn check_unpacked(dir: &Path, recorded: &OllamaFacts) -> Outcome {
 
 /// (size, `sha256:<hex>`) of a file.
 fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
-    let mut hashed = Hashed {
-        inner: std::fs::File::open(path)?,
-        hasher: Sha256::new(),
-    };
-    let size = std::io::copy(&mut hashed, &mut std::io::sink())?;
-    Ok((size, format!("sha256:{}", hex::encode(hashed.hasher.finalize()))))
+    let mut hasher = Sha256::new();
+    let size = std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
+    Ok((size, format!("sha256:{}", hex::encode(hasher.finalize()))))
 }
 
 #[cfg(test)]

@@ -27,6 +27,32 @@ pub struct LocalStore {
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStore {
+    /// Opens a stored object for reading: not through a symlink, and not blocking on a FIFO
+    /// someone put in the tier; anything but a regular file is refused.
+    fn open_object(&self, key: &str) -> Result<File> {
+        check_key(key)?;
+        let path = self.path_of(key);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    tier: self.name.clone(),
+                    key: key.to_owned(),
+                },
+                _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
+            })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(Error::Invalid(format!(
+                "tier {}: {} is not a regular file",
+                self.name,
+                path.display()
+            )));
+        }
+        Ok(file)
+    }
+
     /// Opens (and creates) the tier directory; files are owner-only (0600).
     pub fn open(name: &str, root: &Path) -> Result<LocalStore> {
         LocalStore::open_with_access(name, root, None, 0o600)
@@ -270,27 +296,8 @@ impl Store for LocalStore {
     }
 
     fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
-        check_key(key)?;
         let path = self.path_of(key);
-        // Not through a symlink, and not blocking on a FIFO someone put in the tier.
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::NotFound {
-                    tier: self.name.clone(),
-                    key: key.to_owned(),
-                },
-                _ => Error::io(format!("tier {}: opening {}", self.name, path.display()), e),
-            })?;
-        if !file.metadata().is_ok_and(|m| m.is_file()) {
-            return Err(Error::Invalid(format!(
-                "tier {}: {} is not a regular file",
-                self.name,
-                path.display()
-            )));
-        }
+        let file = self.open_object(key)?;
         let mut buf =
             vec![0u8; usize::try_from(len).map_err(|_| Error::Invalid("range too large".into()))?];
         file.read_exact_at(&mut buf, offset).ctx(|| {
@@ -307,17 +314,7 @@ impl Store for LocalStore {
     /// returns at once, so the reads that follow find it there instead of each waiting for the
     /// disk (a fresh descriptor per read gets no read-ahead of its own).
     fn will_read(&self, key: &str, offset: u64, len: u64) {
-        if check_key(key).is_err() {
-            return;
-        }
-        let Ok(file) = fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(self.path_of(key))
-        else {
-            return;
-        };
-        if file.metadata().is_ok_and(|m| m.is_file()) {
+        if let Ok(file) = self.open_object(key) {
             // SAFETY: a valid descriptor; the call only reads its arguments.
             unsafe {
                 libc::posix_fadvise(
