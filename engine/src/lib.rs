@@ -21,6 +21,7 @@ pub mod plan;
 pub mod process;
 pub mod prune;
 pub mod rebuild;
+pub mod restic;
 pub mod restore_test;
 pub mod retention;
 pub mod schedule;

@@ -32,6 +32,7 @@ use crate::artifact::metadata::{self, ArtifactMetadata};
 use crate::catalog::{Catalog, NewArtifact};
 use crate::id::escape_control;
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX};
+use crate::restic::ResticTier;
 use crate::store::Store;
 use crate::units::human_bytes;
 use crate::{Error, Result};
@@ -57,7 +58,13 @@ struct Found {
 
 /// Reads every artifact on `stores` into a new catalog at `catalog_path`.
 /// An existing catalog file is replaced only if `replace` is set (it is kept as `.bak`).
-pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Result<RebuildReport> {
+/// Restic tiers (`restic`) are read from their snapshots ([`crate::restic::rebuild`]).
+pub fn rebuild(
+    stores: &[&dyn Store],
+    restic: Vec<ResticTier>,
+    catalog_path: &Path,
+    replace: bool,
+) -> Result<RebuildReport> {
     if catalog_path.exists() && !replace {
         return Err(Error::Invalid(format!(
             "catalog {} exists: rebuilding replaces it; pass --force to keep the old one as {}.bak and replace it",
@@ -118,6 +125,44 @@ pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Res
             }
         }
     }
+    let mut snapshots = Vec::new();
+    for tier in restic {
+        let name = tier.name().to_owned();
+        let (copies, skipped) = crate::restic::rebuild::found(tier, 2)?;
+        for line in skipped {
+            tracing::warn!("skipped {line}");
+            report.skipped.push(line);
+        }
+        for c in copies {
+            let files = &mut backups
+                .entry((c.meta.service.clone(), c.meta.taken_at_unix))
+                .or_insert_with(|| (c.meta.driver.clone(), BTreeMap::new()))
+                .1;
+            let key = c.artifact.key.clone();
+            match files.get_mut(&key) {
+                None => {
+                    files.insert(
+                        key.clone(),
+                        Found {
+                            artifact: c.artifact,
+                            tiers: vec![name.clone()],
+                        },
+                    );
+                }
+                Some(first) if first.artifact.raw_sha256 == c.artifact.raw_sha256 => {
+                    first.tiers.push(name.clone());
+                }
+                Some(first) => {
+                    report.skipped.push(format!(
+                        "{name}:{key}: not the file tier {} holds under this name",
+                        first.tiers[0]
+                    ));
+                    continue;
+                }
+            }
+            snapshots.push((key, name.clone(), c.snapshot));
+        }
+    }
     for ((service, taken_at), (driver, files)) in backups {
         let copies: Vec<(String, Vec<String>)> = files
             .iter()
@@ -141,6 +186,9 @@ pub fn rebuild(stores: &[&dyn Store], catalog_path: &Path, replace: bool) -> Res
         }
         report.artifacts += artifacts.len();
         report.backups += 1;
+    }
+    for (key, tier, snapshot) in &snapshots {
+        catalog.set_key_snapshot(key, tier, snapshot)?;
     }
     drop(catalog);
 

@@ -149,6 +149,9 @@ fn sync_tier(
         tier: tier.name.to_string(),
         ..TierReport::default()
     };
+    if matches!(tier.kind, crate::config::TierKind::Restic { .. }) {
+        return crate::restic::sync::sync_tier(config, catalog, primary, tier, todo);
+    }
     let store = match open_tier(tier) {
         Ok(s) => RetryStore::new(s, 3, Duration::from_secs(1)),
         Err(e) => {
@@ -244,18 +247,9 @@ fn upload(
     let index = catalog.block_index(a.id)?;
     // The plan's records carry no facts; the metadata sidecar needs them.
     let facts = catalog.facts(a.id)?;
-    let (src, temp) = source_file(primary, config, a)?;
+    let (src, temp) = checked_source(primary, config, a)?;
     let mut written = false;
     let result = (|| {
-        // Never spread a corrupt file: check the source against the catalog first.
-        let digest = sha256_file(&src)?;
-        if digest != a.stored_sha256 {
-            return Err(Error::integrity(
-                format!("{}:{}", primary.name(), a.key),
-                None,
-                "SHA-256 of the source copy differs from the catalog; run `tierback verify`",
-            ));
-        }
         written = true;
         store.put_file(&a.key, &src)?;
         match store.head(&a.key)? {
@@ -296,6 +290,30 @@ fn upload(
     result
 }
 
+/// [`source_file`], checked against the catalog's SHA-256 first: never spread a corrupt file.
+/// The second path is a temporary download for the caller to remove.
+pub(crate) fn checked_source(
+    primary: &LocalStore,
+    config: &Config,
+    a: &ArtifactRecord,
+) -> Result<(PathBuf, Option<PathBuf>)> {
+    let (src, temp) = source_file(primary, config, a)?;
+    match sha256_file(&src) {
+        Ok(digest) if digest == a.stored_sha256 => Ok((src, temp)),
+        other => {
+            if let Some(t) = temp {
+                let _ = std::fs::remove_file(t);
+            }
+            other?;
+            Err(Error::integrity(
+                format!("{}:{}", primary.name(), a.key),
+                None,
+                "SHA-256 of the source copy differs from the catalog; run `tierback verify`",
+            ))
+        }
+    }
+}
+
 /// The local file to upload from: the primary tier's copy if it holds a good one, else a
 /// download (into the primary's staging area) from another tier that does.
 fn source_file(
@@ -318,6 +336,9 @@ fn source_file(
             continue;
         };
         let Ok(store) = open_tier(tier) else { continue };
+        if store.holds_decompressed() {
+            continue; // a restic tier holds the stream, not the `.gz` to copy
+        }
         let tmp = primary.temp_path(&format!("{}.download", a.file));
         match download(store.as_ref(), &a.key, a.stored_size, &tmp) {
             Ok(()) => return Ok((tmp.clone(), Some(tmp))),

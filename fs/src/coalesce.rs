@@ -188,6 +188,10 @@ impl Store for CoalescingStore {
         self.shared.inner.will_read(key, offset, len)
     }
 
+    fn holds_decompressed(&self) -> bool {
+        self.shared.inner.holds_decompressed()
+    }
+
     fn delete(&self, _key: &str) -> Result<()> {
         Err(Error::Invalid("the mount never writes to a tier".into()))
     }

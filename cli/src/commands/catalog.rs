@@ -4,20 +4,26 @@
 //! the terminal.
 
 use anyhow::Result;
-use tierback_engine::config::Config;
+use tierback_engine::config::{Config, TierKind};
 use tierback_engine::id::escape_control;
 use tierback_engine::rebuild::rebuild as rebuild_catalog;
+use tierback_engine::restic::ResticTier;
 use tierback_engine::store::{Store, open_tier};
 
 use super::{EXIT_FAILURE, EXIT_OK};
 
 pub fn rebuild(config: &Config, from: &[String], force: bool) -> Result<i32> {
-    let stores = from
-        .iter()
-        .map(|t| open_tier(config.tier(t)?))
-        .collect::<tierback_engine::Result<Vec<_>>>()?;
+    let mut stores = Vec::new();
+    let mut restic = Vec::new();
+    for t in from {
+        let tier = config.tier(t)?;
+        match tier.kind {
+            TierKind::Restic { .. } => restic.push(ResticTier::open(tier)?),
+            _ => stores.push(open_tier(tier)?),
+        }
+    }
     let stores: Vec<&dyn Store> = stores.iter().map(|s| s.as_ref()).collect();
-    let report = rebuild_catalog(&stores, &config.catalog_path, force)?;
+    let report = rebuild_catalog(&stores, restic, &config.catalog_path, force)?;
     for s in &report.skipped {
         println!("SKIPPED  {}", escape_control(s));
     }

@@ -43,7 +43,7 @@ pub fn run(
         .tiers
         .iter()
         .filter_map(|t| match &t.kind {
-            TierKind::Local { path, .. } => Some(path.clone()),
+            TierKind::Local { path, .. } | TierKind::Restic { path, .. } => Some(path.clone()),
             _ => None,
         })
         .collect();
@@ -138,7 +138,7 @@ fn with_read_deadline(tier: &TierConfig) -> TierConfig {
         TierKind::S3 { timeout_secs, .. } | TierKind::Rclone { timeout_secs, .. } => {
             *timeout_secs = (*timeout_secs).min(REMOTE_REQUEST_TIMEOUT_SECS);
         }
-        TierKind::Local { .. } => {}
+        TierKind::Local { .. } | TierKind::Restic { .. } => {}
     }
     tier
 }

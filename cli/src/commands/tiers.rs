@@ -9,6 +9,7 @@
 
 use anyhow::{Result, bail};
 use tierback_engine::config::{Config, TierConfig, TierKind};
+use tierback_engine::restic::ResticTier;
 use tierback_engine::store::s3::S3Store;
 use tierback_engine::store::s3_policy::{BucketPolicy, Outcome, PolicyPart, apply_bucket_policy};
 
@@ -18,9 +19,9 @@ pub fn setup(config: &Config, tier: Option<&str>) -> Result<i32> {
     let tiers: Vec<&TierConfig> = match tier {
         Some(name) => {
             let t = config.tier(name)?;
-            if !matches!(t.kind, TierKind::S3 { .. }) {
+            if !matches!(t.kind, TierKind::S3 { .. } | TierKind::Restic { .. }) {
                 bail!(
-                    "tier {name} is a {} tier: `tiers setup` applies to s3 tiers",
+                    "tier {name} is a {} tier: `tiers setup` applies to s3 and restic tiers",
                     t.kind.type_name()
                 );
             }
@@ -29,15 +30,33 @@ pub fn setup(config: &Config, tier: Option<&str>) -> Result<i32> {
         None => config
             .tiers
             .iter()
-            .filter(|t| matches!(t.kind, TierKind::S3 { .. }))
+            .filter(|t| matches!(t.kind, TierKind::S3 { .. } | TierKind::Restic { .. }))
             .collect(),
     };
     if tiers.is_empty() {
-        println!("no s3 tiers in the config: nothing to set up");
+        println!("no s3 or restic tiers in the config: nothing to set up");
         return Ok(EXIT_OK);
     }
     let (mut applied, mut not_applied) = (0usize, 0usize);
     for tier in tiers {
+        if let TierKind::Restic { path, .. } = &tier.kind {
+            print!(
+                "tier {} (restic repository at {}): ",
+                tier.name,
+                path.display()
+            );
+            match ResticTier::open(tier).and_then(|r| r.setup()) {
+                Ok(true) => println!("initialised"),
+                Ok(false) => println!("exists, and the password opens it"),
+                Err(e) => {
+                    println!("{e}");
+                    not_applied += 1;
+                    continue;
+                }
+            }
+            applied += 1;
+            continue;
+        }
         let TierKind::S3 {
             endpoint, bucket, ..
         } = &tier.kind

@@ -100,6 +100,30 @@ pub fn verify_member(
     Ok(VerifiedBlock { block, data })
 }
 
+/// Checks a block read decompressed (from a restic tier) against the index: its length and
+/// its raw SHA-256, the block's identity on every tier.
+pub fn verify_raw(
+    file: &str,
+    block: usize,
+    expected: &BlockEntry,
+    data: Vec<u8>,
+) -> Result<VerifiedBlock> {
+    let fail = |reason: String| Error::integrity(file, Some(block as u64), reason);
+    if data.len() != expected.raw_len as usize {
+        return Err(fail(format!(
+            "block is {} bytes, the index says {}",
+            data.len(),
+            expected.raw_len
+        )));
+    }
+    if <[u8; 32]>::from(Sha256::digest(&data)) != expected.sha256 {
+        return Err(fail(
+            "SHA-256 of the block differs from the catalog's index".into(),
+        ));
+    }
+    Ok(VerifiedBlock { block, data })
+}
+
 /// Reads one artifact copy on one tier, block by block.
 pub struct ArtifactReader<'a> {
     pub store: &'a dyn Store,
@@ -126,6 +150,12 @@ impl ArtifactReader<'_> {
                 self.index.entries.len()
             ))
         })?;
+        if self.store.holds_decompressed() {
+            let raw =
+                self.store
+                    .get_range(self.key, self.index.raw_offset(i), entry.raw_len.into())?;
+            return verify_raw(&self.label(), i, entry, raw);
+        }
         let member = self
             .store
             .get_range(self.key, entry.offset, entry.stored_len as u64)?;

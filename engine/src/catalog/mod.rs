@@ -3,6 +3,7 @@
 //! Holds no secrets: only names, sizes, hashes, states and the dump tools' stderr tails.
 
 mod schema;
+mod snapshots;
 mod stats;
 mod view;
 

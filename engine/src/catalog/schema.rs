@@ -87,4 +87,6 @@ CREATE INDEX verifications_by_copy ON verifications (artifact_id, tier, id);
 DELETE FROM retired WHERE backup_id NOT IN (SELECT backup_id FROM artifacts);
 CREATE INDEX copies_corrupt ON copies (tier) WHERE state = 'corrupt';
 "#,
+    // 5: the restic snapshot that holds a copy on a restic tier (NULL on every other tier).
+    "ALTER TABLE copies ADD COLUMN snapshot TEXT;",
 ];

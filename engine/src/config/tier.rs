@@ -120,6 +120,12 @@ pub enum TierKind {
         /// Per-operation timeout for reads.
         timeout_secs: u64,
     },
+    /// A restic repository (see [`crate::restic`]) in a local directory.
+    Restic {
+        path: PathBuf,
+        /// Unlocks the repository: a secret reference, never the password itself.
+        password: SecretRef,
+    },
 }
 
 /// `server_side_encryption` of an s3 tier.
@@ -143,6 +149,7 @@ impl TierKind {
             TierKind::Local { .. } => "local",
             TierKind::S3 { .. } => "s3",
             TierKind::Rclone { .. } => "rclone",
+            TierKind::Restic { .. } => "restic",
         }
     }
 }
@@ -160,6 +167,7 @@ pub(super) struct RawTier {
     access_key: Option<Spanned<String>>,
     secret_key: Option<Spanned<String>>,
     remote: Option<String>,
+    password: Option<Spanned<String>>,
     path_style: Option<bool>,
     checksums: Option<Spanned<String>>,
     multipart_threshold: Option<Spanned<String>>,
@@ -239,6 +247,7 @@ pub(super) fn parse(
         ("server_side_encryption", t.server_side_encryption.is_some()),
         ("sse_kms_key_id", t.sse_kms_key_id.is_some()),
         ("secrets", !t.secrets.is_empty()),
+        ("password", t.password.is_some()),
     ];
     let allowed: &[&str] = match t.kind.get_ref().as_str() {
         "local" => &["path", "group", "mode"],
@@ -260,6 +269,7 @@ pub(super) fn parse(
             "sse_kms_key_id",
         ],
         "rclone" => &["remote", "rclone", "secrets"],
+        "restic" => &["path", "password"],
         // An unknown type is reported below.
         _ => &[],
     };
@@ -375,11 +385,25 @@ pub(super) fn parse(
             binary: t.rclone.unwrap_or_else(|| PathBuf::from("rclone")),
             timeout_secs,
         },
+        "restic" => TierKind::Restic {
+            path: resolve(
+                t.path
+                    .ok_or_else(|| at(span.clone(), format!("[tiers.{name}] needs `path`")))?,
+            ),
+            password: secret(t.password)?.ok_or_else(|| {
+                at(
+                    span.clone(),
+                    format!(
+                        "[tiers.{name}] needs `password`: a secret reference (\"env:VAR\", \"file:/path\", \"vault:path#key\") to the repository's password"
+                    ),
+                )
+            })?,
+        },
         other => {
             return Err(at(
                 t.kind.span(),
                 format!(
-                    "[tiers.{name}] type {other:?} is not one of \"local\", \"s3\", \"rclone\""
+                    "[tiers.{name}] type {other:?} is not one of \"local\", \"s3\", \"rclone\", \"restic\""
                 ),
             ));
         }

@@ -126,7 +126,7 @@ pub fn forwards_every_method(wrapper: &str, wrap: impl FnOnce(Arc<Recorder>) -> 
     let store = wrap(Arc::clone(&inner));
     // Each call, and the inner store's answer it must hand back.
     type Call = fn(&dyn Store) -> String;
-    let calls: [(&str, Call, &str); 10] = [
+    let calls: [(&str, Call, &str); 11] = [
         (
             "put_file",
             |s| format!("{:?}", s.put_file("k/x", Path::new("/absent"))),
@@ -159,6 +159,11 @@ pub fn forwards_every_method(wrapper: &str, wrap: impl FnOnce(Arc<Recorder>) -> 
             "will_read",
             |s| format!("{:?}", s.will_read("k/x", 0, 9)),
             "()",
+        ),
+        (
+            "holds_decompressed",
+            |s| s.holds_decompressed().to_string(),
+            "true",
         ),
         (
             "get",
@@ -234,6 +239,10 @@ impl Store for Recorder {
     }
     fn will_read(&self, _: &str, _: u64, _: u64) {
         self.saw("will_read");
+    }
+    fn holds_decompressed(&self) -> bool {
+        self.saw("holds_decompressed");
+        true
     }
     fn get(&self, _: &str) -> Result<Vec<u8>> {
         self.saw("get");

@@ -101,6 +101,10 @@ impl<S: Store> Store for FaultyStore<S> {
     fn will_read(&self, key: &str, offset: u64, len: u64) {
         self.inner.will_read(key, offset, len)
     }
+
+    fn holds_decompressed(&self) -> bool {
+        self.inner.holds_decompressed()
+    }
     fn clean_staging(&self) -> Result<usize> {
         self.inner.clean_staging()
     }

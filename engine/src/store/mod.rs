@@ -69,6 +69,13 @@ pub trait Store: Send + Sync {
     /// asks the kernel to read them into the page cache). Nothing is promised or returned.
     fn will_read(&self, _key: &str, _offset: u64, _len: u64) {}
 
+    /// Whether a copy on this tier is the artifact's decompressed stream (a restic tier)
+    /// rather than its blocked-gzip file: reads then check each block's bytes against its raw
+    /// SHA-256 instead of inflating a member.
+    fn holds_decompressed(&self) -> bool {
+        false
+    }
+
     /// Reads a whole object.
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let meta = self.head(key)?.ok_or_else(|| crate::Error::NotFound {
@@ -120,6 +127,9 @@ pub fn open_tier(tier: &crate::config::TierConfig) -> Result<Box<dyn Store>> {
     }
     let store: Arc<dyn Store> = match &tier.kind {
         TierKind::S3 { .. } => Arc::new(s3::S3Store::open(tier)?),
+        TierKind::Restic { .. } => Arc::new(crate::restic::ResticStore::new(
+            crate::restic::ResticTier::open(tier)?,
+        )),
         _ => Arc::new(rclone::RcloneStore::open(tier)?),
     };
     open.insert(key, Arc::clone(&store));
@@ -158,6 +168,9 @@ macro_rules! forward_store {
             }
             fn will_read(&self, key: &str, offset: u64, len: u64) {
                 (**self).will_read(key, offset, len)
+            }
+            fn holds_decompressed(&self) -> bool {
+                (**self).holds_decompressed()
             }
             fn clean_staging(&self) -> Result<usize> {
                 (**self).clean_staging()

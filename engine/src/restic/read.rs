@@ -1,0 +1,155 @@
+//! Reads from a restic tier through the [`Store`] every read path already uses (`cat`, the
+//! mount, restore tests, `wal-fetch`): a key `svc/date/file.gz` names the decompressed file
+//! `svc/date/file` of the snapshot that holds it, and a byte range is a range of that
+//! decompressed file. [`Store::holds_decompressed`] tells the block reader to check those bytes
+//! against the block's raw SHA-256 instead of inflating them.
+//!
+//! rustic_core reads through the repository's index; each blob it hands out has been
+//! decrypted and authenticated (Poly1305). The repository is opened once, on the first read.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustic_core::vfs::OpenFile;
+use rustic_core::{IndexedFullStatus, Repository};
+
+use super::ResticTier;
+use super::snapshot::raw_path;
+use crate::store::{ObjectMeta, Store};
+use crate::{Error, Result};
+
+type Repo = Repository<IndexedFullStatus>;
+/// A file found in a snapshot, opened, and its size.
+type Found = Option<(Arc<OpenFile>, u64)>;
+
+pub struct ResticStore {
+    tier: ResticTier,
+    repo: OnceLock<std::result::Result<Arc<Repo>, String>>,
+    /// Files found so far: key → the open file and its size (`None`: in no snapshot).
+    files: Mutex<HashMap<String, Found>>,
+}
+
+impl ResticStore {
+    pub fn new(tier: ResticTier) -> ResticStore {
+        ResticStore {
+            tier,
+            repo: OnceLock::new(),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn repo(&self) -> Result<Arc<Repo>> {
+        self.repo
+            .get_or_init(|| {
+                self.tier
+                    .open_for_reads()
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(Error::Invalid)
+    }
+
+    /// The file a key names, searched in the snapshots of its service and day.
+    fn file(&self, key: &str) -> Result<Found> {
+        if let Some(found) = self.files.lock().expect("file map poisoned").get(key) {
+            return Ok(found.clone());
+        }
+        let repo = self.repo()?;
+        let path = raw_path(key);
+        let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
+        let mut found = None;
+        for snap in self.tier.snapshots()?.iter().rev().filter(|s| s.dir == dir) {
+            let snap_file = repo
+                .get_snapshots(&[snap.id.as_str()])
+                .map_err(|e| {
+                    self.tier
+                        .error(&format!("reading snapshot {}", snap.id), &e)
+                })?
+                .pop();
+            let Some(snap_file) = snap_file else { continue };
+            match repo.node_from_snapshot_and_path(&snap_file, path) {
+                Ok(node) if node.is_file() => {
+                    let open = repo
+                        .open_file(&node)
+                        .map_err(|e| self.tier.error(&format!("opening {path}"), &e))?;
+                    found = Some((Arc::new(open), node.meta.size));
+                    break;
+                }
+                _ => continue,
+            }
+        }
+        self.files
+            .lock()
+            .expect("file map poisoned")
+            .insert(key.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    fn read_only(&self, what: &str) -> Error {
+        Error::Invalid(format!(
+            "restic tier {}: {what}: the repository is written only by sync (one snapshot per backup)",
+            self.tier.name()
+        ))
+    }
+}
+
+impl Store for ResticStore {
+    fn name(&self) -> &str {
+        self.tier.name()
+    }
+
+    fn put_file(&self, key: &str, _src: &Path) -> Result<()> {
+        Err(self.read_only(key))
+    }
+
+    fn put_bytes(&self, key: &str, _bytes: &[u8]) -> Result<()> {
+        Err(self.read_only(key))
+    }
+
+    fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let (file, size) = self.file(key)?.ok_or_else(|| Error::NotFound {
+            tier: self.tier.name().to_owned(),
+            key: raw_path(key).to_owned(),
+        })?;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::Invalid(format!(
+                "restic tier {}: {}: {len} bytes at {offset} are past its end ({size} bytes)",
+                self.tier.name(),
+                raw_path(key)
+            )));
+        }
+        let repo = self.repo()?;
+        let bytes = repo
+            .read_file_at(&file, offset as usize, len as usize)
+            .map_err(|e| self.tier.error(&format!("reading {}", raw_path(key)), &e))?;
+        if bytes.len() as u64 != len {
+            return Err(Error::integrity(
+                format!("{}:{}", self.tier.name(), raw_path(key)),
+                None,
+                format!("asked for {len} bytes at {offset}, got {}", bytes.len()),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        Ok(self.file(key)?.map(|(_, size)| ObjectMeta {
+            key: key.to_owned(),
+            size,
+        }))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Err(self.read_only(&format!("listing {prefix}")))
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        Err(self.read_only(key))
+    }
+
+    fn holds_decompressed(&self) -> bool {
+        true
+    }
+}
