@@ -5,11 +5,13 @@
 //! against the block's raw SHA-256 instead of inflating them.
 //!
 //! rustic_core reads through the repository's index; each blob it hands out has been
-//! decrypted and authenticated (Poly1305). The repository is opened once, on the first read.
+//! decrypted and authenticated (Poly1305). The repository's index is loaded on the first read
+//! and loaded again when a file is not found or a read fails: a long-running mount sees the
+//! snapshots sync adds, and packs a prune rewrote.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustic_core::vfs::OpenFile;
 use rustic_core::{IndexedFullStatus, Repository};
@@ -25,42 +27,61 @@ type Found = Option<(Arc<OpenFile>, u64)>;
 
 pub struct ResticStore {
     tier: ResticTier,
-    repo: OnceLock<std::result::Result<Arc<Repo>, String>>,
-    /// Files found so far: key → the open file and its size (`None`: in no snapshot).
-    files: Mutex<HashMap<String, Found>>,
+    repo: RwLock<Option<Arc<Repo>>>,
+    /// Files found so far: key → the open file and its size.
+    files: Mutex<HashMap<String, (Arc<OpenFile>, u64)>>,
 }
 
 impl ResticStore {
     pub fn new(tier: ResticTier) -> ResticStore {
         ResticStore {
             tier,
-            repo: OnceLock::new(),
+            repo: RwLock::new(None),
             files: Mutex::new(HashMap::new()),
         }
     }
 
-    fn repo(&self) -> Result<Arc<Repo>> {
-        self.repo
-            .get_or_init(|| {
-                self.tier
-                    .open_for_reads()
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-            .map_err(Error::Invalid)
+    /// The repository with its index; `reload` reads the index again.
+    fn repo(&self, reload: bool) -> Result<Arc<Repo>> {
+        if !reload && let Some(repo) = self.repo.read().expect("repo lock poisoned").as_ref() {
+            return Ok(Arc::clone(repo));
+        }
+        let repo = Arc::new(self.tier.open_for_reads()?);
+        *self.repo.write().expect("repo lock poisoned") = Some(Arc::clone(&repo));
+        Ok(repo)
     }
 
-    /// The file a key names, searched in the snapshots of its service and day.
+    /// The file a key names, searched in the snapshots of its service and day; searched again
+    /// with a fresh index if it is not there.
     fn file(&self, key: &str) -> Result<Found> {
         if let Some(found) = self.files.lock().expect("file map poisoned").get(key) {
-            return Ok(found.clone());
+            return Ok(Some(found.clone()));
         }
-        let repo = self.repo()?;
+        let loaded = self.repo.read().expect("repo lock poisoned").is_some();
+        let mut found = self.search(&*self.repo(false)?, key)?;
+        if found.is_none() && loaded {
+            found = self.search(&*self.repo(true)?, key)?;
+        }
+        if let Some(f) = &found {
+            self.files
+                .lock()
+                .expect("file map poisoned")
+                .insert(key.to_owned(), f.clone());
+        }
+        Ok(found)
+    }
+
+    fn search(&self, repo: &Repo, key: &str) -> Result<Found> {
         let path = raw_path(key);
         let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
         let mut found = None;
-        for snap in self.tier.snapshots()?.iter().rev().filter(|s| s.dir == dir) {
+        for snap in self
+            .tier
+            .snapshots_in(repo)?
+            .iter()
+            .rev()
+            .filter(|s| s.dir == dir)
+        {
             let snap_file = repo
                 .get_snapshots(&[snap.id.as_str()])
                 .map_err(|e| {
@@ -80,10 +101,6 @@ impl ResticStore {
                 _ => continue,
             }
         }
-        self.files
-            .lock()
-            .expect("file map poisoned")
-            .insert(key.to_owned(), found.clone());
         Ok(found)
     }
 
@@ -120,10 +137,17 @@ impl Store for ResticStore {
                 raw_path(key)
             )));
         }
-        let repo = self.repo()?;
-        let bytes = repo
+        // A pack a prune rewrote is read from its new place once the index is read again.
+        let bytes = match self
+            .repo(false)?
             .read_file_at(&file, offset as usize, len as usize)
-            .map_err(|e| self.tier.error(&format!("reading {}", raw_path(key)), &e))?;
+        {
+            Ok(bytes) => bytes,
+            Err(_) => self
+                .repo(true)?
+                .read_file_at(&file, offset as usize, len as usize)
+                .map_err(|e| self.tier.error(&format!("reading {}", raw_path(key)), &e))?,
+        };
         if bytes.len() as u64 != len {
             return Err(Error::integrity(
                 format!("{}:{}", self.tier.name(), raw_path(key)),

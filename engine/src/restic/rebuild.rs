@@ -32,8 +32,8 @@ pub struct FoundCopy {
 /// Every artifact the tier's snapshots hold; those that fail a check are named in the second
 /// list with why, and left out.
 pub fn found(tier: ResticTier, threads: usize) -> Result<(Vec<FoundCopy>, Vec<String>)> {
-    let snapshots = tier.snapshots()?;
     let repo = tier.open_for_reads()?;
+    let snapshots = tier.snapshots_in(&repo)?;
     let name = tier.name().to_owned();
     let mut found = Vec::new();
     let mut skipped = Vec::new();

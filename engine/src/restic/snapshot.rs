@@ -188,7 +188,15 @@ impl ResticTier {
     /// tierback's snapshots in the repository (others, e.g. made by `restic backup`, are left
     /// alone), oldest first.
     pub fn snapshots(&self) -> Result<Vec<BackupSnapshot>> {
-        let repo = self.open_repo()?;
+        self.snapshots_in(&self.open_repo()?)
+    }
+
+    /// [`ResticTier::snapshots`] of a repository already open (opening one derives the key
+    /// from the password: scrypt, deliberately slow).
+    pub fn snapshots_in<S: rustic_core::Open>(
+        &self,
+        repo: &Repository<S>,
+    ) -> Result<Vec<BackupSnapshot>> {
         let mut snaps = repo
             .get_all_snapshots()
             .map_err(|e| self.error("listing snapshots", &e))?;
