@@ -44,7 +44,7 @@ impl Catalog {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.err(e))?;
-            let service = super::shared_name(&mut services, service);
+            let service = super::artifacts::shared_name(&mut services, service);
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let size: i64 = r.get(2).map_err(|e| self.err(e))?;
             artifacts.insert(id, (service, size as u64));
@@ -92,7 +92,7 @@ impl Catalog {
 
     /// The artifacts (without facts or copies) of `service`'s newest backup that still has files.
     pub fn newest_backup(&self, service: &str) -> Result<Vec<ArtifactRecord>> {
-        let columns = super::ARTIFACT_COLUMNS.replace("a.facts", "'null'");
+        let columns = super::artifacts::ARTIFACT_COLUMNS.replace("a.facts", "'null'");
         let sql = format!(
             "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
              WHERE a.backup_id = (SELECT b2.id FROM backups b2 \
