@@ -9,6 +9,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{ArtifactRecord, BackupEntry, Catalog, CopyRecord, NewArtifact};
 use crate::artifact::BlockIndex;
 use crate::clock::now;
+use crate::id::{ArtifactId, BackupId, RunId};
 use crate::{Error, Result};
 
 pub(super) const ARTIFACT_COLUMNS: &str = "a.id, a.backup_id, b.service, b.taken_at, b.driver, a.file, a.key, a.raw_size, \
@@ -28,7 +29,7 @@ impl Catalog {
     }
 
     /// The id of `service`'s backup taken at `taken_at`.
-    pub fn backup_id(&self, service: &str, taken_at: i64) -> Result<Option<i64>> {
+    pub fn backup_id(&self, service: &str, taken_at: i64) -> Result<Option<BackupId>> {
         self.conn
             .query_row(
                 "SELECT id FROM backups WHERE service = ?1 AND taken_at = ?2",
@@ -45,10 +46,10 @@ impl Catalog {
         service: &str,
         taken_at: i64,
         driver: &str,
-        run: Option<i64>,
+        run: Option<RunId>,
         tier: &str,
         artifacts: &[NewArtifact],
-    ) -> Result<i64> {
+    ) -> Result<BackupId> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
             path: path.clone(),
@@ -60,7 +61,7 @@ impl Catalog {
             params![service, taken_at, driver, run],
         )
         .map_err(err)?;
-        let backup_id = tx.last_insert_rowid();
+        let backup_id = BackupId::new(tx.last_insert_rowid());
         let at = now();
         for a in artifacts {
             tx.execute(
@@ -147,13 +148,15 @@ impl Catalog {
         tiers: &[&str],
         services: &[&str],
     ) -> Result<Vec<ArtifactRecord>> {
-        let mut present: HashMap<i64, usize> = HashMap::new();
+        let mut present: HashMap<ArtifactId, usize> = HashMap::new();
         let mut stmt = self
             .conn
             .prepare_cached("SELECT artifact_id, tier FROM copies WHERE state = 'present'")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, ArtifactId>(0)?, r.get::<_, String>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (id, tier) = row.map_err(|e| self.err(e))?;
@@ -170,8 +173,8 @@ impl Catalog {
         let rows = stmt
             .query_map([], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
+                    r.get::<_, ArtifactId>(0)?,
+                    r.get::<_, BackupId>(1)?,
                     r.get::<_, String>(2)?,
                 ))
             })
@@ -211,11 +214,11 @@ impl Catalog {
         params: impl rusqlite::Params,
     ) -> Result<()> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-        let mut copies: HashMap<i64, Vec<CopyRecord>> = HashMap::new();
+        let mut copies: HashMap<ArtifactId, Vec<CopyRecord>> = HashMap::new();
         let rows = stmt
             .query_map(params, |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
+                    r.get::<_, ArtifactId>(0)?,
                     CopyRecord {
                         tier: r.get(1)?,
                         state: r.get(2)?,
@@ -267,7 +270,7 @@ impl Catalog {
     /// Per tier (of `tiers`, or all), the backups prune removed from it that some tier still
     /// holds: sync never sends those again. (A backup no tier holds cannot be sent anywhere;
     /// [`Catalog::remove_backup_copies`] forgets it here when its last copy goes.)
-    pub fn retired(&self, tiers: Option<&[&str]>) -> Result<HashMap<String, HashSet<i64>>> {
+    pub fn retired(&self, tiers: Option<&[&str]>) -> Result<HashMap<String, HashSet<BackupId>>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -278,10 +281,10 @@ impl Catalog {
         let tiers = tiers.map(|t| serde_json::to_string(t).expect("names are JSON"));
         let rows = stmt
             .query_map([tiers], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, BackupId>(0)?, r.get::<_, String>(1)?))
             })
             .map_err(|e| self.err(e))?;
-        let mut retired: HashMap<String, HashSet<i64>> = HashMap::new();
+        let mut retired: HashMap<String, HashSet<BackupId>> = HashMap::new();
         for row in rows {
             let (id, tier) = row.map_err(|e| self.err(e))?;
             retired.entry(tier).or_default().insert(id);
@@ -290,7 +293,7 @@ impl Catalog {
     }
 
     /// Pins or unpins a backup. Returns false if no backup has this id.
-    pub fn set_pinned(&self, backup_id: i64, pinned: bool) -> Result<bool> {
+    pub fn set_pinned(&self, backup_id: BackupId, pinned: bool) -> Result<bool> {
         let n = self
             .conn
             .execute(
@@ -386,7 +389,7 @@ impl Catalog {
     }
 
     /// The facts recorded with an artifact (what its driver learned at backup time).
-    pub fn facts(&self, artifact_id: i64) -> Result<serde_json::Value> {
+    pub fn facts(&self, artifact_id: ArtifactId) -> Result<serde_json::Value> {
         let text: String = self
             .conn
             .query_row(
@@ -399,7 +402,7 @@ impl Catalog {
     }
 
     /// The block index of an artifact (kept apart from the record: it can be megabytes).
-    pub fn block_index(&self, artifact_id: i64) -> Result<BlockIndex> {
+    pub fn block_index(&self, artifact_id: ArtifactId) -> Result<BlockIndex> {
         let blob: Vec<u8> = self
             .conn
             .query_row(

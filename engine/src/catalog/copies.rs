@@ -3,8 +3,9 @@
 
 use rusqlite::params;
 
-use super::{CORRUPT, Catalog, PRESENT};
+use super::{Catalog, CopyState};
 use crate::clock::now;
+use crate::id::{ArtifactId, BackupId};
 use crate::{Error, Result};
 
 impl Catalog {
@@ -21,7 +22,7 @@ impl Catalog {
 
     /// Records that `tier` holds a verified copy of the artifact (after an upload), and that
     /// verification: a copy repaired by sync stops counting as failed at once.
-    pub fn set_copy_present(&mut self, artifact_id: i64, tier: &str) -> Result<()> {
+    pub fn set_copy_present(&mut self, artifact_id: ArtifactId, tier: &str) -> Result<()> {
         let at = now();
         let path = self.path.clone();
         let err = |source| Error::Catalog {
@@ -52,7 +53,7 @@ impl Catalog {
             source,
         };
         let tx = self.conn.transaction().map_err(err)?;
-        let id: i64 = tx
+        let id: ArtifactId = tx
             .query_row("SELECT id FROM artifacts WHERE key = ?1", [key], |r| {
                 r.get(0)
             })
@@ -72,7 +73,7 @@ impl Catalog {
 
     /// Marks `tier`'s copies of a backup as being deleted, before prune deletes their files: a
     /// crash in between leaves a tombstone that the next prune finishes, and readers never use it.
-    pub fn mark_backup_copies_missing(&self, backup_id: i64, tier: &str) -> Result<()> {
+    pub fn mark_backup_copies_missing(&self, backup_id: BackupId, tier: &str) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE copies SET state = 'missing', error = 'being pruned' \
@@ -86,7 +87,7 @@ impl Catalog {
     /// Forgets `tier`'s copies of a backup once prune deleted their files, and remembers that the
     /// tier dropped it (sync never sends it back). Once no tier holds any of it, its artifacts go
     /// too; the backup row stays as history.
-    pub fn remove_backup_copies(&mut self, backup_id: i64, tier: &str) -> Result<()> {
+    pub fn remove_backup_copies(&mut self, backup_id: BackupId, tier: &str) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
             path: path.clone(),
@@ -125,7 +126,7 @@ impl Catalog {
     /// Records a verification and the copy's resulting state.
     pub fn record_verification(
         &self,
-        artifact_id: i64,
+        artifact_id: ArtifactId,
         tier: &str,
         problems: &[String],
     ) -> Result<()> {
@@ -134,7 +135,11 @@ impl Catalog {
 
     /// Records verifications of `tier`'s copies (artifact id, problems found) and each copy's
     /// resulting state, in one transaction: one commit for a batch, not two per copy.
-    pub fn record_verifications(&self, tier: &str, checked: &[(i64, Vec<String>)]) -> Result<()> {
+    pub fn record_verifications(
+        &self,
+        tier: &str,
+        checked: &[(ArtifactId, Vec<String>)],
+    ) -> Result<()> {
         let at = now();
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let mut insert = tx
@@ -155,9 +160,9 @@ impl Catalog {
                 .execute(params![artifact_id, tier, at, ok, detail])
                 .map_err(|e| self.err(e))?;
             let (state, verified_at) = if ok {
-                (PRESENT, Some(at))
+                (CopyState::Present, Some(at))
             } else {
-                (CORRUPT, None)
+                (CopyState::Corrupt, None)
             };
             update
                 .execute(params![artifact_id, tier, state, verified_at, detail])

@@ -10,11 +10,13 @@ mod artifacts;
 mod copies;
 mod runs;
 mod schema;
+mod state;
 mod stats;
 #[cfg(test)]
 mod tests;
 mod view;
 
+pub use state::{CopyState, RunKind, RunStatus};
 pub use stats::TierUsage;
 
 use std::path::{Path, PathBuf};
@@ -25,12 +27,12 @@ use serde::Serialize;
 
 use crate::artifact::BlockIndex;
 use crate::error::IoContext;
+use crate::id::{ArtifactId, BackupId, RunId};
 use crate::{Error, Result};
 
-/// Copy states on a tier.
-pub const PRESENT: &str = "present";
-pub const CORRUPT: &str = "corrupt";
-pub const MISSING: &str = "missing";
+/// The `service` of a run that is about no one service: prune, and `run`'s sync and
+/// restore-test jobs.
+pub const ALL_SERVICES: &str = "*";
 
 pub struct Catalog {
     conn: Connection,
@@ -40,8 +42,8 @@ pub struct Catalog {
 /// One artifact of a backup (one database of a PostgreSQL backup, one RDB, one tar…).
 #[derive(Debug, Clone, Serialize)]
 pub struct ArtifactRecord {
-    pub id: i64,
-    pub backup_id: i64,
+    pub id: ArtifactId,
+    pub backup_id: BackupId,
     pub service: String,
     pub taken_at: i64,
     pub driver: String,
@@ -71,8 +73,8 @@ impl ArtifactRecord {
     #[cfg(test)]
     pub(crate) fn for_test(backup_id: i64, service: &str, taken_at: i64) -> ArtifactRecord {
         ArtifactRecord {
-            id: backup_id,
-            backup_id,
+            id: ArtifactId::new(backup_id),
+            backup_id: BackupId::new(backup_id),
             service: service.into(),
             taken_at,
             driver: "command".into(),
@@ -95,7 +97,7 @@ impl ArtifactRecord {
 /// One backup as the history knows it (its files may be gone from every tier).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackupEntry {
-    pub id: i64,
+    pub id: BackupId,
     /// Shared: a year of history is tens of thousands of entries of a handful of services.
     pub service: std::sync::Arc<str>,
     pub taken_at: i64,
@@ -105,7 +107,7 @@ pub struct BackupEntry {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CopyRecord {
     pub tier: String,
-    pub state: String,
+    pub state: CopyState,
     pub stored_at: i64,
     pub verified_at: Option<i64>,
     pub error: Option<String>,
@@ -113,12 +115,12 @@ pub struct CopyRecord {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
-    pub id: i64,
+    pub id: RunId,
     pub service: String,
-    pub kind: String,
+    pub kind: RunKind,
     pub started_at: i64,
     pub finished_at: Option<i64>,
-    pub status: String,
+    pub status: RunStatus,
     pub error: Option<String>,
     pub stderr_tail: Option<String>,
 }

@@ -5,25 +5,28 @@ use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Catalog, RunRecord};
+use super::{Catalog, RunKind, RunRecord, RunStatus};
 use crate::Result;
 use crate::clock::now;
+use crate::id::RunId;
 
 impl Catalog {
-    pub fn begin_run(&self, service: &str, kind: &str) -> Result<i64> {
+    /// Records that a run of `kind` for `service` (a service, a tier, or
+    /// [`super::ALL_SERVICES`]) started now, in this process.
+    pub fn begin_run(&self, service: &str, kind: RunKind) -> Result<RunId> {
         self.conn
             .execute(
                 "INSERT INTO runs (service, kind, started_at, status, pid) VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![service, kind, now(), std::process::id()],
             )
             .map_err(|e| self.err(e))?;
-        Ok(self.conn.last_insert_rowid())
+        Ok(RunId::new(self.conn.last_insert_rowid()))
     }
 
     pub fn finish_run(
         &self,
-        run: i64,
-        status: &str,
+        run: RunId,
+        status: RunStatus,
         error: Option<&str>,
         stderr_tail: Option<&str>,
     ) -> Result<()> {
@@ -37,7 +40,7 @@ impl Catalog {
     }
 
     /// Records how many bytes a run moved (sync uploads).
-    pub fn set_run_bytes(&self, run: i64, bytes: u64) -> Result<()> {
+    pub fn set_run_bytes(&self, run: RunId, bytes: u64) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE runs SET bytes = ?2 WHERE id = ?1",
@@ -48,7 +51,11 @@ impl Catalog {
     }
 
     /// The newest run of `kind` for `service` (a service, a tier for syncs, `*` for others).
-    pub fn last_run(&self, service: &str, kind: &str) -> Result<Option<(RunRecord, Option<u64>)>> {
+    pub fn last_run(
+        &self,
+        service: &str,
+        kind: RunKind,
+    ) -> Result<Option<(RunRecord, Option<u64>)>> {
         self.last_run_where(service, kind, "")
     }
 
@@ -57,7 +64,7 @@ impl Catalog {
     pub fn last_finished_run(
         &self,
         service: &str,
-        kind: &str,
+        kind: RunKind,
     ) -> Result<Option<(RunRecord, Option<u64>)>> {
         self.last_run_where(service, kind, "AND status != 'running'")
     }
@@ -67,7 +74,7 @@ impl Catalog {
     pub fn last_ok_run(
         &self,
         service: &str,
-        kind: &str,
+        kind: RunKind,
     ) -> Result<Option<(RunRecord, Option<u64>)>> {
         self.last_run_where(service, kind, "AND status = 'ok'")
     }
@@ -75,7 +82,7 @@ impl Catalog {
     fn last_run_where(
         &self,
         service: &str,
-        kind: &str,
+        kind: RunKind,
         filter: &str,
     ) -> Result<Option<(RunRecord, Option<u64>)>> {
         self.conn
@@ -120,7 +127,7 @@ impl Catalog {
             .conn
             .prepare("SELECT id, pid FROM runs WHERE status = 'running'")
             .map_err(|e| self.err(e))?;
-        let running: Vec<(i64, Option<i64>)> = stmt
+        let running: Vec<(RunId, Option<i64>)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e))?;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::artifact::BlockEntry;
+use crate::id::{ArtifactId, BackupId};
 
 pub(super) fn artifact(file: &str) -> NewArtifact {
     NewArtifact {
@@ -28,7 +29,7 @@ pub(super) fn artifact(file: &str) -> NewArtifact {
 fn records_and_finds_backups() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Catalog::open(&dir.path().join("sub/catalog.db")).unwrap();
-    let run = c.begin_run("svc", "backup").unwrap();
+    let run = c.begin_run("svc", RunKind::Backup).unwrap();
     c.record_backup(
         "svc",
         1_768_564_800,
@@ -38,13 +39,13 @@ fn records_and_finds_backups() {
         &[artifact("a_120000.sql")],
     )
     .unwrap();
-    c.finish_run(run, "ok", None, None).unwrap();
+    c.finish_run(run, RunStatus::Ok, None, None).unwrap();
     assert!(c.backup_exists("svc", 1_768_564_800).unwrap());
     let found = c
         .find_artifact("svc", "2026-01-16", "a_120000.sql")
         .unwrap()
         .unwrap();
-    assert_eq!(found.copies[0].state, PRESENT);
+    assert_eq!(found.copies[0].state, CopyState::Present);
     assert_eq!(found.facts["rows"], 3);
     assert_eq!(c.block_index(found.id).unwrap().entries.len(), 1);
     c.record_verification(found.id, "local", &["block 0: bad".into()])
@@ -53,12 +54,12 @@ fn records_and_finds_backups() {
         .find_artifact("svc", "2026-01-16", "a_120000.sql")
         .unwrap()
         .unwrap();
-    assert_eq!(again.copies[0].state, CORRUPT);
+    assert_eq!(again.copies[0].state, CopyState::Corrupt);
     // Reopening applies no migration twice.
     drop(c);
     let ro = Catalog::open_read_only(&dir.path().join("sub/catalog.db")).unwrap();
     assert_eq!(ro.artifacts(None).unwrap().len(), 1);
-    assert_eq!(ro.runs(10).unwrap()[0].status, "ok");
+    assert_eq!(ro.runs(10).unwrap()[0].status, RunStatus::Ok);
 }
 
 #[test]
@@ -87,7 +88,7 @@ fn artifacts_lacking_are_the_backups_a_tier_lacks_something_of() {
     }
     c.record_verification(c1.0, "s3", &["bad".into()]).unwrap();
 
-    let mut got: Vec<(i64, usize)> = c
+    let mut got: Vec<(ArtifactId, usize)> = c
         .artifacts_lacking(&["s3"], &["base"])
         .unwrap()
         .iter()
@@ -97,7 +98,7 @@ fn artifacts_lacking_are_the_backups_a_tier_lacks_something_of() {
     // Both files of the half-sent backup, with their copies; the corrupt one; every base.
     assert_eq!(got, [(a1.0, 2), (a2.0, 1), (c1.0, 2), (d1.0, 2)]);
     // Nothing lacks anything on local; only the base service is asked for whole.
-    let on_local: Vec<i64> = c
+    let on_local: Vec<BackupId> = c
         .artifacts_lacking(&["local"], &["base"])
         .unwrap()
         .iter()
@@ -112,8 +113,8 @@ fn artifacts_lacking_are_the_backups_a_tier_lacks_something_of() {
 fn dead_runs_are_reaped() {
     let dir = tempfile::tempdir().unwrap();
     let c = Catalog::open(&dir.path().join("c.db")).unwrap();
-    let live = c.begin_run("svc", "backup").unwrap();
-    let dead = c.begin_run("svc", "backup").unwrap();
+    let live = c.begin_run("svc", RunKind::Backup).unwrap();
+    let dead = c.begin_run("svc", RunKind::Backup).unwrap();
     c.conn
         .execute("UPDATE runs SET pid = 2147483632 WHERE id = ?1", [dead])
         .unwrap();
@@ -121,11 +122,11 @@ fn dead_runs_are_reaped() {
     let runs = c.runs(10).unwrap();
     assert_eq!(
         runs.iter().find(|r| r.id == dead).unwrap().status,
-        "interrupted"
+        RunStatus::Interrupted
     );
     assert_eq!(
         runs.iter().find(|r| r.id == live).unwrap().status,
-        "running"
+        RunStatus::Running
     );
 }
 
@@ -148,4 +149,36 @@ fn duplicate_key_rolls_back_whole_backup() {
         !c.backup_exists("svc", 2).unwrap(),
         "a failed record leaves nothing behind"
     );
+}
+
+#[test]
+fn states_and_kinds_are_stored_as_the_text_catalogs_always_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
+    let run = c.begin_run(ALL_SERVICES, RunKind::SyncJob).unwrap();
+    c.finish_run(run, RunStatus::Failed, Some("x"), None)
+        .unwrap();
+    c.record_backup("svc", 1, "command", Some(run), "local", &[artifact("a")])
+        .unwrap();
+    let text = |sql: &str| -> String { c.conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        text("SELECT service || ' ' || kind || ' ' || status FROM runs"),
+        "* sync-job failed"
+    );
+    assert_eq!(text("SELECT state FROM copies"), "present");
+    // A row as an older tierback wrote it reads back typed.
+    c.conn
+        .execute(
+            "INSERT INTO runs (service, kind, started_at, finished_at, status) \
+             VALUES ('*', 'verify-job', 5, 6, 'ok')",
+            [],
+        )
+        .unwrap();
+    let old = &c.runs(1).unwrap()[0];
+    assert_eq!((old.kind, old.status), (RunKind::VerifyJob, RunStatus::Ok));
+    let (last, _) = c
+        .last_finished_run(ALL_SERVICES, RunKind::SyncJob)
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.id, run);
 }

@@ -24,9 +24,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use crate::Result;
-use crate::catalog::{ArtifactRecord, BackupEntry, CORRUPT, Catalog, MISSING, PRESENT};
+use crate::catalog::{ArtifactRecord, BackupEntry, Catalog, CopyState};
 use crate::config::{Config, TierConfig};
-use crate::retention::{kept_by, period};
+use crate::id::BackupId;
+use crate::retention::{Period, kept_by};
 use crate::source::postgres::BASE;
 use crate::source::postgres_wal::WalSpool;
 
@@ -37,7 +38,7 @@ pub struct Snapshot<'a> {
     /// Every backup ever recorded.
     pub history: &'a [BackupEntry],
     /// Per tier, the backups prune removed from it.
-    pub retired: &'a HashMap<String, HashSet<i64>>,
+    pub retired: &'a HashMap<String, HashSet<BackupId>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -69,7 +70,7 @@ impl Action {
 pub struct Entry {
     pub tier: String,
     pub service: String,
-    pub backup_id: i64,
+    pub backup_id: BackupId,
     pub taken_at: i64,
     pub action: Action,
     /// Why it is kept or sent (`daily`, `pinned`, `newest verified`, …) or why it goes.
@@ -139,7 +140,7 @@ pub fn uploads(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig]
 }
 
 fn plan_tiers(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig]) -> Vec<Entry> {
-    let mut live: HashMap<i64, Vec<&ArtifactRecord>> = HashMap::new();
+    let mut live: HashMap<BackupId, Vec<&ArtifactRecord>> = HashMap::new();
     for a in snap.artifacts {
         live.entry(a.backup_id).or_default().push(a);
     }
@@ -191,7 +192,7 @@ fn plan_series(
     primary: bool,
     service: &str,
     list: &[&BackupEntry],
-    live: &HashMap<i64, Vec<&ArtifactRecord>>,
+    live: &HashMap<BackupId, Vec<&ArtifactRecord>>,
     snap: &Snapshot,
     now: i64,
 ) -> Vec<Entry> {
@@ -199,7 +200,7 @@ fn plan_series(
     let copy = config.copy_for(service, tier);
     let selected = select(copy, list);
     let retention = config.retention_for(service, tier);
-    let chosen: Vec<(i64, i64)> = list
+    let chosen: Vec<(BackupId, i64)> = list
         .iter()
         .zip(&selected)
         .filter(|(_, s)| **s)
@@ -299,8 +300,9 @@ impl Here {
             match a.copy_on(tier) {
                 Some(c) => {
                     here.held = true;
-                    here.tombstone |= c.state == MISSING;
-                    here.whole_and_verified &= c.state == PRESENT && c.verified_at.is_some();
+                    here.tombstone |= c.state == CopyState::Missing;
+                    here.whole_and_verified &=
+                        c.state == CopyState::Present && c.verified_at.is_some();
                 }
                 None => here.whole_and_verified = false,
             }
@@ -313,7 +315,7 @@ impl Here {
 /// stopped halfway). The first tier is only repaired, never filled.
 fn needs_repair(arts: &[&ArtifactRecord], tier: &str, primary: bool) -> bool {
     arts.iter().any(|a| match a.copy_on(tier) {
-        Some(c) => c.state == CORRUPT,
+        Some(c) => c.state == CopyState::Corrupt,
         None => !primary,
     })
 }
@@ -323,19 +325,26 @@ fn has_source(arts: &[&ArtifactRecord], tier: &str) -> bool {
     !arts.is_empty()
         && arts
             .iter()
-            .filter(|a| a.copy_on(tier).is_none_or(|c| c.state != PRESENT))
+            .filter(|a| {
+                a.copy_on(tier)
+                    .is_none_or(|c| c.state != CopyState::Present)
+            })
             .all(|a| {
                 a.copies
                     .iter()
-                    .any(|c| c.tier != tier && c.state == PRESENT)
+                    .any(|c| c.tier != tier && c.state == CopyState::Present)
             })
 }
 
 /// A backup some tier waits to receive keeps its copy on one tier that holds it whole (the
 /// first tier preferred), even if that tier's retention would drop it: a tier that is down
 /// delays its copies, it never loses them.
-fn hold_sources(config: &Config, entries: &mut [Entry], live: &HashMap<i64, Vec<&ArtifactRecord>>) {
-    let mut by_backup: HashMap<i64, Vec<usize>> = HashMap::new();
+fn hold_sources(
+    config: &Config,
+    entries: &mut [Entry],
+    live: &HashMap<BackupId, Vec<&ArtifactRecord>>,
+) {
+    let mut by_backup: HashMap<BackupId, Vec<usize>> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         by_backup.entry(e.backup_id).or_default().push(i);
     }
@@ -351,8 +360,10 @@ fn hold_sources(config: &Config, entries: &mut [Entry], live: &HashMap<i64, Vec<
         }
         let whole_on = |tier: &str| {
             live.get(&backup).is_some_and(|arts| {
-                arts.iter()
-                    .all(|a| a.copy_on(tier).is_some_and(|c| c.state == PRESENT))
+                arts.iter().all(|a| {
+                    a.copy_on(tier)
+                        .is_some_and(|c| c.state == CopyState::Present)
+                })
             })
         };
         if list
@@ -392,9 +403,10 @@ fn select(policy: &[String], list: &[&BackupEntry]) -> Vec<bool> {
         let mut last = None;
         for (i, b) in list.iter().enumerate().rev() {
             // Config validation rejects other names; an unknown one selects nothing.
-            let Some(current) = period(p, b.taken_at) else {
+            let Some(period) = Period::parse(p) else {
                 break;
             };
+            let current = period.of(b.taken_at);
             if last != Some(current) {
                 selected[i] = true;
                 last = Some(current);
@@ -423,7 +435,7 @@ fn wal_needed_since(
         .iter()
         .filter(|a| a.service == base && a.file.starts_with(&prefix))
         .filter_map(|a| {
-            let copy = a.copy_on(tier).filter(|c| c.state == PRESENT)?;
+            let copy = a.copy_on(tier).filter(|c| c.state == CopyState::Present)?;
             Some((a.taken_at, copy.verified_at.is_some()))
         })
         .collect();

@@ -19,10 +19,10 @@ fn config(extra: &str) -> Config {
     .unwrap()
 }
 
-fn copy(tier: &str, state: &str) -> CopyRecord {
+fn copy(tier: &str, state: CopyState) -> CopyRecord {
     CopyRecord {
         tier: tier.into(),
-        state: state.into(),
+        state,
         stored_at: 0,
         verified_at: Some(0),
         error: None,
@@ -32,7 +32,7 @@ fn copy(tier: &str, state: &str) -> CopyRecord {
 struct World {
     history: Vec<BackupEntry>,
     artifacts: Vec<ArtifactRecord>,
-    retired: HashMap<String, HashSet<i64>>,
+    retired: HashMap<String, HashSet<BackupId>>,
 }
 
 impl World {
@@ -46,14 +46,14 @@ impl World {
         for (i, (t, tiers)) in times.iter().enumerate() {
             let id = i as i64 + 1;
             w.history.push(BackupEntry {
-                id,
+                id: BackupId::new(id),
                 service: "pg".into(),
                 taken_at: *t,
                 pinned: false,
             });
             if !tiers.is_empty() {
                 w.artifacts.push(ArtifactRecord {
-                    copies: tiers.iter().map(|t| copy(t, PRESENT)).collect(),
+                    copies: tiers.iter().map(|t| copy(t, CopyState::Present)).collect(),
                     ..ArtifactRecord::for_test(id, "pg", *t)
                 });
             }
@@ -78,7 +78,7 @@ fn actions(plan: &[Entry], tier: &str) -> Vec<(i64, Action)> {
     let mut v: Vec<(i64, Action)> = plan
         .iter()
         .filter(|e| e.tier == tier)
-        .map(|e| (e.backup_id, e.action))
+        .map(|e| (e.backup_id.get(), e.action))
         .collect();
     v.sort_by_key(|x| x.0);
     v
@@ -118,7 +118,7 @@ fn offsite_gets_the_first_backup_of_each_day_within_its_retention() {
     );
     let held3 = p
         .iter()
-        .find(|e| e.tier == "local" && e.backup_id == 3)
+        .find(|e| e.tier == "local" && e.backup_id == BackupId::new(3))
         .unwrap();
     assert_eq!(held3.reasons, ["not yet on offsite"]);
 }
@@ -137,7 +137,10 @@ fn a_backup_offsite_dropped_is_never_sent_again_and_selection_does_not_shift() {
         (MONDAY + DAY + HOUR, minio),
         (MONDAY + 5 * DAY, both),
     ]);
-    w.retired.entry("offsite".into()).or_default().insert(3);
+    w.retired
+        .entry("offsite".into())
+        .or_default()
+        .insert(BackupId::new(3));
     let p = w.plan(&c, MONDAY + 5 * DAY + HOUR);
     // keep_daily = 2 would want days 2 and 6: day 2 was retired, so only day 6 is sent.
     assert_eq!(actions(&p, "offsite"), [(4, Action::Upload)]);
@@ -176,7 +179,7 @@ fn pins_hold_where_held_and_keep_pinned_tiers_receive_them() {
     );
     let pinned = p
         .iter()
-        .find(|e| e.tier == "local" && e.backup_id == 2)
+        .find(|e| e.tier == "local" && e.backup_id == BackupId::new(2))
         .unwrap();
     assert_eq!(pinned.reasons, ["pinned"]);
 }
@@ -186,8 +189,8 @@ fn corrupt_copies_are_repaired_from_another_tier_and_tombstones_finished() {
     let c = config("");
     let both: &[&str] = &["local", "offsite"];
     let mut w = World::new(&[(MONDAY + HOUR, both), (MONDAY + DAY + HOUR, both)]);
-    w.artifacts[1].copies[1].state = CORRUPT.into();
-    w.artifacts[0].copies[0].state = MISSING.into();
+    w.artifacts[1].copies[1].state = CopyState::Corrupt;
+    w.artifacts[0].copies[0].state = CopyState::Missing;
     let p = w.plan(&c, MONDAY + DAY + 2 * HOUR);
     assert_eq!(
         actions(&p, "offsite"),
@@ -202,7 +205,7 @@ fn corrupt_copies_are_repaired_from_another_tier_and_tombstones_finished() {
 #[test]
 fn selection_picks_the_first_of_each_period() {
     let entry = |id: i64, t: i64| BackupEntry {
-        id,
+        id: BackupId::new(id),
         service: "pg".into(),
         taken_at: t,
         pinned: false,
@@ -221,7 +224,7 @@ fn selection_picks_the_first_of_each_period() {
             .iter()
             .zip(&refs)
             .filter(|(s, _)| **s)
-            .map(|(_, b)| b.id)
+            .map(|(_, b)| b.id.get())
             .collect()
     };
     assert_eq!(ids(&["daily"]), HashSet::from([1, 3, 5, 6]));
@@ -255,7 +258,7 @@ fn kept_ids(plan: &[Entry], service: &str) -> Vec<i64> {
     let mut k: Vec<i64> = plan
         .iter()
         .filter(|e| e.desired() && e.service == service)
-        .map(|e| e.backup_id)
+        .map(|e| e.backup_id.get())
         .collect();
     k.sort();
     k
@@ -271,7 +274,7 @@ fn local_only() -> Config {
     .unwrap()
 }
 
-fn on_local(id: i64, service: &str, t: i64, state: &str) -> ArtifactRecord {
+fn on_local(id: i64, service: &str, t: i64, state: CopyState) -> ArtifactRecord {
     ArtifactRecord {
         copies: vec![copy("local", state)],
         ..ArtifactRecord::for_test(id, service, t)
@@ -285,17 +288,17 @@ fn tombstones_of_an_interrupted_prune_are_finished_and_never_protect() {
     let p = plan_of(
         &config,
         &[
-            on_local(2, "pg", 200, MISSING),
-            on_local(1, "pg", 100, PRESENT),
+            on_local(2, "pg", 200, CopyState::Missing),
+            on_local(1, "pg", 100, CopyState::Present),
         ],
         300,
     );
-    let d2 = p.iter().find(|d| d.backup_id == 2).unwrap();
+    let d2 = p.iter().find(|d| d.backup_id == BackupId::new(2)).unwrap();
     assert!(
         d2.action == Action::Remove && d2.reasons[0].contains("interrupted prune"),
         "{d2:?}"
     );
-    let d1 = p.iter().find(|d| d.backup_id == 1).unwrap();
+    let d1 = p.iter().find(|d| d.backup_id == BackupId::new(1)).unwrap();
     assert!(
         d1.action == Action::Keep && d1.reasons.iter().any(|r| r == "newest verified"),
         "{d1:?}"
@@ -311,7 +314,7 @@ fn service_retention_replaces_the_tiers_and_tier_retention_the_services() {
     for (i, service) in ["wal", "pg", "configs"].iter().enumerate() {
         for (j, age) in [1, 30, 50].iter().enumerate() {
             let id = (i * 3 + j + 1) as i64;
-            list.push(on_local(id, service, now - age * HOUR, PRESENT));
+            list.push(on_local(id, service, now - age * HOUR, CopyState::Present));
         }
     }
     let p = plan_of(&config, &list, now);
@@ -335,7 +338,7 @@ fn wal_after_the_newest_base_backup_stays_past_its_retention() {
         file: file.into(),
         copies: vec![CopyRecord {
             verified_at: verified.then_some(0),
-            ..copy("local", PRESENT)
+            ..copy("local", CopyState::Present)
         }],
         ..ArtifactRecord::for_test(id, service, t)
     };
@@ -390,13 +393,13 @@ mod properties {
     }
 
     /// A copy's state on one tier: none, present (verified or not), corrupt, or a tombstone.
-    fn copy_state() -> impl Strategy<Value = Option<(&'static str, bool)>> {
+    fn copy_state() -> impl Strategy<Value = Option<(CopyState, bool)>> {
         prop_oneof![
             Just(None),
-            Just(Some((PRESENT, true))),
-            Just(Some((PRESENT, false))),
-            Just(Some((CORRUPT, true))),
-            Just(Some((MISSING, true))),
+            Just(Some((CopyState::Present, true))),
+            Just(Some((CopyState::Present, false))),
+            Just(Some((CopyState::Corrupt, true))),
+            Just(Some((CopyState::Missing, true))),
         ]
     }
 
@@ -407,7 +410,7 @@ mod properties {
         Value = (
             Vec<BackupEntry>,
             Vec<ArtifactRecord>,
-            HashMap<String, HashSet<i64>>,
+            HashMap<String, HashSet<BackupId>>,
         ),
     > {
         let backup = (
@@ -424,7 +427,7 @@ mod properties {
                 let service = ["base", "wal", "pg"][service];
                 let taken_at = MONDAY + hour * HOUR + i as i64;
                 history.push(BackupEntry {
-                    id,
+                    id: BackupId::new(id),
                     service: service.into(),
                     taken_at,
                     pinned,
@@ -436,7 +439,7 @@ mod properties {
                         format!("f{j}")
                     };
                     artifacts.push(ArtifactRecord {
-                        id: id * 10 + j as i64,
+                        id: crate::id::ArtifactId::new(id * 10 + j as i64),
                         file: file.clone(),
                         key: format!("{service}/d/{id}/{file}.gz"),
                         pinned,
@@ -458,7 +461,7 @@ mod properties {
                         retired
                             .entry(tier.to_string())
                             .or_insert_with(HashSet::new)
-                            .insert(id);
+                            .insert(BackupId::new(id));
                     }
                 }
             }
@@ -500,10 +503,10 @@ mod properties {
                 .collect();
             let (names, bases) = upload_inputs(&config, &tiers);
             // The catalog's selection (Catalog::artifacts_lacking), over records.
-            let lacking: HashSet<i64> = artifacts
+            let lacking: HashSet<BackupId> = artifacts
                 .iter()
                 .filter(|a| {
-                    names.iter().any(|t| a.copy_on(t).is_none_or(|c| c.state != PRESENT))
+                    names.iter().any(|t| a.copy_on(t).is_none_or(|c| c.state != CopyState::Present))
                         || bases.contains(&a.service.as_str())
                 })
                 .map(|a| a.backup_id)

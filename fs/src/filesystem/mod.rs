@@ -29,6 +29,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tierback_engine::artifact::BlockIndex;
+use tierback_engine::id::ArtifactId;
 use tierback_engine::store::Store;
 use tracing::info;
 
@@ -126,7 +127,7 @@ pub struct Filesystem {
     shared: Arc<Shared>,
     snapshot: RwLock<Snapshot>,
     inodes: Mutex<Inodes>,
-    indexes: Mutex<HashMap<i64, Arc<BlockIndex>>>,
+    indexes: Mutex<HashMap<ArtifactId, Arc<BlockIndex>>>,
     handles: RwLock<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     prefetcher: Prefetcher,

@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering;
 use tierback_engine::artifact::writer::{WriteOptions, write_artifact};
 use tierback_engine::catalog::ArtifactRecord;
+use tierback_engine::id::ArtifactId;
 use tierback_engine::store::memory::MemoryStore;
 
 /// An in-memory catalog double.
@@ -23,11 +24,11 @@ impl CatalogSource for FakeCatalog {
     fn version(&self) -> tierback_engine::Result<i64> {
         Ok(self.version.load(Ordering::SeqCst))
     }
-    fn block_index(&self, id: i64) -> tierback_engine::Result<BlockIndex> {
-        Ok(self.indexes.lock().unwrap()[&id].clone())
+    fn block_index(&self, id: ArtifactId) -> tierback_engine::Result<BlockIndex> {
+        Ok(self.indexes.lock().unwrap()[&id.get()].clone())
     }
-    fn mark_corrupt(&self, id: i64, tier: &str, _: &str) -> tierback_engine::Result<()> {
-        self.marks.lock().unwrap().push((id, tier.into()));
+    fn mark_corrupt(&self, id: ArtifactId, tier: &str, _: &str) -> tierback_engine::Result<()> {
+        self.marks.lock().unwrap().push((id.get(), tier.into()));
         Ok(())
     }
 }
@@ -266,7 +267,11 @@ fn refresh_shows_new_backups_and_keeps_inodes() {
         before
     );
     // A pruned backup disappears.
-    f.catalog.artifacts.lock().unwrap().retain(|a| a.id != 1);
+    f.catalog
+        .artifacts
+        .lock()
+        .unwrap()
+        .retain(|a| a.id != ArtifactId::new(1));
     f.catalog.version.fetch_add(1, Ordering::SeqCst);
     f.fs.refresh_if_changed().unwrap();
     assert_eq!(
