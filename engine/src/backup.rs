@@ -88,7 +88,10 @@ pub fn backup_service(
     let started = Instant::now();
     let result = take(config, catalog, service, &store, &tier, run, progress);
     match &result {
-        Ok(_) => catalog.finish_run(run, RunStatus::Ok, None, None)?,
+        Ok(r) => {
+            catalog.finish_run(run, RunStatus::Ok, None, None)?;
+            tracing::debug!(artifacts = r.artifacts.len(), "backup recorded");
+        }
         Err(e) => {
             let tail = match e {
                 Error::Source { stderr_tail, .. } if !stderr_tail.is_empty() => {

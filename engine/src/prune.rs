@@ -61,6 +61,11 @@ pub fn apply(config: &Config, catalog: &mut Catalog, plan: &[Entry]) -> Result<P
             catalog.remove_backup_copies(d.backup_id, &d.tier)?;
         }
     }
+    tracing::debug!(
+        removed = report.removed.len(),
+        failed = report.failed.len(),
+        "prune applied"
+    );
     if report.failed.is_empty() {
         Ok(report)
     } else {

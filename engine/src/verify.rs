@@ -160,6 +160,12 @@ pub fn verify(
         results.flush()?;
         catalog.finish_run(run, RunStatus::ended(summary.failed == 0), None, None)?;
         catalog.set_run_bytes(run, summary.bytes)?;
+        tracing::debug!(
+            checked = summary.checked,
+            failed = summary.failed,
+            bytes = summary.bytes,
+            "verification pass recorded"
+        );
         summaries.push(summary);
     }
     for (run, ok) in service_runs.values() {
