@@ -160,3 +160,49 @@ fn metrics_are_served_over_http() {
         "{body}"
     );
 }
+
+/// `RUST_LOG=tierback=debug tierback run` follows each step of a run: every line logged inside
+/// a step names the run and the step (`run{at=…}:backup{service="shop"}: …`).
+#[test]
+fn debug_logging_shows_each_step_nested_in_its_run() {
+    let env = Env::new("");
+    env.write_config(&format!(
+        "[tiers.second]\ntype = \"local\"\npath = \"{}\"\n\n\
+         [services.shop]\ndriver = \"command\"\nschedule = [\"* * * * *\"]\ncommand = [\"seq\", \"1\", \"1000\"]\nextension = \"sql\"\n",
+        env.path().join("second").display()
+    ));
+    let out = env
+        .cmd(&["run"])
+        .env_remove("TIERBACK_LOG")
+        .env("RUST_LOG", "tierback=debug")
+        // 2027-01-16T12:00:05Z: the run span carries the tierback clock's time.
+        .env("TIERBACK_NOW", "2027-01-16T12:00:05Z")
+        .output()
+        .expect("run tierback");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for step in [
+        "backup{service=\"shop\"}",
+        "sync{tier=\"second\"}",
+        "verify{tier=\"local\"}",
+        "verify{tier=\"second\"}",
+    ] {
+        assert!(
+            stderr.contains(&format!("run{{at=1800100805}}:{step}: ")),
+            "no line of {step} inside the run:\n{stderr}"
+        );
+    }
+    // TIERBACK_LOG says the same, and wins over RUST_LOG.
+    let out = env
+        .cmd(&["run"])
+        .env("TIERBACK_LOG", "tierback=debug")
+        .env("RUST_LOG", "off")
+        .env("TIERBACK_NOW", "2027-01-16T12:01:05Z")
+        .output()
+        .expect("run tierback");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("run{at=1800100865}:backup{service=\"shop\"}: "),
+        "{stderr}"
+    );
+}

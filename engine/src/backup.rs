@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use crate::artifact::metadata::{ArtifactMetadata, backup_id};
 use crate::artifact::writer::{WriteOptions, Written, write_artifact};
-use crate::catalog::{Catalog, NewArtifact};
+use crate::catalog::{Catalog, NewArtifact, RunKind, RunStatus};
 use crate::clock::now;
 use crate::config::{Config, ServiceConfig, TierKind};
 use crate::error::IoContext;
+use crate::id::RunId;
 use crate::layout;
 use crate::lock::ServiceLock;
 use crate::source::Facts;
@@ -83,11 +84,14 @@ pub fn backup_service(
     store.remove_stale_partials()?;
     let tier = config.primary_tier()?.name.to_string();
 
-    let run = catalog.begin_run(name, "backup")?;
+    let run = catalog.begin_run(name, RunKind::Backup)?;
     let started = Instant::now();
     let result = take(config, catalog, service, &store, &tier, run, progress);
     match &result {
-        Ok(_) => catalog.finish_run(run, "ok", None, None)?,
+        Ok(r) => {
+            catalog.finish_run(run, RunStatus::Ok, None, None)?;
+            tracing::debug!(artifacts = r.artifacts.len(), "backup recorded");
+        }
         Err(e) => {
             let tail = match e {
                 Error::Source { stderr_tail, .. } if !stderr_tail.is_empty() => {
@@ -95,7 +99,7 @@ pub fn backup_service(
                 }
                 _ => None,
             };
-            catalog.finish_run(run, "failed", Some(&e.to_string()), tail)?;
+            catalog.finish_run(run, RunStatus::Failed, Some(&e.to_string()), tail)?;
         }
     }
     result.map(|mut r| {
@@ -118,7 +122,7 @@ fn take(
     service: &ServiceConfig,
     store: &LocalStore,
     tier: &str,
-    run: i64,
+    run: RunId,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let name = service.name.as_str();

@@ -1,10 +1,14 @@
 //! Identifiers validated once, so that a name can be used in a path without escaping tricks:
 //! no `/`, no `..`, no control characters, nothing empty. The same rules hold for names read
 //! back from a tier's sidecars ([`check_artifact_file`]), and [`escape_control`] makes any text
-//! from the catalog safe to print on a terminal.
+//! from the catalog safe to print on a terminal. Catalog rows are named by their id types
+//! ([`BackupId`], [`ArtifactId`], [`RunId`]), so that one kind of id cannot be passed for another.
 
 use std::borrow::Cow;
 use std::fmt;
+
+use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
@@ -48,6 +52,68 @@ name_type!(
     /// A configured tier (`local`, `minio`, `offsite`, …).
     TierName,
     "tier name"
+);
+
+macro_rules! row_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        ///
+        /// Stored as the table's integer primary key and serialized as that number, so the
+        /// catalog and the JSON output hold exactly what they held before there was a type.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(i64);
+
+        impl $name {
+            /// The id of the row numbered `raw`.
+            pub const fn new(raw: i64) -> Self {
+                Self(raw)
+            }
+            /// The row number.
+            pub const fn get(self) -> i64 {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+                s.parse().map(Self)
+            }
+        }
+
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                i64::column_result(value).map(Self)
+            }
+        }
+    };
+}
+
+row_id!(
+    /// A backup: one service's dump at one time (a row of `backups`), outliving its files as
+    /// history.
+    BackupId
+);
+row_id!(
+    /// One file of a backup (a row of `artifacts`).
+    ArtifactId
+);
+row_id!(
+    /// One run of a command or job (a row of `runs`).
+    RunId
 );
 
 fn validate(value: &str, what: &str) -> Result<()> {

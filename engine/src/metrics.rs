@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::Result;
-use crate::catalog::{ArtifactRecord, Catalog, TierUsage};
+use crate::catalog::{ArtifactRecord, Catalog, RunKind, RunStatus, TierUsage};
 use crate::config::{Config, TierKind};
 
 pub const LAST_RUN_TIMESTAMP: &str = "backup_last_run_timestamp";
@@ -102,7 +102,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             .unwrap_or("backup")
             .to_owned();
         let labels = [("service", service), ("type", kind.as_str())];
-        if let Some((run, _)) = catalog.last_finished_run(service, "backup")? {
+        if let Some((run, _)) = catalog.last_finished_run(service, RunKind::Backup)? {
             out.metric(
                 LAST_RUN_TIMESTAMP,
                 "gauge",
@@ -115,7 +115,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 "gauge",
                 "1 if the last backup run succeeded, else 0.",
                 &labels,
-                f64::from(run.status == "ok"),
+                f64::from(run.status == RunStatus::Ok),
             );
             if let Some(end) = run.finished_at {
                 out.metric(
@@ -180,16 +180,16 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 a.taken_at as f64,
             );
         }
-        if let Some((run, _)) = catalog.last_finished_run(service, "restore-test")? {
+        if let Some((run, _)) = catalog.last_finished_run(service, RunKind::RestoreTest)? {
             out.metric(
                 RESTORE_TEST_SUCCESS,
                 "gauge",
                 "1 if the last restore test passed.",
                 &[("service", service)],
-                f64::from(run.status == "ok"),
+                f64::from(run.status == RunStatus::Ok),
             );
         }
-        if let Some((run, _)) = catalog.last_finished_run(service, "verify")?
+        if let Some((run, _)) = catalog.last_finished_run(service, RunKind::Verify)?
             && let Some(end) = run.finished_at
         {
             out.metric(
@@ -271,7 +271,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 free as f64,
             );
         }
-        if let Some((run, Some(bytes))) = catalog.last_finished_run(t, "sync")?
+        if let Some((run, Some(bytes))) = catalog.last_finished_run(t, RunKind::Sync)?
             && let Some(end) = run.finished_at
         {
             let secs = (end - run.started_at).max(1) as f64;
@@ -301,7 +301,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
             &[("tier", t)],
             tier.verify_window as f64,
         );
-        if let Some((_, Some(bytes))) = catalog.last_finished_run(t, crate::verify::TIER_RUN)? {
+        if let Some((_, Some(bytes))) = catalog.last_finished_run(t, RunKind::VerifyTier)? {
             out.metric(
                 VERIFY_READ_BYTES,
                 "gauge",

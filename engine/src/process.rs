@@ -7,10 +7,13 @@
 //! - a child its owner lets go of before it ended is killed and reaped;
 //! - its exit comes back with that tail ([`Exit`]): a bad one becomes the caller's error (a
 //!   failed dump, a failed rclone call, a failed restore test) quoting it.
+//!
+//! A long-lived child (`rclone serve`) is started through a [`Spawner`], whose thread lives as
+//! long as the child's owner, and its tail is read while it runs ([`Running::tail`]).
 
 use std::io::Read;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -72,6 +75,28 @@ impl Running {
         self.guard.0.try_wait()
     }
 
+    /// True while it has not exited (an error asking counts as exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.try_wait(), Ok(None))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.guard.0.id()
+    }
+
+    /// Its stderr tail, readable while it runs (a server's last words when a request to it
+    /// fails).
+    pub fn tail(&self) -> &Tail {
+        &self.tail
+    }
+
+    /// Kills it (if it still runs) and reaps it; the last lines of its stderr.
+    pub fn stop(self) -> String {
+        let Running { guard, tail, .. } = self;
+        drop(guard);
+        tail.finish()
+    }
+
     /// Waits until it exits, or kills it once `deadline` has passed (`Ok(false)`). Polling
     /// starts fast because most short commands end within ~70 ms.
     pub fn exits_within(&mut self, deadline: Duration) -> std::io::Result<bool> {
@@ -129,7 +154,7 @@ pub fn last_lines(text: &str, n: usize) -> String {
 
 /// Kills and reaps a child that is still running when its owner goes away (error paths,
 /// unwinding), so none outlives the operation that started it.
-pub struct ChildGuard(pub Child);
+struct ChildGuard(Child);
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
@@ -188,9 +213,42 @@ impl Tail {
     }
 }
 
+/// A thread that only starts children, for a long-lived child started from short-lived threads
+/// (block reads run on pool threads): the kernel's parent-death signal is tied to the *thread*
+/// that forked, so starting the child here ties its life to the spawner's owner instead. The
+/// owner drops its children before the spawner (whose thread's end would SIGTERM them).
+pub struct Spawner {
+    tx: mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Running>>)>,
+}
+
+impl Spawner {
+    /// Starts the thread, named `name`.
+    pub fn new(name: &str) -> Spawner {
+        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Running>>)>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                for (cmd, reply) in rx {
+                    let _ = reply.send(Running::spawn(cmd));
+                }
+            })
+            .expect("spawn a spawner thread");
+        Spawner { tx }
+    }
+
+    /// [`Running::spawn`] on the spawner's thread.
+    pub fn spawn(&self, cmd: Command) -> std::io::Result<Running> {
+        let gone = || std::io::Error::other("spawner thread is gone");
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.tx.send((cmd, reply_tx)).map_err(|_| gone())?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
+}
+
 /// Asks the kernel to SIGTERM the child when the thread that started it ends, so a `kill -9`
 /// of tierback does not leave rclone running. Callers make sure that thread outlives the child
-/// (short commands are waited for by their caller; the server is started by a dedicated thread).
+/// (short commands are waited for by their caller; a long-lived one is started by a
+/// [`Spawner`]).
 pub fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;

@@ -83,6 +83,11 @@ pub fn apply(config: &Config, catalog: &mut Catalog, plan: &[Entry]) -> Result<P
             report.failed.push(format!("{name}: {e}"));
         }
     }
+    tracing::debug!(
+        removed = report.removed.len(),
+        failed = report.failed.len(),
+        "prune applied"
+    );
     if report.failed.is_empty() {
         Ok(report)
     } else {

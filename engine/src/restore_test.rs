@@ -160,7 +160,7 @@ fn tar_verdict(copied: Result<u64>, tar: Exit) -> Result<Option<Outcome>> {
 pub fn newest_backup<'a>(artifacts: &'a [ArtifactRecord], tier: &str) -> Vec<&'a ArtifactRecord> {
     let present = |a: &&ArtifactRecord| {
         a.copy_on(tier)
-            .is_some_and(|c| c.state != crate::catalog::MISSING)
+            .is_some_and(|c| c.state != crate::catalog::CopyState::Missing)
     };
     let Some(newest) = artifacts
         .iter()

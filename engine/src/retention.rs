@@ -4,41 +4,98 @@
 use std::collections::HashMap;
 
 use crate::config::Retention;
+use crate::id::BackupId;
+
+/// A period of time that retention rules and copy policies count in. Weeks start on Monday;
+/// for [`Period::Last`] every backup is its own period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Period {
+    Last,
+    Hourly,
+    Daily,
+    Weekly,
+    Monthly,
+    Yearly,
+}
+
+impl Period {
+    /// The name the config uses (`keep_daily`, `copy = ["daily"]`), which is also the reason
+    /// the plan gives for what a rule keeps.
+    pub fn name(self) -> &'static str {
+        match self {
+            Period::Last => "last",
+            Period::Hourly => "hourly",
+            Period::Daily => "daily",
+            Period::Weekly => "weekly",
+            Period::Monthly => "monthly",
+            Period::Yearly => "yearly",
+        }
+    }
+
+    /// The period named `name`, if any.
+    pub fn parse(name: &str) -> Option<Period> {
+        Some(match name {
+            "last" => Period::Last,
+            "hourly" => Period::Hourly,
+            "daily" => Period::Daily,
+            "weekly" => Period::Weekly,
+            "monthly" => Period::Monthly,
+            "yearly" => Period::Yearly,
+            _ => return None,
+        })
+    }
+
+    /// The number of the period a time (Unix seconds, UTC) falls in.
+    pub fn of(self, t: i64) -> i64 {
+        let date = || {
+            time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        };
+        match self {
+            Period::Last => t,
+            Period::Hourly => t.div_euclid(3600),
+            Period::Daily => t.div_euclid(86_400),
+            // 1970-01-01 was a Thursday: +3 days makes weeks start on Monday.
+            Period::Weekly => (t.div_euclid(86_400) + 3).div_euclid(7),
+            Period::Monthly => date().year() as i64 * 12 + date().month() as i64,
+            Period::Yearly => date().year() as i64,
+        }
+    }
+}
 
 /// What `policy` keeps of one series (`(backup id, taken at)`, newest first), restic's way: for
 /// each rule, walk from the newest and keep the newest backup of each new period until the
 /// rule's count is used up. Returns the kept ids with the rules that keep them.
 pub fn kept_by(
     policy: &Retention,
-    list: &[(i64, i64)],
+    list: &[(BackupId, i64)],
     now: i64,
-) -> HashMap<i64, Vec<&'static str>> {
-    let mut kept: HashMap<i64, Vec<&'static str>> = HashMap::new();
+) -> HashMap<BackupId, Vec<&'static str>> {
+    let mut kept: HashMap<BackupId, Vec<&'static str>> = HashMap::new();
     if policy.is_unset() {
         for &(id, _) in list {
             kept.entry(id).or_default().push("no retention policy");
         }
         return kept;
     }
-    let rules: [(&'static str, Option<u32>); 6] = [
-        ("last", policy.keep_last),
-        ("hourly", policy.keep_hourly),
-        ("daily", policy.keep_daily),
-        ("weekly", policy.keep_weekly),
-        ("monthly", policy.keep_monthly),
-        ("yearly", policy.keep_yearly),
+    let rules: [(Period, Option<u32>); 6] = [
+        (Period::Last, policy.keep_last),
+        (Period::Hourly, policy.keep_hourly),
+        (Period::Daily, policy.keep_daily),
+        (Period::Weekly, policy.keep_weekly),
+        (Period::Monthly, policy.keep_monthly),
+        (Period::Yearly, policy.keep_yearly),
     ];
-    for (name, count) in rules {
+    for (period, count) in rules {
         let Some(mut left) = count else { continue };
         let mut previous = None;
         for &(id, taken_at) in list {
             if left == 0 {
                 break;
             }
-            let b = period(name, taken_at).expect("every rule names a period");
+            let b = period.of(taken_at);
             if previous != Some(b) {
                 previous = Some(b);
-                kept.entry(id).or_default().push(name);
+                kept.entry(id).or_default().push(period.name());
                 left -= 1;
             }
         }
@@ -51,24 +108,6 @@ pub fn kept_by(
     kept
 }
 
-/// The period a time (Unix seconds, UTC) falls in, shared by retention rules and copy policies:
-/// `hourly`, `daily`, `weekly` (weeks start on Monday), `monthly`, `yearly`; for `last` every
-/// backup is its own period. `None` for an unknown name.
-pub fn period(kind: &str, t: i64) -> Option<i64> {
-    let date =
-        || time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    Some(match kind {
-        "last" => t,
-        "hourly" => t.div_euclid(3600),
-        "daily" => t.div_euclid(86_400),
-        // 1970-01-01 was a Thursday: +3 days makes weeks start on Monday.
-        "weekly" => (t.div_euclid(86_400) + 3).div_euclid(7),
-        "monthly" => date().year() as i64 * 12 + date().month() as i64,
-        "yearly" => date().year() as i64,
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -77,9 +116,12 @@ mod tests {
 
     /// The times kept of a series of backups at `times` (ids are the times).
     fn kept(policy: &Retention, times: &[i64], now: i64) -> Vec<i64> {
-        let mut list: Vec<(i64, i64)> = times.iter().map(|&t| (t, t)).collect();
+        let mut list: Vec<(BackupId, i64)> = times.iter().map(|&t| (BackupId::new(t), t)).collect();
         list.sort_by_key(|b| std::cmp::Reverse(b.1));
-        let mut k: Vec<i64> = kept_by(policy, &list, now).into_keys().collect();
+        let mut k: Vec<i64> = kept_by(policy, &list, now)
+            .into_keys()
+            .map(BackupId::get)
+            .collect();
         k.sort();
         k
     }
@@ -136,6 +178,28 @@ mod tests {
         let months: HashSet<i64> = times.iter().map(|t| t / (30 * 86_400)).collect();
         let k = kept(&monthly, &times, now);
         assert!(k.len() >= months.len() - 1 && k.len() <= 5);
+    }
+
+    #[test]
+    fn periods_are_named_as_the_config_names_them() {
+        for p in [
+            Period::Last,
+            Period::Hourly,
+            Period::Daily,
+            Period::Weekly,
+            Period::Monthly,
+            Period::Yearly,
+        ] {
+            assert_eq!(Period::parse(p.name()), Some(p));
+        }
+        assert_eq!(Period::parse("all"), None);
+        // 2026-01-19 was a Monday: its week starts then, not on the Sunday before.
+        let monday = 1_768_780_800;
+        assert_eq!(
+            Period::Weekly.of(monday),
+            Period::Weekly.of(monday + 6 * 86_400)
+        );
+        assert_ne!(Period::Weekly.of(monday), Period::Weekly.of(monday - 1));
     }
 
     #[test]

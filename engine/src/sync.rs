@@ -16,10 +16,11 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::metadata::ArtifactMetadata;
 use crate::backup::{lock_dir, primary_store};
-use crate::catalog::{ArtifactRecord, Catalog, PRESENT};
+use crate::catalog::{ArtifactRecord, Catalog, CopyState, RunKind, RunStatus};
 use crate::clock::now;
 use crate::config::{Config, TierConfig};
 use crate::error::IoContext;
+use crate::id::BackupId;
 use crate::lock::ServiceLock;
 use crate::store::local::LocalStore;
 use crate::store::retry::RetryStore;
@@ -87,7 +88,7 @@ pub fn sync_tiers(
     for tier in tiers {
         let name = tier.name.as_str();
         let _span = tracing::info_span!("sync", tier = name).entered();
-        let wanted: HashSet<i64> = plan
+        let wanted: HashSet<BackupId> = plan
             .iter()
             .filter(|e| e.tier == name)
             .map(|e| e.backup_id)
@@ -95,7 +96,10 @@ pub fn sync_tiers(
         let todo: Vec<&ArtifactRecord> = artifacts
             .iter()
             .filter(|a| wanted.contains(&a.backup_id))
-            .filter(|a| a.copy_on(name).is_none_or(|c| c.state != PRESENT))
+            .filter(|a| {
+                a.copy_on(name)
+                    .is_none_or(|c| c.state != CopyState::Present)
+            })
             .collect();
         if todo.is_empty() && tier.name.as_str() == first {
             continue;
@@ -115,15 +119,15 @@ pub fn sync_tiers(
             }
             Err(e) => return Err(e),
         };
-        let run = catalog.begin_run(name, "sync")?;
+        let run = catalog.begin_run(name, RunKind::Sync)?;
         let report = sync_tier(config, catalog, &primary, tier, &todo);
         let (status, error) = match &report {
-            Ok(r) if r.ok() => ("ok", None),
+            Ok(r) if r.ok() => (RunStatus::Ok, None),
             Ok(r) => (
-                "failed",
+                RunStatus::Failed,
                 Some(r.error.clone().unwrap_or_else(|| r.failed.join("; "))),
             ),
-            Err(e) => ("failed", Some(e.to_string())),
+            Err(e) => (RunStatus::Failed, Some(e.to_string())),
         };
         catalog.finish_run(run, status, error.as_deref(), None)?;
         if let Ok(r) = &report {
@@ -322,7 +326,8 @@ fn source_file(
     a: &ArtifactRecord,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
     let primary_name = primary.name();
-    if a.copy_on(primary_name).is_some_and(|c| c.state == PRESENT)
+    if a.copy_on(primary_name)
+        .is_some_and(|c| c.state == CopyState::Present)
         && primary.path_of(&a.key).exists()
     {
         return Ok((primary.path_of(&a.key), None));
@@ -330,7 +335,7 @@ fn source_file(
     for c in a
         .copies
         .iter()
-        .filter(|c| c.state == PRESENT && c.tier != primary_name)
+        .filter(|c| c.state == CopyState::Present && c.tier != primary_name)
     {
         let Ok(tier) = config.tier(&c.tier) else {
             continue;

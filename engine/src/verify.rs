@@ -18,15 +18,13 @@ use sha2::{Digest, Sha256};
 use crate::artifact::BlockIndex;
 use crate::artifact::metadata::ArtifactMetadata;
 use crate::artifact::reader::{Depth, verify_member};
-use crate::catalog::{ArtifactRecord, CORRUPT, Catalog, MISSING};
+use crate::catalog::{ArtifactRecord, Catalog, CopyState, RunKind, RunStatus};
 use crate::config::{Config, TierConfig};
+use crate::id::{ArtifactId, RunId};
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX, date_of};
 use crate::parallel::ordered_map;
 use crate::store::{Store, open_tier};
 use crate::{Error, Result};
-
-/// The run kind that records a tier's verification pass (its bytes read, for the budget).
-pub const TIER_RUN: &str = "verify-tier";
 
 /// How much of a tier a verification reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,14 +73,17 @@ pub fn verify(
     artifacts
         .sort_by(|a, b| (b.taken_at, &a.service, &a.file).cmp(&(a.taken_at, &b.service, &b.file)));
     // One run per service, so metrics can report each service's verification time.
-    let mut service_runs: BTreeMap<String, (i64, bool)> = BTreeMap::new();
+    let mut service_runs: BTreeMap<String, (RunId, bool)> = BTreeMap::new();
     let mut summaries = Vec::new();
     for tier in tiers {
         let name = tier.name.as_str();
         let _span = tracing::info_span!("verify", tier = name).entered();
         let held: Vec<&ArtifactRecord> = artifacts
             .iter()
-            .filter(|a| a.copy_on(name).is_some_and(|c| c.state != MISSING))
+            .filter(|a| {
+                a.copy_on(name)
+                    .is_some_and(|c| c.state != CopyState::Missing)
+            })
             .collect();
         let mut summary = TierSummary {
             tier: name.to_owned(),
@@ -101,7 +102,7 @@ pub fn verify(
             Scope::All => (0..held.len()).collect(),
             Scope::Due => {
                 let last_pass = catalog
-                    .last_finished_run(name, TIER_RUN)?
+                    .last_finished_run(name, RunKind::VerifyTier)?
                     .map(|(r, _)| r.started_at);
                 // The next pass is as late after its slot as this one (cron every few minutes).
                 let schedule = tier.verify_schedule(&config.jobs);
@@ -117,7 +118,7 @@ pub fn verify(
                             last_checked: c.verified_at,
                             // A copy known bad waits for sync's repair; reading it again
                             // tells nothing new.
-                            skip: c.state == CORRUPT,
+                            skip: c.state == CopyState::Corrupt,
                         }
                     })
                     .collect();
@@ -131,7 +132,7 @@ pub fn verify(
                 pass.choose(&candidates)
             }
         };
-        let run = catalog.begin_run(name, TIER_RUN)?;
+        let run = catalog.begin_run(name, RunKind::VerifyTier)?;
         if matches!(tier.kind, crate::config::TierKind::Restic { .. }) {
             let problems = check_restic_structure(tier);
             if !problems.is_empty() {
@@ -147,7 +148,7 @@ pub fn verify(
         for i in order {
             let a = held[i];
             if !service_runs.contains_key(&a.service) {
-                let run = catalog.begin_run(&a.service, "verify")?;
+                let run = catalog.begin_run(&a.service, RunKind::Verify)?;
                 service_runs.insert(a.service.clone(), (run, true));
             }
             let index = catalog.block_index(a.id)?;
@@ -168,15 +169,20 @@ pub fn verify(
             });
         }
         results.flush()?;
-        let status = if summary.failed == 0 { "ok" } else { "failed" };
-        catalog.finish_run(run, status, None, None)?;
+        catalog.finish_run(run, RunStatus::ended(summary.failed == 0), None, None)?;
         catalog.set_run_bytes(run, summary.bytes)?;
+        tracing::debug!(
+            checked = summary.checked,
+            failed = summary.failed,
+            bytes = summary.bytes,
+            "verification pass recorded"
+        );
         summaries.push(summary);
     }
     for (run, ok) in service_runs.values() {
         catalog.finish_run(
             *run,
-            if *ok { "ok" } else { "failed" },
+            RunStatus::ended(*ok),
             (!ok).then_some("verification found problems"),
             None,
         )?;
@@ -191,7 +197,7 @@ pub fn verify(
 struct Results<'a> {
     catalog: &'a Catalog,
     tier: &'a str,
-    pending: Vec<(i64, Vec<String>)>,
+    pending: Vec<(ArtifactId, Vec<String>)>,
     since: Instant,
 }
 
@@ -208,7 +214,7 @@ impl<'a> Results<'a> {
         }
     }
 
-    fn push(&mut self, artifact_id: i64, problems: Vec<String>) -> Result<()> {
+    fn push(&mut self, artifact_id: ArtifactId, problems: Vec<String>) -> Result<()> {
         if self.pending.is_empty() {
             self.since = Instant::now();
         }

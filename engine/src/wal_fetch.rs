@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use crate::artifact::reader::ArtifactReader;
-use crate::catalog::{Catalog, PRESENT};
+use crate::catalog::{Catalog, CopyState};
 use crate::config::Config;
 use crate::error::IoContext;
 use crate::source::postgres_wal::WalSpool;
@@ -45,7 +45,7 @@ pub fn fetch(
     for tier in &config.tiers {
         if artifact
             .copy_on(tier.name.as_str())
-            .is_none_or(|c| c.state != PRESENT)
+            .is_none_or(|c| c.state != CopyState::Present)
         {
             continue;
         }

@@ -8,15 +8,16 @@ use std::sync::Mutex;
 use tierback_engine::Result;
 use tierback_engine::artifact::BlockIndex;
 use tierback_engine::catalog::{ArtifactRecord, Catalog};
+use tierback_engine::id::ArtifactId;
 
 pub trait CatalogSource: Send + Sync {
     /// Every artifact with its copies.
     fn artifacts(&self) -> Result<Vec<ArtifactRecord>>;
     /// A value that changes whenever the catalog does (polled every second: must be cheap).
     fn version(&self) -> Result<i64>;
-    fn block_index(&self, artifact_id: i64) -> Result<BlockIndex>;
+    fn block_index(&self, artifact_id: ArtifactId) -> Result<BlockIndex>;
     /// Records that a copy failed a check (the copy becomes `corrupt`).
-    fn mark_corrupt(&self, artifact_id: i64, tier: &str, problem: &str) -> Result<()>;
+    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &str, problem: &str) -> Result<()>;
 }
 
 /// The catalog file, read through one read-only connection; the rare corruption mark opens a
@@ -86,11 +87,11 @@ impl CatalogSource for SqliteCatalog {
         Ok(reader.catalog.data_version()? + (reader.generation << 40))
     }
 
-    fn block_index(&self, artifact_id: i64) -> Result<BlockIndex> {
+    fn block_index(&self, artifact_id: ArtifactId) -> Result<BlockIndex> {
         self.reader().catalog.block_index(artifact_id)
     }
 
-    fn mark_corrupt(&self, artifact_id: i64, tier: &str, problem: &str) -> Result<()> {
+    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &str, problem: &str) -> Result<()> {
         Catalog::open(&self.path)?.record_verification(artifact_id, tier, &[problem.to_owned()])
     }
 }

@@ -8,7 +8,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tierback_engine::catalog::{ArtifactRecord, MISSING};
+use tierback_engine::catalog::{ArtifactRecord, CopyState};
+use tierback_engine::id::{ArtifactId, BackupId};
 use tierback_engine::layout::{date_of, rfc3339};
 
 use crate::inode::{Inodes, ROOT};
@@ -16,8 +17,8 @@ use crate::inode::{Inodes, ROOT};
 /// One copy of one artifact on one tier, as a file of decompressed bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CopyFile {
-    pub artifact_id: i64,
-    pub backup_id: i64,
+    pub artifact_id: ArtifactId,
+    pub backup_id: BackupId,
     pub tier: String,
     /// Object key on the tier.
     pub key: String,
@@ -83,7 +84,7 @@ impl Tree {
         for a in artifacts {
             let date = date_of(a.taken_at);
             for copy in &a.copies {
-                if copy.state == MISSING || !tiers.contains(&copy.tier) {
+                if copy.state == CopyState::Missing || !tiers.contains(&copy.tier) {
                     continue;
                 }
                 let dir = tree.mkdirs(inodes, &[&a.service, &copy.tier, &date], a.taken_at);
@@ -241,8 +242,8 @@ pub(crate) mod tests {
         tiers: &[&str],
     ) -> ArtifactRecord {
         ArtifactRecord {
-            id,
-            backup_id: id,
+            id: ArtifactId::new(id),
+            backup_id: BackupId::new(id),
             service: service.into(),
             taken_at,
             driver: "command".into(),
@@ -261,7 +262,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|t| CopyRecord {
                     tier: t.to_string(),
-                    state: "present".into(),
+                    state: CopyState::Present,
                     stored_at: taken_at,
                     verified_at: Some(taken_at),
                     error: None,
@@ -345,7 +346,7 @@ pub(crate) mod tests {
         let second = Tree::build(&[newer, a.clone()], &tiers, &mut inodes);
         assert_eq!(ino(&second), before);
         let mut gone = a;
-        gone.copies[0].state = MISSING.into();
+        gone.copies[0].state = CopyState::Missing;
         let third = Tree::build(&[gone], &tiers, &mut inodes);
         assert!(third.lookup(ROOT, "pg").is_none());
     }

@@ -8,7 +8,7 @@ use std::os::fd::FromRawFd;
 
 use anyhow::{Result, bail};
 use tierback_engine::artifact::reader::ArtifactReader;
-use tierback_engine::catalog::{Catalog, MISSING};
+use tierback_engine::catalog::{Catalog, CopyState};
 use tierback_engine::config::Config;
 use tierback_engine::layout::ViewPath;
 use tierback_engine::store::open_tier;
@@ -26,7 +26,7 @@ pub fn run(config: &Config, path: &str) -> Result<i32> {
         );
     };
     match artifact.copy_on(&view.tier) {
-        Some(c) if c.state != MISSING => {}
+        Some(c) if c.state != CopyState::Missing => {}
         _ => bail!("{view}: tier {} holds no copy of this backup", view.tier),
     }
     let index = catalog.block_index(artifact.id)?;

@@ -3,7 +3,7 @@
 //! must not be able to drive the terminal or forge a line. JSON escapes them by itself.
 
 use anyhow::Result;
-use tierback_engine::catalog::Catalog;
+use tierback_engine::catalog::{Catalog, CopyState};
 use tierback_engine::config::Config;
 use tierback_engine::id::escape_control as esc;
 use tierback_engine::layout::{date_of, rfc3339};
@@ -39,10 +39,10 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
             .copies
             .iter()
             .map(|c| {
-                if c.state == "present" {
+                if c.state == CopyState::Present {
                     esc(&c.tier).into_owned()
                 } else {
-                    format!("{}({})", esc(&c.tier), esc(&c.state))
+                    format!("{}({})", esc(&c.tier), c.state)
                 }
             })
             .collect();

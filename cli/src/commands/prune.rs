@@ -2,6 +2,7 @@
 //! that `sync --dry-run` prints too.
 
 use anyhow::Result;
+use tierback_engine::catalog::{ALL_SERVICES, RunKind, RunStatus};
 use tierback_engine::clock::now;
 use tierback_engine::config::Config;
 use tierback_engine::layout::rfc3339;
@@ -30,11 +31,11 @@ pub fn run(config: &Config, dry_run: bool, json: bool) -> Result<i32> {
         );
         return Ok(EXIT_OK);
     }
-    let run = catalog.begin_run("*", "prune")?;
+    let run = catalog.begin_run(ALL_SERVICES, RunKind::Prune)?;
     let result = apply(config, &mut catalog, &plan);
     match &result {
-        Ok(_) => catalog.finish_run(run, "ok", None, None)?,
-        Err(e) => catalog.finish_run(run, "failed", Some(&e.to_string()), None)?,
+        Ok(_) => catalog.finish_run(run, RunStatus::Ok, None, None)?,
+        Err(e) => catalog.finish_run(run, RunStatus::Failed, Some(&e.to_string()), None)?,
     }
     let report = result?;
     if json {

@@ -5,6 +5,7 @@
 
 use anyhow::{Result, bail};
 use tierback_engine::artifact::reader::ArtifactReader;
+use tierback_engine::catalog::{RunKind, RunStatus};
 use tierback_engine::config::Config;
 use tierback_engine::restore_test::{Outcome, newest_backup, test_artifact};
 use tierback_engine::store::open_tier;
@@ -33,7 +34,7 @@ pub fn run(
     }
     let store = open_tier(tier)?;
     let source = svc.driver.as_ref();
-    let run = catalog.begin_run(service, "restore-test")?;
+    let run = catalog.begin_run(service, RunKind::RestoreTest)?;
     let mut failed = Vec::new();
     let mut report = Vec::new();
     let mut checks: Vec<(String, tierback_engine::Result<Outcome>)> = backup
@@ -81,10 +82,10 @@ pub fn run(
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if failed.is_empty() {
-        catalog.finish_run(run, "ok", None, None)?;
+        catalog.finish_run(run, RunStatus::Ok, None, None)?;
         Ok(EXIT_OK)
     } else {
-        catalog.finish_run(run, "failed", Some(&failed.join("\n")), None)?;
+        catalog.finish_run(run, RunStatus::Failed, Some(&failed.join("\n")), None)?;
         Ok(EXIT_FAILURE)
     }
 }

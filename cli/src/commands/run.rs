@@ -5,13 +5,13 @@
 use anyhow::Result;
 use tierback_engine::Error;
 use tierback_engine::backup::backup_service;
-use tierback_engine::catalog::Catalog;
+use tierback_engine::catalog::{ALL_SERVICES, Catalog, RunKind, RunStatus};
 use tierback_engine::clock::now;
 use tierback_engine::config::{Config, TierConfig};
 use tierback_engine::plan::from_catalog;
 use tierback_engine::schedule::is_due;
 use tierback_engine::sync::sync_tiers;
-use tierback_engine::verify::{Scope, TIER_RUN, verify};
+use tierback_engine::verify::{Scope, verify};
 
 use super::{EXIT_FAILURE, EXIT_OK, EXIT_PARTIAL};
 use crate::output::Bar;
@@ -25,7 +25,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
 
     for svc in config.services.values() {
         let last = catalog
-            .last_run(svc.name.as_str(), "backup")?
+            .last_run(svc.name.as_str(), RunKind::Backup)?
             .map(|(r, _)| r.started_at);
         if !is_due(&svc.schedule, last, t) {
             continue;
@@ -62,7 +62,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
             // slot: the tier catches up as soon as it is back.
             let schedule = tier.sync_schedule(&config.jobs);
             let last = catalog
-                .last_ok_run(tier.name.as_str(), "sync")?
+                .last_ok_run(tier.name.as_str(), RunKind::Sync)?
                 .map(|(r, _)| r.started_at);
             Ok((tier, schedule.is_empty() || is_due(schedule, last, t)))
         })
@@ -71,11 +71,11 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         .filter_map(|(tier, due)| due.then_some(tier))
         .collect();
     if config.tiers.len() > 1 && !sync_due.is_empty() {
-        let run = catalog.begin_run("*", "sync-job")?;
+        let run = catalog.begin_run(ALL_SERVICES, RunKind::SyncJob)?;
         let reports = match sync_tiers(config, &mut catalog, &sync_due) {
             Ok(r) => r,
             Err(e) => {
-                catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
+                catalog.finish_run(run, RunStatus::Failed, Some(&e.to_string()), None)?;
                 return Err(e.into());
             }
         };
@@ -100,7 +100,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
                 );
             }
         }
-        catalog.finish_run(run, if all_ok { "ok" } else { "failed" }, None, None)?;
+        catalog.finish_run(run, RunStatus::ended(all_ok), None, None)?;
         if all_ok { ok += 1 } else { failed += 1 }
     }
 
@@ -112,7 +112,13 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
             let schedule = tier.verify_schedule(&config.jobs);
             Ok((
                 tier,
-                job_due(&catalog, schedule, tier.name.as_str(), TIER_RUN, t)?,
+                job_due(
+                    &catalog,
+                    schedule,
+                    tier.name.as_str(),
+                    RunKind::VerifyTier,
+                    t,
+                )?,
             ))
         })
         .collect::<Result<Vec<_>>>()?
@@ -145,20 +151,26 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         if all_ok { ok += 1 } else { failed += 1 }
     }
 
-    if job_due(&catalog, &config.jobs.prune, "*", "prune", t)? {
-        let run = catalog.begin_run("*", "prune")?;
+    if job_due(
+        &catalog,
+        &config.jobs.prune,
+        ALL_SERVICES,
+        RunKind::Prune,
+        t,
+    )? {
+        let run = catalog.begin_run(ALL_SERVICES, RunKind::Prune)?;
         let result = from_catalog(config, &catalog, t)
             .and_then(|plan| tierback_engine::prune::apply(config, &mut catalog, &plan));
         match result {
             Ok(report) => {
-                catalog.finish_run(run, "ok", None, None)?;
+                catalog.finish_run(run, RunStatus::Ok, None, None)?;
                 ok += 1;
                 if !quiet && !report.removed.is_empty() {
                     println!("prune: {} files' backups removed", report.removed.len());
                 }
             }
             Err(e) => {
-                catalog.finish_run(run, "failed", Some(&e.to_string()), None)?;
+                catalog.finish_run(run, RunStatus::Failed, Some(&e.to_string()), None)?;
                 failed += 1;
                 eprintln!("tierback: error: prune: {e}");
             }
@@ -168,11 +180,11 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
     if job_due(
         &catalog,
         &config.jobs.restore_test,
-        "*",
-        "restore-test-job",
+        ALL_SERVICES,
+        RunKind::RestoreTestJob,
         t,
     )? {
-        let run = catalog.begin_run("*", "restore-test-job")?;
+        let run = catalog.begin_run(ALL_SERVICES, RunKind::RestoreTestJob)?;
         let mut all_ok = true;
         for svc in config.services.values() {
             let name = svc.name.as_str();
@@ -189,7 +201,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
                 }
             }
         }
-        catalog.finish_run(run, if all_ok { "ok" } else { "failed" }, None, None)?;
+        catalog.finish_run(run, RunStatus::ended(all_ok), None, None)?;
         if all_ok { ok += 1 } else { failed += 1 }
     }
 
@@ -206,12 +218,12 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
 }
 
 /// Whether a job is due: a slot of `schedule` fired since the last run of `kind` for `owner`
-/// (`*`, or a tier). An empty schedule means "every run".
+/// ([`ALL_SERVICES`], or a tier). An empty schedule means "every run".
 fn job_due(
     catalog: &Catalog,
     schedule: &[String],
     owner: &str,
-    kind: &str,
+    kind: RunKind,
     t: i64,
 ) -> Result<bool> {
     if schedule.is_empty() {

@@ -2,7 +2,7 @@
 //! last run work; per tier: usage, copies waiting for sync, corrupt copies.
 
 use anyhow::Result;
-use tierback_engine::catalog::CORRUPT;
+use tierback_engine::catalog::{CopyState, RunKind};
 use tierback_engine::clock::now;
 use tierback_engine::config::{Config, TierKind};
 use tierback_engine::layout::rfc3339;
@@ -23,12 +23,12 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
     for name in config.services.keys() {
         let name = name.as_str();
         let newest = artifacts.iter().find(|a| a.service == name);
-        let backups: std::collections::BTreeSet<i64> = artifacts
+        let backups: std::collections::BTreeSet<_> = artifacts
             .iter()
             .filter(|a| a.service == name)
             .map(|a| a.backup_id)
             .collect();
-        let last_run = catalog.last_run(name, "backup")?.map(|(r, _)| r);
+        let last_run = catalog.last_run(name, RunKind::Backup)?.map(|(r, _)| r);
         services.push(serde_json::json!({
             "service": name,
             "newest_backup": newest.map(|a| rfc3339(a.taken_at)),
@@ -53,7 +53,10 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
             .count();
         let corrupt = artifacts
             .iter()
-            .filter(|a| a.copy_on(name).is_some_and(|c| c.state == CORRUPT))
+            .filter(|a| {
+                a.copy_on(name)
+                    .is_some_and(|c| c.state == CopyState::Corrupt)
+            })
             .count();
         // A local tier readable beyond what the config allows (files from before owner-only
         // modes, or a chmod by hand): backups hold whole databases.

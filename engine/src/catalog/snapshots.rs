@@ -5,10 +5,16 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Catalog;
 use crate::Result;
+use crate::id::{ArtifactId, BackupId};
 
 impl Catalog {
     /// Records that `snapshot` holds the artifact's copy on `tier`.
-    pub fn set_copy_snapshot(&self, artifact_id: i64, tier: &str, snapshot: &str) -> Result<()> {
+    pub fn set_copy_snapshot(
+        &self,
+        artifact_id: ArtifactId,
+        tier: &str,
+        snapshot: &str,
+    ) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE copies SET snapshot = ?3 WHERE artifact_id = ?1 AND tier = ?2",
@@ -31,7 +37,7 @@ impl Catalog {
     }
 
     /// The snapshot holding the artifact's copy on `tier`, if one is recorded.
-    pub fn copy_snapshot(&self, artifact_id: i64, tier: &str) -> Result<Option<String>> {
+    pub fn copy_snapshot(&self, artifact_id: ArtifactId, tier: &str) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT snapshot FROM copies WHERE artifact_id = ?1 AND tier = ?2",
@@ -44,7 +50,7 @@ impl Catalog {
     }
 
     /// The snapshots holding any of a backup's copies on `tier`.
-    pub fn backup_snapshots(&self, backup_id: i64, tier: &str) -> Result<Vec<String>> {
+    pub fn backup_snapshots(&self, backup_id: BackupId, tier: &str) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -73,7 +79,7 @@ impl Catalog {
     }
 
     /// The backup's id as tags and sidecars spell it (`<service>-<YYYYMMDDTHHMMSSZ>`).
-    pub fn backup_tag(&self, backup_id: i64) -> Result<Option<String>> {
+    pub fn backup_tag(&self, backup_id: BackupId) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT service, taken_at FROM backups WHERE id = ?1",

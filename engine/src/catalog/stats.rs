@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rusqlite::params;
 
-use super::{ArtifactRecord, CORRUPT, Catalog, PRESENT};
+use super::{ArtifactRecord, Catalog, CopyState};
 use crate::Result;
 
 /// One service's copies on one tier.
@@ -44,7 +44,7 @@ impl Catalog {
                 .get_ref(1)
                 .and_then(|v| Ok(v.as_str()?))
                 .map_err(|e| self.err(e))?;
-            let service = super::shared_name(&mut services, service);
+            let service = super::artifacts::shared_name(&mut services, service);
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let size: i64 = r.get(2).map_err(|e| self.err(e))?;
             artifacts.insert(id, (service, size as u64));
@@ -64,10 +64,7 @@ impl Catalog {
                 continue;
             };
             let tier: String = r.get(1).map_err(|e| self.err(e))?;
-            let state = r
-                .get_ref(2)
-                .and_then(|v| Ok(v.as_str()?))
-                .map_err(|e| self.err(e))?;
+            let state: CopyState = r.get(2).map_err(|e| self.err(e))?;
             let checked: i64 = r.get(3).map_err(|e| self.err(e))?;
             let u = usage
                 .entry((tier, service.clone()))
@@ -79,11 +76,13 @@ impl Catalog {
                     corrupt: 0,
                     oldest_check: None,
                 });
-            if state == PRESENT {
-                u.files += 1;
-                u.bytes += *size;
-            } else if state == CORRUPT {
-                u.corrupt += 1;
+            match state {
+                CopyState::Present => {
+                    u.files += 1;
+                    u.bytes += *size;
+                }
+                CopyState::Corrupt => u.corrupt += 1,
+                CopyState::Missing => {}
             }
             u.oldest_check = Some(u.oldest_check.map_or(checked, |o| o.min(checked)));
         }
@@ -92,7 +91,7 @@ impl Catalog {
 
     /// The artifacts (without facts or copies) of `service`'s newest backup that still has files.
     pub fn newest_backup(&self, service: &str) -> Result<Vec<ArtifactRecord>> {
-        let columns = super::ARTIFACT_COLUMNS.replace("a.facts", "'null'");
+        let columns = super::artifacts::ARTIFACT_COLUMNS.replace("a.facts", "'null'");
         let sql = format!(
             "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
              WHERE a.backup_id = (SELECT b2.id FROM backups b2 \

@@ -27,7 +27,9 @@ mod tests {
         let reader = Catalog::open_read_only(&path).unwrap();
         let v0 = reader.data_version().unwrap();
         assert_eq!(reader.data_version().unwrap(), v0, "no commit, no change");
-        writer.begin_run("svc", "backup").unwrap();
+        writer
+            .begin_run("svc", crate::catalog::RunKind::Backup)
+            .unwrap();
         assert_ne!(
             reader.data_version().unwrap(),
             v0,

@@ -8,6 +8,7 @@ use super::{ResticTier, SnapshotArtifact};
 use crate::Result;
 use crate::catalog::{ArtifactRecord, Catalog};
 use crate::config::{Config, TierConfig};
+use crate::id::BackupId;
 use crate::store::local::LocalStore;
 use crate::sync::{TierReport, checked_source};
 
@@ -29,7 +30,7 @@ pub(crate) fn sync_tier(
         report.deferred = todo.len();
         return Ok(report);
     }
-    let mut backups: BTreeMap<i64, Vec<&ArtifactRecord>> = BTreeMap::new();
+    let mut backups: BTreeMap<BackupId, Vec<&ArtifactRecord>> = BTreeMap::new();
     for a in todo {
         backups.entry(a.backup_id).or_default().push(a);
     }

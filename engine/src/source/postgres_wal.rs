@@ -267,7 +267,7 @@ fn wal_chain(artifacts: &[ArtifactRecord], tier: &str) -> Outcome {
         let name = name.as_str();
         if wal_kind(name) == Some("wal")
             && a.copy_on(tier)
-                .is_some_and(|c| c.state == crate::catalog::PRESENT)
+                .is_some_and(|c| c.state == crate::catalog::CopyState::Present)
         {
             names.insert(name.to_owned());
             sizes.insert(a.raw_size);
@@ -394,7 +394,7 @@ mod tests {
             facts: serde_json::json!({ "wal_file": name }),
             copies: vec![crate::catalog::CopyRecord {
                 tier: "local".into(),
-                state: crate::catalog::PRESENT.into(),
+                state: crate::catalog::CopyState::Present,
                 stored_at: 0,
                 verified_at: None,
                 error: None,

@@ -16,8 +16,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::process::Running;
-/// The long-lived `rclone serve` keeps its own child and tail.
-pub use crate::process::{ChildGuard, Tail};
 use crate::{Error, Result};
 
 /// rclone's documented exit codes that mean "the path is not there" (3: directory not found,

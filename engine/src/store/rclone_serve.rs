@@ -7,7 +7,9 @@
 //!
 //! Lifecycle: started on the first read; restarted when it has died; killed and reaped when
 //! the store is dropped, and SIGTERMed by the kernel if tierback itself dies (it is started
-//! from a dedicated thread that lives as long as the store, see `crate::process::die_with_parent`).
+//! through a [`Spawner`] whose thread lives as long as the store). Like every child it runs
+//! under [`crate::process`]'s contract: its stderr drained into a bounded tail, which errors
+//! quote.
 //!
 //! Ports: two free loopback ports are picked by binding port 0 and releasing them; if another
 //! program takes one in between, rclone exits with "address already in use" and we retry with
@@ -27,15 +29,15 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_smithy_types::base64;
 
-use super::rclone_cmd::{ChildGuard, Rclone, Tail, classify_text};
+use super::rclone_cmd::{Rclone, classify_text};
+use crate::process::{Running, Spawner, Tail};
 use crate::{Error, Result};
 
 /// Attempts at starting the server when a picked port was taken in the meantime.
@@ -63,9 +65,8 @@ struct State {
 
 /// A running `rclone serve http`.
 struct Server {
-    child: ChildGuard,
+    child: Running,
     endpoint: Arc<Endpoint>,
-    tail: Tail,
 }
 
 /// Where and how to reach a running server (cloned out of the lock for each request).
@@ -238,10 +239,10 @@ impl ServeHttp {
     fn endpoint(&self) -> Result<Arc<Endpoint>> {
         let mut state = self.lock();
         if let Some(s) = &mut state.server {
-            if matches!(s.child.0.try_wait(), Ok(None)) {
+            if s.child.is_running() {
                 return Ok(Arc::clone(&s.endpoint));
             }
-            tracing::warn!(tier = %self.rclone.tier, stderr = %s.tail.text(), "rclone serve http exited; restarting it");
+            tracing::warn!(tier = %self.rclone.tier, stderr = %s.child.tail().text(), "rclone serve http exited; restarting it");
             state.server = None;
         }
         let server = self.start(&mut state)?;
@@ -254,7 +255,7 @@ impl ServeHttp {
     fn reap_if_dead(&self) -> bool {
         let mut state = self.lock();
         let dead = match &mut state.server {
-            Some(s) => !matches!(s.child.0.try_wait(), Ok(None)),
+            Some(s) => !s.child.is_running(),
             None => true,
         };
         if dead {
@@ -311,10 +312,11 @@ impl ServeHttp {
             .env("RCLONE_PASS", &pass)
             .env("RCLONE_RC_USER", USER)
             .env("RCLONE_RC_PASS", &rc_pass)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let spawner = state.spawner.get_or_insert_with(Spawner::new);
-        let mut child = spawner.spawn(cmd).map_err(|e| {
+            .stdout(Stdio::null());
+        let spawner = state
+            .spawner
+            .get_or_insert_with(|| Spawner::new("rclone-spawner"));
+        let child = spawner.spawn(cmd).map_err(|e| {
             Error::io(
                 format!(
                     "tier {}: cannot start rclone ({})",
@@ -325,25 +327,19 @@ impl ServeHttp {
             )
         })?;
         self.rclone.spawned.fetch_add(1, Ordering::Relaxed);
-        let tail = Tail::drain(child.stderr.take().expect("stderr is piped"));
         let endpoint = Arc::new(Endpoint {
-            pid: child.id(),
+            pid: child.pid(),
             base: format!("http://127.0.0.1:{port}"),
             rc: format!("http://127.0.0.1:{rc_port}"),
             auth: basic_auth(USER, &pass),
             rc_auth: basic_auth(USER, &rc_pass),
-            tail: tail.clone(),
+            tail: child.tail().clone(),
         });
-        let mut server = Server {
-            child: ChildGuard(child),
-            endpoint,
-            tail,
-        };
+        let mut server = Server { child, endpoint };
         match self.wait_ready(&mut server) {
             Ok(()) => Ok(Ok(server)),
             Err(kind) => {
-                drop(server.child); // kill and reap before reading the final tail
-                let tail = server.tail.finish();
+                let tail = server.child.stop();
                 let message = match kind {
                     std::io::ErrorKind::TimedOut => format!(
                         "serve http did not become ready within {} s",
@@ -364,7 +360,7 @@ impl ServeHttp {
         let start = Instant::now();
         let ep = Arc::clone(&server.endpoint);
         while start.elapsed() < self.rclone.timeout {
-            if !matches!(server.child.0.try_wait(), Ok(None)) {
+            if !server.child.is_running() {
                 return Err(std::io::ErrorKind::Other);
             }
             if self.rc_pid(&ep) == Some(ep.pid) && self.http_answers(&ep) {
@@ -513,38 +509,6 @@ impl Drop for ServeHttp {
         // SIGTERM it anyway); the reap makes "gone after drop" hold when drop returns.
         state.server = None;
         state.spawner = None;
-    }
-}
-
-/// A thread that only starts children. The kernel's parent-death signal is tied to the
-/// *thread* that forked, and block reads run on short-lived pool threads; starting the server
-/// here ties its life to the store instead.
-struct Spawner {
-    tx: mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>,
-}
-
-impl Spawner {
-    fn new() -> Spawner {
-        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
-        std::thread::Builder::new()
-            .name("rclone-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("spawn the rclone-spawner thread");
-        Spawner { tx }
-    }
-
-    fn spawn(&self, cmd: Command) -> std::io::Result<Child> {
-        let (reply_tx, reply_rx) = mpsc::channel();
-        self.tx
-            .send((cmd, reply_tx))
-            .map_err(|_| std::io::Error::other("spawner thread is gone"))?;
-        reply_rx
-            .recv()
-            .map_err(|_| std::io::Error::other("spawner thread is gone"))?
     }
 }
 

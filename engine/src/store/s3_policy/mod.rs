@@ -18,14 +18,17 @@
 //! deleted, so no old rule survives). Each part is finally confirmed by reading the
 //! configuration back, so "applied" means the server kept it, not just that it said 200; that
 //! includes [`PolicyPart::NoCurrentExpiry`]: no rule read back expires current objects.
+//!
+//! `lifecycle` writes the lifecycle rules and confirms them; this module holds the policy, its
+//! report and the bucket-level parts (the bucket, versioning, default encryption).
 
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::SdkError;
-use aws_sdk_s3::operation::get_bucket_lifecycle_configuration::GetBucketLifecycleConfigurationError;
+mod lifecycle;
+#[cfg(test)]
+mod tests;
+
 use aws_sdk_s3::types::{
-    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus,
-    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    NoncurrentVersionExpiration, VersioningConfiguration,
+    BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus, LifecycleExpiration,
+    LifecycleRule, LifecycleRuleFilter, VersioningConfiguration,
 };
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
@@ -33,6 +36,7 @@ use aws_smithy_types::date_time::Format;
 use super::s3::{S3Store, http_status, sdk_io_error};
 use crate::config::{ServerSideEncryption, TierConfig, TierKind};
 use crate::{Error, Result};
+use lifecycle::{apply_lifecycle, get_rules};
 
 /// Days after which an unfinished multipart upload (a crashed sync) is aborted: long enough
 /// for any real upload to finish, short enough that orphaned parts do not pile up.
@@ -525,327 +529,10 @@ async fn apply_versioning(store: &S3Store) -> Outcome {
     }
 }
 
-/// The lifecycle rule for one part, restricted to the tier's prefix.
-fn rule(store: &S3Store, policy: BucketPolicy, part: PolicyPart) -> LifecycleRule {
-    let builder = LifecycleRule::builder()
-        .id(part.rule_id().expect("lifecycle parts have rule ids"))
-        .status(ExpirationStatus::Enabled)
-        .filter(
-            LifecycleRuleFilter::builder()
-                .prefix(store.prefix())
-                .build(),
-        );
-    let builder = match part {
-        PolicyPart::NoncurrentExpiration => builder.noncurrent_version_expiration(
-            NoncurrentVersionExpiration::builder()
-                .noncurrent_days(policy.noncurrent_days)
-                .build(),
-        ),
-        // AWS does not allow ExpiredObjectDeleteMarker beside Days in one Expiration element,
-        // hence a rule of its own.
-        PolicyPart::ExpiredDeleteMarkers => builder.expiration(
-            LifecycleExpiration::builder()
-                .expired_object_delete_marker(true)
-                .build(),
-        ),
-        PolicyPart::AbortIncompleteMultipart => builder.abort_incomplete_multipart_upload(
-            AbortIncompleteMultipartUpload::builder()
-                .days_after_initiation(ABORT_MULTIPART_DAYS)
-                .build(),
-        ),
-        PolicyPart::Bucket
-        | PolicyPart::Versioning
-        | PolicyPart::NoCurrentExpiry
-        | PolicyPart::DefaultEncryption => unreachable!("{part:?} is not a lifecycle rule"),
-    };
-    builder.build().expect("status is set")
-}
-
-/// Whether a rule read back does what `part`'s rule asks (the server kept it as written).
-fn does(policy: BucketPolicy, part: PolicyPart, r: &LifecycleRuleInfo) -> bool {
-    r.enabled
-        && r.current_expiry.is_none()
-        && match part {
-            PolicyPart::NoncurrentExpiration => r.noncurrent_days == Some(policy.noncurrent_days),
-            PolicyPart::ExpiredDeleteMarkers => r.expired_delete_markers,
-            PolicyPart::AbortIncompleteMultipart => {
-                r.abort_multipart_days == Some(ABORT_MULTIPART_DAYS)
-            }
-            PolicyPart::Bucket
-            | PolicyPart::Versioning
-            | PolicyPart::NoCurrentExpiry
-            | PolicyPart::DefaultEncryption => false,
-        }
-}
-
-/// Writes a lifecycle configuration made of `parts`' rules; the error says why not.
-async fn put_rules(
-    store: &S3Store,
-    policy: BucketPolicy,
-    parts: &[PolicyPart],
-) -> Result<(), Outcome> {
-    let (client, _) = store.client();
-    let mut config = BucketLifecycleConfiguration::builder();
-    for &p in parts {
-        config = config.rules(rule(store, policy, p));
-    }
-    client
-        .put_bucket_lifecycle_configuration()
-        .bucket(store.bucket())
-        .lifecycle_configuration(config.build().expect("rules are set"))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(http_status(&e), sdk_io_error(e)))
-}
-
-/// Deletes the bucket's lifecycle configuration (when the server accepted none of the rules, so
-/// that no older rule, one expiring current objects above all, survives).
-async fn delete_rules(store: &S3Store) -> Result<(), Outcome> {
-    let (client, _) = store.client();
-    match client
-        .delete_bucket_lifecycle()
-        .bucket(store.bucket())
-        .send()
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if http_status(&e) == Some(404) => Ok(()),
-        Err(e) => Err(classify(http_status(&e), sdk_io_error(e))),
-    }
-}
-
-/// Writes the lifecycle rules and confirms them; returns the outcomes of
-/// [`PolicyPart::NoCurrentExpiry`] and of the rules, and the rules that the rewrite removed.
-async fn apply_lifecycle(
-    store: &S3Store,
-    policy: BucketPolicy,
-    versioned: bool,
-) -> (Vec<PartOutcome>, Vec<LifecycleRuleInfo>) {
-    let parts: Vec<PolicyPart> = PolicyPart::ALL
-        .into_iter()
-        .filter(|p| p.rule_id().is_some())
-        .collect();
-    // What the bucket had before, to tell which rules the rewrite drops. Not knowing it only
-    // costs that report: the rewrite and the check of what is left do not depend on it.
-    let before = read_back(store).await.ok();
-    let mut outcomes: Vec<(PolicyPart, Option<Outcome>)> =
-        parts.iter().map(|&p| (p, None)).collect();
-    let accepted: Vec<PolicyPart> = match put_rules(store, policy, &parts).await {
-        Ok(()) => parts.clone(),
-        Err(Outcome::Failed(msg)) => {
-            let failed = std::iter::once(PolicyPart::NoCurrentExpiry)
-                .chain(parts)
-                .map(|part| PartOutcome {
-                    part,
-                    outcome: Outcome::Failed(msg.clone()),
-                })
-                .collect();
-            return (failed, Vec::new());
-        }
-        Err(_) => {
-            // Learn which rules this server accepts, one at a time.
-            let mut accepted = Vec::new();
-            for (part, outcome) in &mut outcomes {
-                match put_rules(store, policy, &[*part]).await {
-                    Ok(()) => accepted.push(*part),
-                    Err(refusal) => *outcome = Some(refusal),
-                }
-            }
-            if !accepted.is_empty()
-                && let Err(refusal) = put_rules(store, policy, &accepted).await
-            {
-                for (part, outcome) in &mut outcomes {
-                    if accepted.contains(part) {
-                        *outcome = Some(refusal.clone());
-                    }
-                }
-                accepted.clear();
-            }
-            if accepted.is_empty() && before.as_ref().is_none_or(|b| !b.is_empty()) {
-                // Whether this works shows in the read-back below.
-                let _ = delete_rules(store).await;
-            }
-            accepted
-        }
-    };
-    let kept = read_back(store).await;
-    let no_current_expiry = match &kept {
-        Ok(rules) => {
-            let expiring: Vec<String> = rules
-                .iter()
-                .filter(|r| r.expires_current_objects())
-                .map(|r| format!("{} ({})", r.name(), r.describe_expiry()))
-                .collect();
-            if expiring.is_empty() {
-                Outcome::Applied
-            } else {
-                Outcome::Refused(format!(
-                    "the bucket still has a rule expiring current objects: {}",
-                    expiring.join(", ")
-                ))
-            }
-        }
-        Err(Outcome::Refused(m)) => {
-            Outcome::Unconfirmed(format!("the lifecycle configuration cannot be read: {m}"))
-        }
-        Err(o) => o.clone(),
-    };
-    let mut out = vec![PartOutcome {
-        part: PolicyPart::NoCurrentExpiry,
-        outcome: no_current_expiry,
-    }];
-    out.extend(outcomes.into_iter().map(|(part, outcome)| {
-        let outcome = outcome.unwrap_or_else(|| {
-            let id = part.rule_id();
-            match &kept {
-                _ if !accepted.contains(&part) => Outcome::Refused("not accepted".into()),
-                Ok(rules) => match rules.iter().find(|r| r.id.as_deref() == id) {
-                    // Garage has no versioning; it keeps the noncurrent rule, but without its
-                    // NoncurrentVersionExpiration.
-                    Some(_) if part == PolicyPart::NoncurrentExpiration && !versioned => {
-                        Outcome::Unconfirmed(
-                            "stored, but without versioning there are no noncurrent versions"
-                                .into(),
-                        )
-                    }
-                    Some(r) if does(policy, part, r) => Outcome::Applied,
-                    Some(r) => Outcome::Refused(format!(
-                        "accepted, but the rule reads back as: {}",
-                        r.describe()
-                    )),
-                    None => Outcome::Refused(
-                        "accepted, but the rule is missing when the configuration is read back"
-                            .into(),
-                    ),
-                },
-                Err(o) => o.clone(),
-            }
-        });
-        PartOutcome { part, outcome }
-    }));
-    // A rule counts as removed when none with its id is left, or, for one that expired current
-    // objects, when none with its id still does (a rule id of ours rewritten without it).
-    let removed = match (before, &kept) {
-        (Some(before), Ok(after)) => before
-            .into_iter()
-            .filter(|b| {
-                !after.iter().any(|a| {
-                    a.id == b.id && (b.current_expiry.is_none() || a.current_expiry.is_some())
-                })
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    (out, removed)
-}
-
-/// The bucket's lifecycle rules, or why they cannot be read.
-async fn read_back(store: &S3Store) -> Result<Vec<LifecycleRuleInfo>, Outcome> {
-    get_rules(store)
-        .await
-        .map(|rules| rules.iter().map(LifecycleRuleInfo::from_rule).collect())
-        .map_err(|e| classify(http_status(&e), sdk_io_error(e)))
-}
-
-/// The bucket's lifecycle rules as the SDK has them; none when it has no configuration.
-async fn get_rules(
-    store: &S3Store,
-) -> Result<Vec<LifecycleRule>, SdkError<GetBucketLifecycleConfigurationError, HttpResponse>> {
-    let (client, _) = store.client();
-    match client
-        .get_bucket_lifecycle_configuration()
-        .bucket(store.bucket())
-        .send()
-        .await
-    {
-        Ok(c) => Ok(c.rules().to_vec()),
-        // NoSuchLifecycleConfiguration: there are no rules.
-        Err(e) if http_status(&e) == Some(404) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// A server that answered with a 4xx or 501 refused; no answer or another 5xx is a failure.
 fn classify(status: Option<u16>, err: std::io::Error) -> Outcome {
     match status {
         Some(s) if (400..500).contains(&s) || s == 501 => Outcome::Refused(err.to_string()),
         _ => Outcome::Failed(err.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn whole_days_round_up_and_are_at_least_one() {
-        assert_eq!(whole_days(0), 1);
-        assert_eq!(whole_days(1), 1);
-        assert_eq!(whole_days(DAY_SECS), 1);
-        assert_eq!(whole_days(DAY_SECS + 1), 2);
-        assert_eq!(whole_days(45 * DAY_SECS), 45);
-        assert_eq!(whole_days(u64::MAX), i32::MAX);
-    }
-
-    #[test]
-    fn the_policy_names_its_days() {
-        let p = BucketPolicy {
-            noncurrent_days: 45,
-            default_encryption: None,
-        };
-        assert_eq!(
-            p.describe(PolicyPart::NoncurrentExpiration),
-            "noncurrent versions expire after 45 days"
-        );
-        assert_eq!(
-            p.describe(PolicyPart::AbortIncompleteMultipart),
-            "incomplete multipart uploads aborted after 7 days"
-        );
-    }
-
-    #[test]
-    fn only_an_enabled_expiry_by_days_or_date_expires_current_objects() {
-        let marker_rule = LifecycleRuleInfo {
-            id: Some("tierback-expired-delete-markers".into()),
-            enabled: true,
-            prefix: Some(String::new()),
-            current_expiry: None,
-            expired_delete_markers: true,
-            noncurrent_days: None,
-            abort_multipart_days: None,
-        };
-        assert!(!marker_rule.expires_current_objects());
-        let by_days = LifecycleRuleInfo {
-            id: Some("tierback-expire".into()),
-            current_expiry: Some(CurrentExpiry::AfterDays(90)),
-            expired_delete_markers: false,
-            ..marker_rule.clone()
-        };
-        assert!(by_days.expires_current_objects());
-        assert_eq!(by_days.describe_expiry(), "after 90 days, whole bucket");
-        let by_date = LifecycleRuleInfo {
-            current_expiry: Some(CurrentExpiry::OnDate(1_893_456_000)),
-            prefix: Some("tierback/".into()),
-            ..by_days.clone()
-        };
-        assert!(by_date.expires_current_objects());
-        assert_eq!(
-            by_date.describe_expiry(),
-            "on 2030-01-01T00:00:00Z, prefix \"tierback/\""
-        );
-        let disabled = LifecycleRuleInfo {
-            enabled: false,
-            ..by_days
-        };
-        assert!(!disabled.expires_current_objects());
-        assert_eq!(
-            disabled.describe(),
-            "current objects expire after 90 days, whole bucket, disabled"
-        );
-        assert_eq!(
-            marker_rule.describe(),
-            "expired delete markers removed, whole bucket"
-        );
     }
 }
