@@ -254,5 +254,5 @@ fn tiers_setup_rejects_a_non_s3_tier() {
     let env = Env::new("");
     let out = env.run(&["tiers", "setup", "--tier", "local"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("s3 tiers"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("s3 and restic tiers"));
 }

@@ -2,7 +2,8 @@
 //! by part, what the server accepted and what it refused (with the server's message): versioning,
 //! noncurrent versions expired after the tier's `noncurrent_expiry`, expired delete markers and
 //! incomplete uploads cleaned up, and no expiry of current objects (prune manages them; a rule
-//! that expired them is removed, and named in the output).
+//! that expired them is removed, and named in the output). A restic tier's repository is
+//! initialised if there is none, or opened with the tier's password if there is.
 //!
 //! Exit code: 0 when every part is applied everywhere, 3 (partial) when some parts were refused
 //! or failed but others applied, 1 when nothing could be applied.
