@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tierback_engine::config::{Config, TierConfig, TierKind};
+use tierback_engine::restic::{ResticStore, ResticTier};
 use tierback_engine::store::{Store, open_tier};
 use tierback_engine::units::parse_size;
 use tierback_fs::catalog::SqliteCatalog;
@@ -99,20 +100,38 @@ pub fn run(
     Ok(EXIT_OK)
 }
 
+/// A tier's store as the mount reads it.
+fn open_store(tier: &TierConfig) -> tierback_engine::Result<Arc<dyn Store>> {
+    Ok(match &tier.kind {
+        // Read block by block like a local tier, with the repository opened (key derivation,
+        // index) in the background now rather than by the first read.
+        TierKind::Restic { .. } => {
+            let store = Arc::new(ResticStore::new(ResticTier::open(tier)?));
+            let opening = Arc::clone(&store);
+            let name = tier.name.to_string();
+            std::thread::spawn(move || {
+                if let Err(e) = opening.open_now() {
+                    warn!("tier {name}: {e}");
+                }
+            });
+            store
+        }
+        TierKind::Local { .. } => Arc::from(open_tier(&with_read_deadline(tier))?),
+        // Sequential reads of a remote tier coalesced into a few large ranged GETs.
+        _ => Arc::new(CoalescingStore::new(Arc::from(open_tier(
+            &with_read_deadline(tier),
+        )?))),
+    })
+}
+
 /// Opens the catalog and every tier. A tier that cannot be opened still appears in the tree;
 /// its reads fail with EIO and say why.
 fn build(config: &Config, settings: Settings) -> Result<Filesystem> {
     let catalog = Arc::new(SqliteCatalog::open(config.catalog_path.clone())?);
     let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
     for tier in &config.tiers {
-        match open_tier(&with_read_deadline(tier)) {
+        match open_store(tier) {
             Ok(store) => {
-                let store: Arc<dyn Store> = Arc::from(store);
-                let store = match tier.kind {
-                    // Sequential reads of a remote tier coalesced into a few large ranged GETs.
-                    TierKind::Local { .. } => store,
-                    _ => Arc::new(CoalescingStore::new(store)),
-                };
                 stores.insert(tier.name.to_string(), store);
             }
             Err(e) => warn!("tier {}: {e}; its files will fail with EIO", tier.name),

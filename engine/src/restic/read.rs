@@ -28,6 +28,9 @@ type Found = Option<(Arc<OpenFile>, u64)>;
 pub struct ResticStore {
     tier: ResticTier,
     repo: RwLock<Option<Arc<Repo>>>,
+    /// Held while the repository is opened, so that concurrent first reads (the mount's
+    /// read-ahead) derive the key and load the index once, not once each.
+    opening: Mutex<()>,
     /// Files found so far: key → the open file and its size.
     files: Mutex<HashMap<String, (Arc<OpenFile>, u64)>>,
 }
@@ -37,18 +40,33 @@ impl ResticStore {
         ResticStore {
             tier,
             repo: RwLock::new(None),
+            opening: Mutex::new(()),
             files: Mutex::new(HashMap::new()),
         }
     }
 
     /// The repository with its index; `reload` reads the index again.
     fn repo(&self, reload: bool) -> Result<Arc<Repo>> {
-        if !reload && let Some(repo) = self.repo.read().expect("repo lock poisoned").as_ref() {
+        let seen = self.repo.read().expect("repo lock poisoned").clone();
+        if !reload && let Some(repo) = &seen {
             return Ok(Arc::clone(repo));
+        }
+        let _opening = self.opening.lock().expect("opening lock poisoned");
+        // Another reader may have opened it, or read the index again, while this one waited.
+        if let Some(now) = self.repo.read().expect("repo lock poisoned").as_ref()
+            && (!reload || !seen.as_ref().is_some_and(|seen| Arc::ptr_eq(seen, now)))
+        {
+            return Ok(Arc::clone(now));
         }
         let repo = Arc::new(self.tier.open_for_reads()?);
         *self.repo.write().expect("repo lock poisoned") = Some(Arc::clone(&repo));
         Ok(repo)
+    }
+
+    /// Opens the repository now (key derivation, index), so that the first read does not wait
+    /// for it: the mount calls this in the background as it starts.
+    pub fn open_now(&self) -> Result<()> {
+        self.repo(false).map(drop)
     }
 
     /// The file a key names, searched in the snapshots of its service and day; searched again
