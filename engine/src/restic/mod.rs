@@ -134,7 +134,7 @@ impl ResticTier {
             .init(
                 &self.credentials()?,
                 &KeyOptions::default(),
-                &ConfigOptions::default(),
+                &chunker_for_dumps(),
             )
             .map_err(|e| self.error("initialising the repository", &e))?;
         tracing::info!(tier = %self.name, path = %self.path.display(), "initialised a restic repository");
@@ -168,3 +168,16 @@ impl ResticTier {
 
 #[cfg(test)]
 mod tests;
+
+/// The chunker of a repository tierback makes: content-defined (restic's Rabin chunker, the
+/// repository's own polynomial) at a quarter of restic's default sizes (256 KiB average, 128 KiB
+/// to 2 MiB). A database dump changes in short runs of rows, and each changed run costs a new
+/// chunk around it: smaller chunks keep less unchanged data with it. restic reads such a
+/// repository as any other (the sizes are settings of the writer, kept in the config file,
+/// which restic ignores); a repository made by `restic init` keeps restic's sizes.
+fn chunker_for_dumps() -> ConfigOptions {
+    ConfigOptions::default()
+        .set_chunk_size(bytesize::ByteSize::kib(256))
+        .set_chunk_min_size(bytesize::ByteSize::kib(128))
+        .set_chunk_max_size(bytesize::ByteSize::mib(2))
+}

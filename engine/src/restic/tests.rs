@@ -55,6 +55,12 @@ fn a_backup_round_trips_through_a_snapshot() {
     let restic = ResticTier::open(&config).unwrap();
     assert!(restic.setup().unwrap(), "first setup initialises");
     assert!(!restic.setup().unwrap(), "second setup finds it");
+    let chunker = restic.open_repo().unwrap().config().clone();
+    assert_eq!(
+        (chunker.chunk_size(), chunker.chunk_min_size(), chunker.chunk_max_size()),
+        (256 << 10, 128 << 10, 2 << 20),
+        "a repository tierback makes chunks at dump-sized grain"
+    );
 
     let bytes = data(7);
     let a = artifact(dir.path(), &bytes, 1_768_564_800);
