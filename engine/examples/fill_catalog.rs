@@ -5,6 +5,7 @@
 use tierback_engine::artifact::{BlockEntry, BlockIndex};
 use tierback_engine::catalog::{Catalog, NewArtifact};
 use tierback_engine::clock::now;
+use tierback_engine::id::{ServiceName, TierName};
 use tierback_engine::layout::{artifact_file, object_key};
 
 fn main() {
@@ -13,6 +14,7 @@ fn main() {
     let n: i64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let mut catalog = Catalog::open(&path).expect("open catalog");
     let start = now() - now() % 3600;
+    let local = TierName::new("local").expect("a tier name");
     let index = BlockIndex {
         block_size: 1 << 20,
         entries: vec![BlockEntry {
@@ -24,11 +26,11 @@ fn main() {
         }],
     };
     for i in 0..n {
-        let service = format!("svc{}", i % 10);
+        let service = ServiceName::new(format!("svc{}", i % 10)).expect("a service name");
         let taken_at = start - (i / 10) * 3600;
         let file = artifact_file("db", "sql", taken_at);
         let artifact = NewArtifact {
-            key: object_key(&service, taken_at, &file),
+            key: object_key(service.as_str(), taken_at, &file),
             file,
             raw_size: 4000,
             raw_sha256: "00".repeat(32),
@@ -39,7 +41,7 @@ fn main() {
             facts: serde_json::json!({}),
         };
         catalog
-            .record_backup(&service, taken_at, "command", None, "local", &[artifact])
+            .record_backup(&service, taken_at, "command", None, &local, &[artifact])
             .expect("record");
     }
     println!("{n} backups recorded in {}", path.display());

@@ -16,7 +16,7 @@ use crate::catalog::{Catalog, NewArtifact, RunKind, RunStatus};
 use crate::clock::now;
 use crate::config::{Config, ServiceConfig, TierKind};
 use crate::error::IoContext;
-use crate::id::RunId;
+use crate::id::{RunId, TierName};
 use crate::layout;
 use crate::lock::ServiceLock;
 use crate::source::Facts;
@@ -82,7 +82,7 @@ pub fn backup_service(
     catalog.reap_interrupted()?;
     let store = primary_store(config)?;
     store.remove_stale_partials()?;
-    let tier = config.primary_tier()?.name.to_string();
+    let tier = config.primary_tier()?.name.clone();
 
     let run = catalog.begin_run(name, RunKind::Backup)?;
     let started = Instant::now();
@@ -121,14 +121,14 @@ fn take(
     catalog: &mut Catalog,
     service: &ServiceConfig,
     store: &LocalStore,
-    tier: &str,
+    tier: &TierName,
     run: RunId,
     progress: &dyn Progress,
 ) -> Result<BackupReport> {
     let name = service.name.as_str();
     // Names carry the second: two backups of a service in the same second would collide.
     let mut taken_at = now();
-    while catalog.backup_exists(name, taken_at)? {
+    while catalog.backup_exists(&service.name, taken_at)? {
         std::thread::sleep(Duration::from_millis(200));
         taken_at = now();
     }
@@ -233,9 +233,14 @@ fn take(
             return Err(e);
         }
     };
-    if let Err(e) =
-        catalog.record_backup(name, taken_at, source.driver(), Some(run), tier, &artifacts)
-    {
+    if let Err(e) = catalog.record_backup(
+        &service.name,
+        taken_at,
+        source.driver(),
+        Some(run),
+        tier,
+        &artifacts,
+    ) {
         unpublish();
         return Err(e);
     }

@@ -4,10 +4,10 @@
 //! from the catalog safe to print on a terminal. Catalog rows are named by their id types
 //! ([`BackupId`], [`ArtifactId`], [`RunId`]), so that one kind of id cannot be passed for another.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 use std::fmt;
 
-use rusqlite::types::{FromSql, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -29,15 +29,64 @@ macro_rules! name_type {
             }
         }
 
+        /// As its text, padded like a string (`{:<10}` lines up columns of names).
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
+                f.pad(&self.0)
             }
         }
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
                 &self.0
+            }
+        }
+
+        /// Hashes and orders as its text, so a map keyed by the name can be looked up by `&str`.
+        impl Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        /// Serialized as the plain string, so JSON output holds what it held before.
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        /// Read back through [`$name::new`]: a name that is not one is an error.
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Self::new(String::deserialize(d)?).map_err(serde::de::Error::custom)
+            }
+        }
+
+        /// Stored as the plain text it is, as the catalog held it before there was a type.
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                self.0.to_sql()
+            }
+        }
+
+        /// Read back through [`$name::new`]: a catalog row whose name is not one is an error,
+        /// not a path component waiting to happen.
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                Self::new(String::column_result(value)?).map_err(FromSqlError::other)
             }
         }
     };
@@ -217,6 +266,44 @@ mod tests {
             "postgresql"
         );
         assert!(TierName::new("minio-2").is_ok());
+    }
+
+    #[test]
+    fn names_are_stored_and_serialized_as_their_text() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let name = TierName::new("minio-2").unwrap();
+        let (text, kind): (String, String) = conn
+            .query_row("SELECT ?1, typeof(?1)", [&name], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((text.as_str(), kind.as_str()), ("minio-2", "text"));
+        let back: TierName = conn
+            .query_row("SELECT 'minio-2'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(back, name);
+        let bad = conn
+            .query_row("SELECT '../x'", [], |r| r.get::<_, ServiceName>(0))
+            .unwrap_err();
+        assert!(
+            bad.to_string().contains("invalid service name \"../x\""),
+            "{bad}"
+        );
+
+        assert_eq!(serde_json::to_string(&name).unwrap(), "\"minio-2\"");
+        assert_eq!(
+            serde_json::from_str::<TierName>("\"minio-2\"").unwrap(),
+            name
+        );
+        assert!(serde_json::from_str::<ServiceName>("\"a/b\"").is_err());
+
+        assert!(name == "minio-2" && name == *"minio-2");
+        assert_eq!(
+            format!("{name:<9}|{name:>8}|{name:.5}"),
+            "minio-2  | minio-2|minio"
+        );
+        let services = std::collections::BTreeMap::from([(ServiceName::new("pg").unwrap(), 1)]);
+        assert_eq!(services.get("pg"), Some(&1));
     }
 
     #[test]

@@ -95,7 +95,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
     let usage = catalog.tier_usage()?;
     for name in config.services.keys() {
         let service = name.as_str();
-        let newest_artifacts = catalog.newest_backup(service)?;
+        let newest_artifacts = catalog.newest_backup(name)?;
         let kind = newest_artifacts
             .first()
             .map(kind_of)
@@ -249,7 +249,7 @@ pub fn render(config: &Config, catalog: &Catalog, now: i64) -> Result<String> {
                 FILES_COUNT,
                 "gauge",
                 "Backup files on the tier.",
-                &[("location", t), ("service", &u.service)],
+                &[("location", t), ("service", u.service.as_str())],
                 u.files as f64,
             );
         }

@@ -28,7 +28,7 @@ pub fn apply(config: &Config, catalog: &mut Catalog, plan: &[Entry]) -> Result<P
     let mut stores = BTreeMap::new();
     let mut restic_tiers = BTreeMap::new();
     for d in plan.iter().filter(|d| d.action == Action::Remove) {
-        let tier = config.tier(&d.tier)?;
+        let tier = config.tier(d.tier.as_str())?;
         if matches!(tier.kind, TierKind::Restic { .. }) {
             let restic = match restic_tiers.entry(d.tier.clone()) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -43,7 +43,7 @@ pub fn apply(config: &Config, catalog: &mut Catalog, plan: &[Entry]) -> Result<P
         let store = match stores.entry(d.tier.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(open_tier(config.tier(&d.tier)?))
+                e.insert(open_tier(config.tier(d.tier.as_str())?))
             }
         };
         let store = match store {

@@ -30,7 +30,7 @@ use crate::artifact::format::{HEADER_LEN, describe_len as size, parse_header};
 use crate::artifact::index::{IndexDecoder, Version, encoded_len};
 use crate::artifact::metadata::{self, ArtifactMetadata};
 use crate::catalog::{Catalog, NewArtifact};
-use crate::id::escape_control;
+use crate::id::{ServiceName, TierName, escape_control};
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX};
 use crate::restic::ResticTier;
 use crate::store::Store;
@@ -53,7 +53,7 @@ pub struct RebuildReport {
 /// One artifact as found, with the tiers that hold an intact copy of it.
 struct Found {
     artifact: NewArtifact,
-    tiers: Vec<String>,
+    tiers: Vec<TierName>,
 }
 
 /// Reads every artifact on `stores` into a new catalog at `catalog_path`.
@@ -80,8 +80,11 @@ pub fn rebuild(
     let mut catalog = Catalog::open(&tmp)?;
 
     // Group artifacts into backups by (service, time), and copies into artifacts by key.
-    let mut backups: BTreeMap<(String, i64), (String, BTreeMap<String, Found>)> = BTreeMap::new();
+    let mut backups: BTreeMap<(ServiceName, i64), (String, BTreeMap<String, Found>)> =
+        BTreeMap::new();
     for store in stores {
+        // A configured tier's store, named as the config names it.
+        let tier = TierName::new(store.name())?;
         // Sizes as the tier lists them: regular files only (a local tier lists no symlinks).
         let objects: BTreeMap<String, u64> = store
             .list("")?
@@ -98,8 +101,10 @@ pub fn rebuild(
                     continue;
                 }
             };
+            // Checked with the rest of the sidecar.
+            let service = meta.service_name().map_err(Error::Invalid)?;
             let files = &mut backups
-                .entry((meta.service.clone(), meta.taken_at_unix))
+                .entry((service, meta.taken_at_unix))
                 .or_insert_with(|| (meta.driver.clone(), BTreeMap::new()))
                 .1;
             match files.get_mut(key) {
@@ -108,12 +113,12 @@ pub fn rebuild(
                         key.to_owned(),
                         Found {
                             artifact,
-                            tiers: vec![store.name().to_owned()],
+                            tiers: vec![tier.clone()],
                         },
                     );
                 }
                 Some(first) if first.artifact.stored_sha256 == artifact.stored_sha256 => {
-                    first.tiers.push(store.name().to_owned());
+                    first.tiers.push(tier.clone());
                 }
                 Some(first) => report.skipped.push(format!(
                     "{}:{key}: not the file tier {} holds under this name (SHA-256 {} against {})",
@@ -127,15 +132,17 @@ pub fn rebuild(
     }
     let mut snapshots = Vec::new();
     for tier in restic {
-        let name = tier.name().to_owned();
+        let name = TierName::new(tier.name())?;
         let (copies, skipped) = crate::restic::rebuild::found(tier, 2)?;
         for line in skipped {
             tracing::warn!("skipped {line}");
             report.skipped.push(line);
         }
         for c in copies {
+            // Checked with the rest of the sidecar.
+            let service = c.meta.service_name().map_err(Error::Invalid)?;
             let files = &mut backups
-                .entry((c.meta.service.clone(), c.meta.taken_at_unix))
+                .entry((service, c.meta.taken_at_unix))
                 .or_insert_with(|| (c.meta.driver.clone(), BTreeMap::new()))
                 .1;
             let key = c.artifact.key.clone();
@@ -164,7 +171,7 @@ pub fn rebuild(
         }
     }
     for ((service, taken_at), (driver, files)) in backups {
-        let copies: Vec<(String, Vec<String>)> = files
+        let copies: Vec<(String, Vec<TierName>)> = files
             .iter()
             .map(|(key, f)| (key.clone(), f.tiers.clone()))
             .collect();
@@ -181,7 +188,7 @@ pub fn rebuild(
         for (key, tiers) in &copies {
             catalog.set_copies(key, tiers)?;
             for t in tiers {
-                *report.copies.entry(t.clone()).or_default() += 1;
+                *report.copies.entry(t.to_string()).or_default() += 1;
             }
         }
         report.artifacts += artifacts.len();

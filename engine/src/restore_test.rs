@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::artifact::reader::ArtifactReader;
 use crate::catalog::ArtifactRecord;
+use crate::id::TierName;
 use crate::process::{Exit, Running, last_lines};
 use crate::source::Source;
 use crate::{Error, Result};
@@ -157,7 +158,10 @@ fn tar_verdict(copied: Result<u64>, tar: Exit) -> Result<Option<Outcome>> {
 }
 
 /// The artifacts of the newest backup that `tier` holds, from a service's `artifacts`.
-pub fn newest_backup<'a>(artifacts: &'a [ArtifactRecord], tier: &str) -> Vec<&'a ArtifactRecord> {
+pub fn newest_backup<'a>(
+    artifacts: &'a [ArtifactRecord],
+    tier: &TierName,
+) -> Vec<&'a ArtifactRecord> {
     let present = |a: &&ArtifactRecord| {
         a.copy_on(tier)
             .is_some_and(|c| c.state != crate::catalog::CopyState::Missing)

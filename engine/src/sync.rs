@@ -71,12 +71,12 @@ pub fn sync_tiers(
 ) -> Result<Vec<TierReport>> {
     let primary = primary_store(config)?;
     // The first tier is only ever repaired: leave it out unless it holds a corrupt copy.
-    let first = config.primary_tier()?.name.as_str();
+    let first = &config.primary_tier()?.name;
     let first_corrupt = catalog.has_corrupt_copy(first)?;
     let tiers: Vec<&TierConfig> = tiers
         .iter()
         .copied()
-        .filter(|t| t.name.as_str() != first || first_corrupt)
+        .filter(|t| t.name != *first || first_corrupt)
         .collect();
     if tiers.is_empty() {
         return Ok(Vec::new());
@@ -90,18 +90,18 @@ pub fn sync_tiers(
         let _span = tracing::info_span!("sync", tier = name).entered();
         let wanted: HashSet<BackupId> = plan
             .iter()
-            .filter(|e| e.tier == name)
+            .filter(|e| e.tier == tier.name)
             .map(|e| e.backup_id)
             .collect();
         let todo: Vec<&ArtifactRecord> = artifacts
             .iter()
             .filter(|a| wanted.contains(&a.backup_id))
             .filter(|a| {
-                a.copy_on(name)
+                a.copy_on(&tier.name)
                     .is_none_or(|c| c.state != CopyState::Present)
             })
             .collect();
-        if todo.is_empty() && tier.name.as_str() == first {
+        if todo.is_empty() && tier.name == *first {
             continue;
         }
         let _lock = match ServiceLock::acquire(&lock_dir(config), &format!("sync.{name}")) {
@@ -216,7 +216,7 @@ fn sync_tier(
             let path = format!("{}/{}", a.service, a.file);
             match result {
                 Ok(()) => {
-                    catalog.set_copy_present(a.id, tier.name.as_str())?;
+                    catalog.set_copy_present(a.id, &tier.name)?;
                     tracing::info!(tier = %tier.name, key = %a.key, "uploaded and verified");
                     report.uploaded.push(path);
                     report.bytes += a.stored_size;
@@ -325,7 +325,7 @@ fn source_file(
     config: &Config,
     a: &ArtifactRecord,
 ) -> Result<(PathBuf, Option<PathBuf>)> {
-    let primary_name = primary.name();
+    let primary_name = &config.primary_tier()?.name;
     if a.copy_on(primary_name)
         .is_some_and(|c| c.state == CopyState::Present)
         && primary.path_of(&a.key).exists()
@@ -335,9 +335,9 @@ fn source_file(
     for c in a
         .copies
         .iter()
-        .filter(|c| c.state == CopyState::Present && c.tier != primary_name)
+        .filter(|c| c.state == CopyState::Present && c.tier != *primary_name)
     {
-        let Ok(tier) = config.tier(&c.tier) else {
+        let Ok(tier) = config.tier(c.tier.as_str()) else {
             continue;
         };
         let Ok(store) = open_tier(tier) else { continue };

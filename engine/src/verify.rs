@@ -20,7 +20,7 @@ use crate::artifact::metadata::ArtifactMetadata;
 use crate::artifact::reader::{Depth, verify_member};
 use crate::catalog::{ArtifactRecord, Catalog, CopyState, RunKind, RunStatus};
 use crate::config::{Config, TierConfig};
-use crate::id::{ArtifactId, RunId};
+use crate::id::{ArtifactId, RunId, ServiceName, TierName};
 use crate::layout::{INDEX_SUFFIX, META_SUFFIX, SHA256_SUFFIX, date_of};
 use crate::parallel::ordered_map;
 use crate::store::{Store, open_tier};
@@ -63,7 +63,7 @@ pub fn verify(
     config: &Config,
     catalog: &Catalog,
     tiers: &[&TierConfig],
-    service: Option<&str>,
+    service: Option<&ServiceName>,
     scope: Scope,
     now: i64,
     mut each: impl FnMut(&Checked),
@@ -73,7 +73,7 @@ pub fn verify(
     artifacts
         .sort_by(|a, b| (b.taken_at, &a.service, &a.file).cmp(&(a.taken_at, &b.service, &b.file)));
     // One run per service, so metrics can report each service's verification time.
-    let mut service_runs: BTreeMap<String, (RunId, bool)> = BTreeMap::new();
+    let mut service_runs: BTreeMap<ServiceName, (RunId, bool)> = BTreeMap::new();
     let mut summaries = Vec::new();
     for tier in tiers {
         let name = tier.name.as_str();
@@ -81,7 +81,7 @@ pub fn verify(
         let held: Vec<&ArtifactRecord> = artifacts
             .iter()
             .filter(|a| {
-                a.copy_on(name)
+                a.copy_on(&tier.name)
                     .is_some_and(|c| c.state != CopyState::Missing)
             })
             .collect();
@@ -112,7 +112,7 @@ pub fn verify(
                 let candidates: Vec<Candidate> = held
                     .iter()
                     .map(|a| {
-                        let c = a.copy_on(name).expect("held");
+                        let c = a.copy_on(&tier.name).expect("held");
                         Candidate {
                             size: a.stored_size,
                             last_checked: c.verified_at,
@@ -144,11 +144,11 @@ pub fn verify(
                 });
             }
         }
-        let mut results = Results::new(catalog, name);
+        let mut results = Results::new(catalog, &tier.name);
         for i in order {
             let a = held[i];
             if !service_runs.contains_key(&a.service) {
-                let run = catalog.begin_run(&a.service, RunKind::Verify)?;
+                let run = catalog.begin_run(a.service.as_str(), RunKind::Verify)?;
                 service_runs.insert(a.service.clone(), (run, true));
             }
             let index = catalog.block_index(a.id)?;
@@ -196,7 +196,7 @@ pub fn verify(
 /// second's checks (they are redone), and when the pass ends or stops on an error.
 struct Results<'a> {
     catalog: &'a Catalog,
-    tier: &'a str,
+    tier: &'a TierName,
     pending: Vec<(ArtifactId, Vec<String>)>,
     since: Instant,
 }
@@ -205,7 +205,7 @@ impl<'a> Results<'a> {
     const BATCH: usize = 256;
     const WAIT: Duration = Duration::from_secs(1);
 
-    fn new(catalog: &'a Catalog, tier: &'a str) -> Self {
+    fn new(catalog: &'a Catalog, tier: &'a TierName) -> Self {
         Results {
             catalog,
             tier,
@@ -494,7 +494,7 @@ fn check_sidecars(
     if let Some(bytes) = meta {
         match ArtifactMetadata::parse(&bytes) {
             Ok(m)
-                if m.service == a.service
+                if m.service == a.service.as_str()
                     && m.file == a.file
                     && m.taken_at_unix == a.taken_at
                     && m.raw_size == a.raw_size

@@ -37,14 +37,14 @@ pub fn fetch(
             svc.driver.driver()
         )));
     }
-    let Some(artifact) = catalog.find_wal(service, wal_file)? else {
+    let Some(artifact) = catalog.find_wal(&svc.name, wal_file)? else {
         return Ok(Fetched::NotArchived);
     };
     let index = catalog.block_index(artifact.id)?;
     let mut failures = Vec::new();
     for tier in &config.tiers {
         if artifact
-            .copy_on(tier.name.as_str())
+            .copy_on(&tier.name)
             .is_none_or(|c| c.state != CopyState::Present)
         {
             continue;

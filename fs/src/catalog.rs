@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use tierback_engine::Result;
 use tierback_engine::artifact::BlockIndex;
 use tierback_engine::catalog::{ArtifactRecord, Catalog};
-use tierback_engine::id::ArtifactId;
+use tierback_engine::id::{ArtifactId, TierName};
 
 pub trait CatalogSource: Send + Sync {
     /// Every artifact with its copies.
@@ -17,7 +17,7 @@ pub trait CatalogSource: Send + Sync {
     fn version(&self) -> Result<i64>;
     fn block_index(&self, artifact_id: ArtifactId) -> Result<BlockIndex>;
     /// Records that a copy failed a check (the copy becomes `corrupt`).
-    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &str, problem: &str) -> Result<()>;
+    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &TierName, problem: &str) -> Result<()>;
 }
 
 /// The catalog file, read through one read-only connection; the rare corruption mark opens a
@@ -91,7 +91,7 @@ impl CatalogSource for SqliteCatalog {
         self.reader().catalog.block_index(artifact_id)
     }
 
-    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &str, problem: &str) -> Result<()> {
+    fn mark_corrupt(&self, artifact_id: ArtifactId, tier: &TierName, problem: &str) -> Result<()> {
         Catalog::open(&self.path)?.record_verification(artifact_id, tier, &[problem.to_owned()])
     }
 }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tierback_engine::catalog::{ArtifactRecord, CopyState};
-use tierback_engine::id::{ArtifactId, BackupId};
+use tierback_engine::id::{ArtifactId, BackupId, TierName};
 use tierback_engine::layout::{date_of, rfc3339};
 
 use crate::inode::{Inodes, ROOT};
@@ -19,7 +19,7 @@ use crate::inode::{Inodes, ROOT};
 pub struct CopyFile {
     pub artifact_id: ArtifactId,
     pub backup_id: BackupId,
-    pub tier: String,
+    pub tier: TierName,
     /// Object key on the tier.
     pub key: String,
     pub raw_size: u64,
@@ -68,7 +68,7 @@ pub struct Tree {
 impl Tree {
     /// Builds the view of `artifacts`, showing copies on `tiers` only (tiers the config names:
     /// a copy on a tier that is no longer configured cannot be read).
-    pub fn build(artifacts: &[ArtifactRecord], tiers: &[String], inodes: &mut Inodes) -> Tree {
+    pub fn build(artifacts: &[ArtifactRecord], tiers: &[TierName], inodes: &mut Inodes) -> Tree {
         let mut tree = Tree::default();
         tree.nodes.insert(
             ROOT,
@@ -87,7 +87,11 @@ impl Tree {
                 if copy.state == CopyState::Missing || !tiers.contains(&copy.tier) {
                     continue;
                 }
-                let dir = tree.mkdirs(inodes, &[&a.service, &copy.tier, &date], a.taken_at);
+                let dir = tree.mkdirs(
+                    inodes,
+                    &[a.service.as_str(), copy.tier.as_str(), &date],
+                    a.taken_at,
+                );
                 let view_path = format!("{}/{}/{date}/{}", a.service, copy.tier, a.file);
                 let file = Arc::new(CopyFile {
                     artifact_id: a.id,
@@ -233,6 +237,11 @@ impl Tree {
 pub(crate) mod tests {
     use super::*;
     use tierback_engine::catalog::CopyRecord;
+    use tierback_engine::id::ServiceName;
+
+    fn tiers(names: &[&str]) -> Vec<TierName> {
+        names.iter().map(|t| TierName::new(*t).unwrap()).collect()
+    }
 
     pub fn record(
         id: i64,
@@ -244,7 +253,7 @@ pub(crate) mod tests {
         ArtifactRecord {
             id: ArtifactId::new(id),
             backup_id: BackupId::new(id),
-            service: service.into(),
+            service: ServiceName::new(service).unwrap(),
             taken_at,
             driver: "command".into(),
             file: file.into(),
@@ -261,7 +270,7 @@ pub(crate) mod tests {
             copies: tiers
                 .iter()
                 .map(|t| CopyRecord {
-                    tier: t.to_string(),
+                    tier: TierName::new(*t).unwrap(),
                     state: CopyState::Present,
                     stored_at: taken_at,
                     verified_at: Some(taken_at),
@@ -276,7 +285,7 @@ pub(crate) mod tests {
     #[test]
     fn layout_sizes_and_sidecars() {
         let mut inodes = Inodes::default();
-        let tiers = vec!["local".to_string(), "s3".to_string()];
+        let tiers = tiers(&["local", "s3"]);
         let arts = vec![
             record(1, "pg", T, "main_120000.sql", &["local", "s3"]),
             record(2, "pg", T + 3600, "main_130000.sql", &["local"]),
@@ -331,7 +340,7 @@ pub(crate) mod tests {
     #[test]
     fn inodes_survive_a_refresh_and_missing_copies_vanish() {
         let mut inodes = Inodes::default();
-        let tiers = vec!["local".to_string()];
+        let tiers = tiers(&["local"]);
         let a = record(1, "pg", T, "main_120000.sql", &["local"]);
         let first = Tree::build(std::slice::from_ref(&a), &tiers, &mut inodes);
         let ino = |t: &Tree| {

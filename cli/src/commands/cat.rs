@@ -6,10 +6,11 @@ use std::io::BufWriter;
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use tierback_engine::artifact::reader::ArtifactReader;
 use tierback_engine::catalog::{Catalog, CopyState};
 use tierback_engine::config::Config;
+use tierback_engine::id::ServiceName;
 use tierback_engine::layout::ViewPath;
 use tierback_engine::store::open_tier;
 
@@ -19,13 +20,14 @@ pub fn run(config: &Config, path: &str) -> Result<i32> {
     let view = ViewPath::parse(path)?;
     let tier = config.tier(&view.tier)?;
     let catalog = Catalog::open_read_only(&config.catalog_path)?;
-    let Some(artifact) = catalog.find_artifact(&view.service, &view.date, &view.file)? else {
+    let service = ServiceName::new(view.service.as_str()).map_err(|e| anyhow!("{view}: {e}"))?;
+    let Some(artifact) = catalog.find_artifact(&service, &view.date, &view.file)? else {
         bail!(
             "{view}: no such backup (see `tierback list --service {}`)",
             view.service
         );
     };
-    match artifact.copy_on(&view.tier) {
+    match artifact.copy_on(&tier.name) {
         Some(c) if c.state != CopyState::Missing => {}
         _ => bail!("{view}: tier {} holds no copy of this backup", view.tier),
     }

@@ -13,9 +13,11 @@ use super::EXIT_OK;
 use crate::output::ratio;
 
 pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
-    if let Some(s) = service {
-        config.service(s)?;
-    }
+    // `--service`, held to the config's names: a name the config has is a valid one.
+    let service = service
+        .map(|s| config.service(s))
+        .transpose()?
+        .map(|svc| &svc.name);
     // No catalog yet (a config just written, before `init` or the first backup) is an empty
     // list, like an empty catalog: nothing in text, `[]` in JSON. Any other reason the catalog
     // cannot be opened (not readable by this user, an old schema, damage) stays an error.
@@ -40,16 +42,16 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
             .iter()
             .map(|c| {
                 if c.state == CopyState::Present {
-                    esc(&c.tier).into_owned()
+                    esc(c.tier.as_str()).into_owned()
                 } else {
-                    format!("{}({})", esc(&c.tier), c.state)
+                    format!("{}({})", esc(c.tier.as_str()), c.state)
                 }
             })
             .collect();
         println!(
             "{:<20} {:<12} {:<44} {:>10} {:>10} {:>7}  {}{}",
             rfc3339(a.taken_at),
-            esc(&a.service),
+            esc(a.service.as_str()),
             esc(&a.file),
             human_bytes(a.raw_size),
             human_bytes(a.stored_size),
@@ -63,8 +65,8 @@ pub fn run(config: &Config, service: Option<&str>, json: bool) -> Result<i32> {
     {
         println!(
             "\nrestore with: tierback cat {}/{}/{}/{} > {}",
-            esc(&a.service),
-            esc(&c.tier),
+            esc(a.service.as_str()),
+            esc(c.tier.as_str()),
             date_of(a.taken_at),
             esc(&a.file),
             esc(&a.file)

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tierback_engine::config::{Config, TierConfig, TierKind};
+use tierback_engine::id::TierName;
 use tierback_engine::restic::{ResticStore, ResticTier};
 use tierback_engine::store::{Store, open_tier};
 use tierback_engine::units::parse_size;
@@ -128,16 +129,16 @@ fn open_store(tier: &TierConfig) -> tierback_engine::Result<Arc<dyn Store>> {
 /// its reads fail with EIO and say why.
 fn build(config: &Config, settings: Settings) -> Result<Filesystem> {
     let catalog = Arc::new(SqliteCatalog::open(config.catalog_path.clone())?);
-    let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
+    let mut stores: HashMap<TierName, Arc<dyn Store>> = HashMap::new();
     for tier in &config.tiers {
         match open_store(tier) {
             Ok(store) => {
-                stores.insert(tier.name.to_string(), store);
+                stores.insert(tier.name.clone(), store);
             }
             Err(e) => warn!("tier {}: {e}; its files will fail with EIO", tier.name),
         }
     }
-    let tiers = config.tiers.iter().map(|t| t.name.to_string()).collect();
+    let tiers = config.tiers.iter().map(|t| t.name.clone()).collect();
     let fs = Filesystem::new(catalog, tiers, stores, settings)?;
     Ok(match &config.mount.audit_log {
         Some(path) => fs.with_audit_log(

@@ -3,8 +3,9 @@
 //! offsite Archive: manual, kept forever). Pins are per backup: pinning one file of a PostgreSQL
 //! backup keeps its other databases and globals too, so the set restores together.
 
-use anyhow::{Result, bail};
+use anyhow::{Result, anyhow, bail};
 use tierback_engine::config::Config;
+use tierback_engine::id::ServiceName;
 use tierback_engine::layout::{ViewPath, rfc3339};
 
 use super::EXIT_OK;
@@ -14,7 +15,9 @@ pub fn run(config: &Config, path: &str, pin: bool) -> Result<i32> {
     let (service, backup_id) = match ViewPath::parse(path) {
         Ok(view) => {
             config.tier(&view.tier)?;
-            let Some(a) = catalog.find_artifact(&view.service, &view.date, &view.file)? else {
+            let service =
+                ServiceName::new(view.service.as_str()).map_err(|e| anyhow!("{view}: {e}"))?;
+            let Some(a) = catalog.find_artifact(&service, &view.date, &view.file)? else {
                 bail!(
                     "{view}: no such backup (see `tierback list --service {}`)",
                     view.service
@@ -34,13 +37,14 @@ pub fn run(config: &Config, path: &str, pin: bool) -> Result<i32> {
                     "{path:?}: {time:?} is not a time like 2026-01-16T12:00:00Z (or name a file as SERVICE/TIER/DATE/FILE)"
                 )
             })?;
-            let Some(id) = catalog.backup_id(service, taken_at)? else {
+            let service = ServiceName::new(service).map_err(|e| anyhow!("{path:?}: {e}"))?;
+            let Some(id) = catalog.backup_id(&service, taken_at)? else {
                 bail!(
                     "{path:?}: no backup of {service} taken at {}",
                     rfc3339(taken_at)
                 );
             };
-            (service.to_owned(), id)
+            (service, id)
         }
     };
     catalog.set_pinned(backup_id, pin)?;

@@ -27,8 +27,8 @@ pub fn run(
         None => &config.tiers[0],
     };
     let catalog = super::open_catalog(config)?;
-    let artifacts = catalog.artifacts(Some(service))?;
-    let backup = newest_backup(&artifacts, tier.name.as_str());
+    let artifacts = catalog.artifacts(Some(&svc.name))?;
+    let backup = newest_backup(&artifacts, &tier.name);
     if backup.is_empty() {
         bail!("no backup of {service} on tier {} to test", tier.name);
     }
@@ -57,7 +57,7 @@ pub fn run(
             (path, outcome)
         })
         .collect();
-    if let Some(outcome) = source.restore_test_archive(&artifacts, tier.name.as_str()) {
+    if let Some(outcome) = source.restore_test_archive(&artifacts, &tier.name) {
         checks.push((format!("{service}/{} (archive)", tier.name), Ok(outcome)));
     }
     for (path, outcome) in checks {

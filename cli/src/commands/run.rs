@@ -189,7 +189,7 @@ pub fn run(config: &Config, quiet: bool) -> Result<i32> {
         for svc in config.services.values() {
             let name = svc.name.as_str();
             // Nothing to test yet is not a failed test.
-            if catalog.artifacts(Some(name))?.is_empty() {
+            if catalog.artifacts(Some(&svc.name))?.is_empty() {
                 continue;
             }
             match super::restore_test::run(config, name, None, false, quiet) {

@@ -54,7 +54,7 @@ pub fn run(config: &Config, json: bool) -> Result<i32> {
         let corrupt = artifacts
             .iter()
             .filter(|a| {
-                a.copy_on(name)
+                a.copy_on(&tier.name)
                     .is_some_and(|c| c.state == CopyState::Corrupt)
             })
             .count();

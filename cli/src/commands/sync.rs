@@ -17,7 +17,7 @@ pub fn run(config: &Config, tier: Option<&str>, dry_run: bool, json: bool) -> Re
     if dry_run {
         let plan: Vec<_> = from_catalog(config, &catalog, now())?
             .into_iter()
-            .filter(|e| tier.is_none_or(|t| t == e.tier))
+            .filter(|e| tier.is_none_or(|t| e.tier == t))
             .collect();
         if json {
             println!("{}", serde_json::to_string_pretty(&plan)?);

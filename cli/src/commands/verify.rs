@@ -17,9 +17,11 @@ pub fn run(
     all: bool,
     json: bool,
 ) -> Result<i32> {
-    if let Some(s) = service {
-        config.service(s)?;
-    }
+    // `--service`, held to the config's names: a name the config has is a valid one.
+    let service = service
+        .map(|s| config.service(s))
+        .transpose()?
+        .map(|svc| &svc.name);
     let tiers: Vec<_> = match tier {
         Some(t) => vec![config.tier(t)?],
         None => config.tiers.iter().collect(),

@@ -165,12 +165,18 @@ impl ArtifactMetadata {
         })
     }
 
+    /// The service, held to the config's rules for a name (what [`ArtifactMetadata::check`]
+    /// checks it against).
+    pub fn service_name(&self) -> Result<crate::id::ServiceName, String> {
+        crate::id::ServiceName::new(self.service.as_str()).map_err(|e| e.to_string())
+    }
+
     /// Checks what a sidecar from a tier says against the layout and the format, before any of
     /// it is used: names as the config would accept them, the time within range, SHA-256s as
     /// hex, the block size within 4 KiB–64 MiB, a block count that fits the raw size, and a
     /// stored size that the members of those blocks can have.
     pub fn check(&self) -> Result<(), String> {
-        crate::id::ServiceName::new(self.service.as_str()).map_err(|e| e.to_string())?;
+        self.service_name()?;
         crate::id::check_name(&self.driver, "driver name")?;
         if !(0..=LATEST).contains(&self.taken_at_unix) {
             return Err(format!(
@@ -234,8 +240,8 @@ impl ArtifactMetadata {
     /// The metadata of an artifact the catalog knows, as the sidecar holds it.
     pub fn from_record(a: &crate::catalog::ArtifactRecord) -> ArtifactMetadata {
         ArtifactMetadata {
-            service: a.service.clone(),
-            backup_id: backup_id(&a.service, a.taken_at),
+            service: a.service.to_string(),
+            backup_id: backup_id(a.service.as_str(), a.taken_at),
             file: a.file.clone(),
             taken_at: crate::layout::rfc3339(a.taken_at),
             taken_at_unix: a.taken_at,

@@ -9,14 +9,14 @@ use rusqlite::{OptionalExtension, params};
 use super::{ArtifactRecord, BackupEntry, Catalog, CopyRecord, NewArtifact};
 use crate::artifact::BlockIndex;
 use crate::clock::now;
-use crate::id::{ArtifactId, BackupId, RunId};
+use crate::id::{ArtifactId, BackupId, RunId, ServiceName, TierName};
 use crate::{Error, Result};
 
 pub(super) const ARTIFACT_COLUMNS: &str = "a.id, a.backup_id, b.service, b.taken_at, b.driver, a.file, a.key, a.raw_size, \
      a.raw_sha256, a.stored_size, a.stored_sha256, a.block_size, a.compression_level, a.block_count, a.facts, b.pinned_at";
 
 impl Catalog {
-    pub fn backup_exists(&self, service: &str, taken_at: i64) -> Result<bool> {
+    pub fn backup_exists(&self, service: &ServiceName, taken_at: i64) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT 1 FROM backups WHERE service = ?1 AND taken_at = ?2",
@@ -29,7 +29,7 @@ impl Catalog {
     }
 
     /// The id of `service`'s backup taken at `taken_at`.
-    pub fn backup_id(&self, service: &str, taken_at: i64) -> Result<Option<BackupId>> {
+    pub fn backup_id(&self, service: &ServiceName, taken_at: i64) -> Result<Option<BackupId>> {
         self.conn
             .query_row(
                 "SELECT id FROM backups WHERE service = ?1 AND taken_at = ?2",
@@ -43,11 +43,11 @@ impl Catalog {
     /// Records a complete backup and its copies on `tier`, all or nothing. Returns the backup id.
     pub fn record_backup(
         &mut self,
-        service: &str,
+        service: &ServiceName,
         taken_at: i64,
         driver: &str,
         run: Option<RunId>,
-        tier: &str,
+        tier: &TierName,
         artifacts: &[NewArtifact],
     ) -> Result<BackupId> {
         let path = self.path.clone();
@@ -96,18 +96,25 @@ impl Catalog {
     }
 
     /// Every artifact, newest backup first, optionally of one service.
-    pub fn artifacts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+    pub fn artifacts(&self, service: Option<&ServiceName>) -> Result<Vec<ArtifactRecord>> {
         self.artifacts_with(service, true)
     }
 
     /// [`Catalog::artifacts`] without their `facts` (null), in no particular order: what
     /// planning needs on every `tierback run`, at a fraction of the cost for the thousands of
     /// artifacts a catalog holds.
-    pub fn artifacts_without_facts(&self, service: Option<&str>) -> Result<Vec<ArtifactRecord>> {
+    pub fn artifacts_without_facts(
+        &self,
+        service: Option<&ServiceName>,
+    ) -> Result<Vec<ArtifactRecord>> {
         self.artifacts_with(service, false)
     }
 
-    fn artifacts_with(&self, service: Option<&str>, facts: bool) -> Result<Vec<ArtifactRecord>> {
+    fn artifacts_with(
+        &self,
+        service: Option<&ServiceName>,
+        facts: bool,
+    ) -> Result<Vec<ArtifactRecord>> {
         let (columns, order) = if facts {
             (
                 ARTIFACT_COLUMNS.to_owned(),
@@ -145,8 +152,8 @@ impl Catalog {
     /// artifacts they already hold whole on every hourly run.
     pub fn artifacts_lacking(
         &self,
-        tiers: &[&str],
-        services: &[&str],
+        tiers: &[&TierName],
+        services: &[&ServiceName],
     ) -> Result<Vec<ArtifactRecord>> {
         let mut present: HashMap<ArtifactId, usize> = HashMap::new();
         let mut stmt = self
@@ -160,7 +167,7 @@ impl Catalog {
             .map_err(|e| self.err(e))?;
         for row in rows {
             let (id, tier) = row.map_err(|e| self.err(e))?;
-            if tiers.contains(&tier.as_str()) {
+            if tiers.iter().any(|t| *t == tier.as_str()) {
                 *present.entry(id).or_default() += 1;
             }
         }
@@ -183,7 +190,7 @@ impl Catalog {
         for row in rows {
             let (id, backup_id, service) = row.map_err(|e| self.err(e))?;
             if present.get(&id).copied().unwrap_or(0) < tiers.len()
-                || services.contains(&service.as_str())
+                || services.iter().any(|s| *s == service.as_str())
             {
                 wanted.insert(backup_id);
             }
@@ -270,7 +277,10 @@ impl Catalog {
     /// Per tier (of `tiers`, or all), the backups prune removed from it that some tier still
     /// holds: sync never sends those again. (A backup no tier holds cannot be sent anywhere;
     /// [`Catalog::remove_backup_copies`] forgets it here when its last copy goes.)
-    pub fn retired(&self, tiers: Option<&[&str]>) -> Result<HashMap<String, HashSet<BackupId>>> {
+    pub fn retired(
+        &self,
+        tiers: Option<&[&TierName]>,
+    ) -> Result<HashMap<TierName, HashSet<BackupId>>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -281,10 +291,10 @@ impl Catalog {
         let tiers = tiers.map(|t| serde_json::to_string(t).expect("names are JSON"));
         let rows = stmt
             .query_map([tiers], |r| {
-                Ok((r.get::<_, BackupId>(0)?, r.get::<_, String>(1)?))
+                Ok((r.get::<_, BackupId>(0)?, r.get::<_, TierName>(1)?))
             })
             .map_err(|e| self.err(e))?;
-        let mut retired: HashMap<String, HashSet<BackupId>> = HashMap::new();
+        let mut retired: HashMap<TierName, HashSet<BackupId>> = HashMap::new();
         for row in rows {
             let (id, tier) = row.map_err(|e| self.err(e))?;
             retired.entry(tier).or_default().insert(id);
@@ -307,7 +317,7 @@ impl Catalog {
     /// The artifact a view path names (`service`, UTC `date`, decompressed `file`).
     pub fn find_artifact(
         &self,
-        service: &str,
+        service: &ServiceName,
         date: &str,
         file: &str,
     ) -> Result<Option<ArtifactRecord>> {
@@ -321,7 +331,11 @@ impl Catalog {
     }
 
     /// The newest archived copy of a WAL file (`facts.wal_file`) in a `postgres_wal` service.
-    pub fn find_wal(&self, service: &str, wal_file: &str) -> Result<Option<ArtifactRecord>> {
+    pub fn find_wal(
+        &self,
+        service: &ServiceName,
+        wal_file: &str,
+    ) -> Result<Option<ArtifactRecord>> {
         let sql = format!(
             "SELECT {ARTIFACT_COLUMNS} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
              WHERE b.service = ?1 AND json_extract(a.facts, '$.wal_file') = ?2 \

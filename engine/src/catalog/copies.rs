@@ -5,12 +5,12 @@ use rusqlite::params;
 
 use super::{Catalog, CopyState};
 use crate::clock::now;
-use crate::id::{ArtifactId, BackupId};
+use crate::id::{ArtifactId, BackupId, TierName};
 use crate::{Error, Result};
 
 impl Catalog {
     /// True if some copy on `tier` failed its last check (an index lookup: `copies_corrupt`).
-    pub fn has_corrupt_copy(&self, tier: &str) -> Result<bool> {
+    pub fn has_corrupt_copy(&self, tier: &TierName) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM copies WHERE tier = ?1 AND state = 'corrupt')",
@@ -22,7 +22,7 @@ impl Catalog {
 
     /// Records that `tier` holds a verified copy of the artifact (after an upload), and that
     /// verification: a copy repaired by sync stops counting as failed at once.
-    pub fn set_copy_present(&mut self, artifact_id: ArtifactId, tier: &str) -> Result<()> {
+    pub fn set_copy_present(&mut self, artifact_id: ArtifactId, tier: &TierName) -> Result<()> {
         let at = now();
         let path = self.path.clone();
         let err = |source| Error::Catalog {
@@ -46,7 +46,7 @@ impl Catalog {
 
     /// Makes the copies of the artifact stored under `key` exactly `tiers`, verified now (a
     /// catalog rebuild that read and checked each of them).
-    pub fn set_copies(&mut self, key: &str, tiers: &[String]) -> Result<()> {
+    pub fn set_copies(&mut self, key: &str, tiers: &[TierName]) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
             path: path.clone(),
@@ -73,7 +73,7 @@ impl Catalog {
 
     /// Marks `tier`'s copies of a backup as being deleted, before prune deletes their files: a
     /// crash in between leaves a tombstone that the next prune finishes, and readers never use it.
-    pub fn mark_backup_copies_missing(&self, backup_id: BackupId, tier: &str) -> Result<()> {
+    pub fn mark_backup_copies_missing(&self, backup_id: BackupId, tier: &TierName) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE copies SET state = 'missing', error = 'being pruned' \
@@ -87,7 +87,7 @@ impl Catalog {
     /// Forgets `tier`'s copies of a backup once prune deleted their files, and remembers that the
     /// tier dropped it (sync never sends it back). Once no tier holds any of it, its artifacts go
     /// too; the backup row stays as history.
-    pub fn remove_backup_copies(&mut self, backup_id: BackupId, tier: &str) -> Result<()> {
+    pub fn remove_backup_copies(&mut self, backup_id: BackupId, tier: &TierName) -> Result<()> {
         let path = self.path.clone();
         let err = |source| Error::Catalog {
             path: path.clone(),
@@ -127,7 +127,7 @@ impl Catalog {
     pub fn record_verification(
         &self,
         artifact_id: ArtifactId,
-        tier: &str,
+        tier: &TierName,
         problems: &[String],
     ) -> Result<()> {
         self.record_verifications(tier, &[(artifact_id, problems.to_vec())])
@@ -137,7 +137,7 @@ impl Catalog {
     /// resulting state, in one transaction: one commit for a batch, not two per copy.
     pub fn record_verifications(
         &self,
-        tier: &str,
+        tier: &TierName,
         checked: &[(ArtifactId, Vec<String>)],
     ) -> Result<()> {
         let at = now();

@@ -28,7 +28,7 @@ use serde::Serialize;
 
 use crate::artifact::BlockIndex;
 use crate::error::IoContext;
-use crate::id::{ArtifactId, BackupId, RunId};
+use crate::id::{ArtifactId, BackupId, RunId, ServiceName, TierName};
 use crate::{Error, Result};
 
 /// The `service` of a run that is about no one service: prune, and `run`'s sync and
@@ -45,7 +45,7 @@ pub struct Catalog {
 pub struct ArtifactRecord {
     pub id: ArtifactId,
     pub backup_id: BackupId,
-    pub service: String,
+    pub service: ServiceName,
     pub taken_at: i64,
     pub driver: String,
     /// Decompressed file name: `zentoria_main_120000.sql`.
@@ -66,8 +66,8 @@ pub struct ArtifactRecord {
 }
 
 impl ArtifactRecord {
-    pub fn copy_on(&self, tier: &str) -> Option<&CopyRecord> {
-        self.copies.iter().find(|c| c.tier == tier)
+    pub fn copy_on(&self, tier: &TierName) -> Option<&CopyRecord> {
+        self.copies.iter().find(|c| c.tier == *tier)
     }
 
     /// A record with only what the planning tests look at (one artifact per backup, no copies).
@@ -76,7 +76,7 @@ impl ArtifactRecord {
         ArtifactRecord {
             id: ArtifactId::new(backup_id),
             backup_id: BackupId::new(backup_id),
-            service: service.into(),
+            service: ServiceName::new(service).expect("a test's service name"),
             taken_at,
             driver: "command".into(),
             file: format!("f{backup_id}"),
@@ -107,7 +107,7 @@ pub struct BackupEntry {
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CopyRecord {
-    pub tier: String,
+    pub tier: TierName,
     pub state: CopyState,
     pub stored_at: i64,
     pub verified_at: Option<i64>,
@@ -117,6 +117,8 @@ pub struct CopyRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunRecord {
     pub id: RunId,
+    /// What the run was about: a service, a tier (syncs and tier verifications), or
+    /// [`ALL_SERVICES`] (jobs), so not always a [`ServiceName`].
     pub service: String,
     pub kind: RunKind,
     pub started_at: i64,

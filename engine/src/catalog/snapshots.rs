@@ -5,14 +5,14 @@ use rusqlite::{OptionalExtension, params};
 
 use super::Catalog;
 use crate::Result;
-use crate::id::{ArtifactId, BackupId};
+use crate::id::{ArtifactId, BackupId, TierName};
 
 impl Catalog {
     /// Records that `snapshot` holds the artifact's copy on `tier`.
     pub fn set_copy_snapshot(
         &self,
         artifact_id: ArtifactId,
-        tier: &str,
+        tier: &TierName,
         snapshot: &str,
     ) -> Result<()> {
         self.conn
@@ -25,7 +25,7 @@ impl Catalog {
     }
 
     /// [`Catalog::set_copy_snapshot`] of the artifact stored under `key` (a rebuild).
-    pub fn set_key_snapshot(&self, key: &str, tier: &str, snapshot: &str) -> Result<()> {
+    pub fn set_key_snapshot(&self, key: &str, tier: &TierName, snapshot: &str) -> Result<()> {
         self.conn
             .execute(
                 "UPDATE copies SET snapshot = ?3 WHERE tier = ?2 \
@@ -37,7 +37,11 @@ impl Catalog {
     }
 
     /// The snapshot holding the artifact's copy on `tier`, if one is recorded.
-    pub fn copy_snapshot(&self, artifact_id: ArtifactId, tier: &str) -> Result<Option<String>> {
+    pub fn copy_snapshot(
+        &self,
+        artifact_id: ArtifactId,
+        tier: &TierName,
+    ) -> Result<Option<String>> {
         self.conn
             .query_row(
                 "SELECT snapshot FROM copies WHERE artifact_id = ?1 AND tier = ?2",
@@ -50,7 +54,7 @@ impl Catalog {
     }
 
     /// The snapshots holding any of a backup's copies on `tier`.
-    pub fn backup_snapshots(&self, backup_id: BackupId, tier: &str) -> Result<Vec<String>> {
+    pub fn backup_snapshots(&self, backup_id: BackupId, tier: &TierName) -> Result<Vec<String>> {
         let mut stmt = self
             .conn
             .prepare_cached(
@@ -66,7 +70,7 @@ impl Catalog {
     }
 
     /// Whether any copy on `tier` still refers to `snapshot`.
-    pub fn snapshot_in_use(&self, tier: &str, snapshot: &str) -> Result<bool> {
+    pub fn snapshot_in_use(&self, tier: &TierName, snapshot: &str) -> Result<bool> {
         self.conn
             .query_row(
                 "SELECT 1 FROM copies WHERE tier = ?1 AND snapshot = ?2 LIMIT 1",

@@ -2,6 +2,7 @@
 //! loading every artifact of a catalog that holds a year of backups for that would cost more
 //! than the run itself.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -9,12 +10,13 @@ use rusqlite::params;
 
 use super::{ArtifactRecord, Catalog, CopyState};
 use crate::Result;
+use crate::id::{ServiceName, TierName};
 
 /// One service's copies on one tier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TierUsage {
-    pub tier: String,
-    pub service: String,
+    pub tier: TierName,
+    pub service: ServiceName,
     /// Present (readable) copies, and their stored bytes.
     pub files: u64,
     pub bytes: u64,
@@ -56,26 +58,31 @@ impl Catalog {
                  WHERE state != 'missing'",
             )
             .map_err(|e| self.err(e))?;
-        let mut usage: BTreeMap<(String, Arc<str>), TierUsage> = BTreeMap::new();
+        let mut usage: BTreeMap<(TierName, Arc<str>), TierUsage> = BTreeMap::new();
         let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let id: i64 = r.get(0).map_err(|e| self.err(e))?;
             let Some((service, size)) = artifacts.get(&id) else {
                 continue;
             };
-            let tier: String = r.get(1).map_err(|e| self.err(e))?;
+            let tier: TierName = r.get(1).map_err(|e| self.err(e))?;
             let state: CopyState = r.get(2).map_err(|e| self.err(e))?;
             let checked: i64 = r.get(3).map_err(|e| self.err(e))?;
-            let u = usage
-                .entry((tier, service.clone()))
-                .or_insert_with_key(|(tier, service)| TierUsage {
-                    tier: tier.clone(),
-                    service: service.to_string(),
-                    files: 0,
-                    bytes: 0,
-                    corrupt: 0,
-                    oldest_check: None,
-                });
+            let u = match usage.entry((tier, service.clone())) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => {
+                    let (tier, service) = e.key();
+                    let usage = TierUsage {
+                        tier: tier.clone(),
+                        service: ServiceName::new(&**service)?,
+                        files: 0,
+                        bytes: 0,
+                        corrupt: 0,
+                        oldest_check: None,
+                    };
+                    e.insert(usage)
+                }
+            };
             match state {
                 CopyState::Present => {
                     u.files += 1;
@@ -90,7 +97,7 @@ impl Catalog {
     }
 
     /// The artifacts (without facts or copies) of `service`'s newest backup that still has files.
-    pub fn newest_backup(&self, service: &str) -> Result<Vec<ArtifactRecord>> {
+    pub fn newest_backup(&self, service: &ServiceName) -> Result<Vec<ArtifactRecord>> {
         let columns = super::artifacts::ARTIFACT_COLUMNS.replace("a.facts", "'null'");
         let sql = format!(
             "SELECT {columns} FROM artifacts a JOIN backups b ON b.id = a.backup_id \
@@ -106,21 +113,22 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::tests::artifact;
+    use crate::catalog::tests::{artifact, service, tier};
 
     #[test]
     fn usage_per_tier_and_the_newest_backup() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Catalog::open(&dir.path().join("c.db")).unwrap();
-        c.record_backup("svc", 100, "command", None, "local", &[artifact("a")])
+        let (svc, local) = (service("svc"), tier("local"));
+        c.record_backup(&svc, 100, "command", None, &local, &[artifact("a")])
             .unwrap();
         let newest = c
             .record_backup(
-                "svc",
+                &svc,
                 200,
                 "command",
                 None,
-                "local",
+                &local,
                 &[artifact("b"), artifact("c")],
             )
             .unwrap();
@@ -128,18 +136,18 @@ mod tests {
         assert_eq!(usage.len(), 1);
         assert_eq!((usage[0].files, usage[0].bytes), (3, 21));
         let files: Vec<String> = c
-            .newest_backup("svc")
+            .newest_backup(&svc)
             .unwrap()
             .into_iter()
             .map(|a| a.file)
             .collect();
         assert_eq!(files, ["b", "c"]);
-        c.remove_backup_copies(newest, "local").unwrap();
+        c.remove_backup_copies(newest, &local).unwrap();
         assert_eq!(
-            c.newest_backup("svc").unwrap()[0].file,
+            c.newest_backup(&svc).unwrap()[0].file,
             "a",
             "a backup with no files left is history"
         );
-        assert!(c.newest_backup("other").unwrap().is_empty());
+        assert!(c.newest_backup(&service("other")).unwrap().is_empty());
     }
 }

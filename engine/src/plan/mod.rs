@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::catalog::{ArtifactRecord, BackupEntry, Catalog, CopyState};
 use crate::config::{Config, TierConfig};
-use crate::id::BackupId;
+use crate::id::{BackupId, ServiceName, TierName};
 use crate::retention::{Period, kept_by};
 use crate::source::postgres::BASE;
 use crate::source::postgres_wal::WalSpool;
@@ -38,7 +38,7 @@ pub struct Snapshot<'a> {
     /// Every backup ever recorded.
     pub history: &'a [BackupEntry],
     /// Per tier, the backups prune removed from it.
-    pub retired: &'a HashMap<String, HashSet<BackupId>>,
+    pub retired: &'a HashMap<TierName, HashSet<BackupId>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -68,7 +68,7 @@ impl Action {
 /// One backup on one tier: what should happen to it, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
-    pub tier: String,
+    pub tier: TierName,
     pub service: String,
     pub backup_id: BackupId,
     pub taken_at: i64,
@@ -109,7 +109,7 @@ pub fn uploads_from_catalog(
     tiers: &[&TierConfig],
 ) -> Result<Vec<Entry>> {
     let history = catalog.history()?;
-    let names: Vec<&str> = tiers.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<&TierName> = tiers.iter().map(|t| &t.name).collect();
     let retired = catalog.retired(Some(&names))?;
     let snap = Snapshot {
         artifacts,
@@ -174,12 +174,13 @@ fn plan_tiers(config: &Config, snap: &Snapshot, now: i64, tiers: &[&TierConfig])
 pub fn upload_inputs<'a>(
     config: &'a Config,
     tiers: &[&'a TierConfig],
-) -> (Vec<&'a str>, Vec<&'a str>) {
-    let names = tiers.iter().map(|t| t.name.as_str()).collect();
+) -> (Vec<&'a TierName>, Vec<&'a ServiceName>) {
+    let names = tiers.iter().map(|t| &t.name).collect();
     let bases = config
         .services
         .values()
         .filter_map(|s| s.driver_as::<WalSpool>()?.base())
+        .filter_map(|base| Some(config.services.get_key_value(base)?.0))
         .collect();
     (names, bases)
 }
@@ -196,7 +197,7 @@ fn plan_series(
     snap: &Snapshot,
     now: i64,
 ) -> Vec<Entry> {
-    let name = tier.name.as_str();
+    let name = &tier.name;
     let copy = config.copy_for(service, tier);
     let selected = select(copy, list);
     let retention = config.retention_for(service, tier);
@@ -236,7 +237,7 @@ fn plan_series(
             why.push("pinned".into());
         }
         let entry = |action, reasons, keys: bool| Entry {
-            tier: name.to_owned(),
+            tier: name.clone(),
             service: service.to_owned(),
             backup_id: b.id,
             taken_at: b.taken_at,
@@ -290,7 +291,7 @@ struct Here {
 }
 
 impl Here {
-    fn of(arts: &[&ArtifactRecord], tier: &str) -> Here {
+    fn of(arts: &[&ArtifactRecord], tier: &TierName) -> Here {
         let mut here = Here {
             held: false,
             tombstone: false,
@@ -313,7 +314,7 @@ impl Here {
 
 /// A held backup whose copy on the tier is corrupt, or lacks some artifact (an upload that
 /// stopped halfway). The first tier is only repaired, never filled.
-fn needs_repair(arts: &[&ArtifactRecord], tier: &str, primary: bool) -> bool {
+fn needs_repair(arts: &[&ArtifactRecord], tier: &TierName, primary: bool) -> bool {
     arts.iter().any(|a| match a.copy_on(tier) {
         Some(c) => c.state == CopyState::Corrupt,
         None => !primary,
@@ -321,7 +322,7 @@ fn needs_repair(arts: &[&ArtifactRecord], tier: &str, primary: bool) -> bool {
 }
 
 /// Some other tier holds a present copy of every artifact this tier lacks or holds corrupt.
-fn has_source(arts: &[&ArtifactRecord], tier: &str) -> bool {
+fn has_source(arts: &[&ArtifactRecord], tier: &TierName) -> bool {
     !arts.is_empty()
         && arts
             .iter()
@@ -332,7 +333,7 @@ fn has_source(arts: &[&ArtifactRecord], tier: &str) -> bool {
             .all(|a| {
                 a.copies
                     .iter()
-                    .any(|c| c.tier != tier && c.state == CopyState::Present)
+                    .any(|c| c.tier != *tier && c.state == CopyState::Present)
             })
 }
 
@@ -353,12 +354,12 @@ fn hold_sources(
             .iter()
             .map(|&i| &entries[i])
             .filter(|e| matches!(e.action, Action::Upload | Action::Repair))
-            .map(|e| e.tier.clone())
+            .map(|e| e.tier.to_string())
             .collect();
         if waiting.is_empty() {
             continue;
         }
-        let whole_on = |tier: &str| {
+        let whole_on = |tier: &TierName| {
             live.get(&backup).is_some_and(|arts| {
                 arts.iter().all(|a| {
                     a.copy_on(tier)
@@ -376,7 +377,7 @@ fn hold_sources(
         let holder = config.tiers.iter().find_map(|t| {
             list.iter().copied().find(|&i| {
                 let e = &entries[i];
-                e.tier == t.name.as_str()
+                e.tier == t.name
                     && e.action == Action::Remove
                     && !e.reasons.iter().any(|r| r.contains("interrupted prune"))
                     && whole_on(&e.tier)
@@ -422,7 +423,7 @@ fn select(policy: &[String], list: &[&BackupEntry]) -> Vec<bool> {
 fn wal_needed_since(
     config: &Config,
     service: &str,
-    tier: &str,
+    tier: &TierName,
     artifacts: &[ArtifactRecord],
 ) -> Option<i64> {
     let base = config

@@ -21,7 +21,7 @@ fn config(extra: &str) -> Config {
 
 fn copy(tier: &str, state: CopyState) -> CopyRecord {
     CopyRecord {
-        tier: tier.into(),
+        tier: TierName::new(tier).unwrap(),
         state,
         stored_at: 0,
         verified_at: Some(0),
@@ -32,7 +32,7 @@ fn copy(tier: &str, state: CopyState) -> CopyRecord {
 struct World {
     history: Vec<BackupEntry>,
     artifacts: Vec<ArtifactRecord>,
-    retired: HashMap<String, HashSet<BackupId>>,
+    retired: HashMap<TierName, HashSet<BackupId>>,
 }
 
 impl World {
@@ -138,7 +138,7 @@ fn a_backup_offsite_dropped_is_never_sent_again_and_selection_does_not_shift() {
         (MONDAY + 5 * DAY, both),
     ]);
     w.retired
-        .entry("offsite".into())
+        .entry(TierName::new("offsite").unwrap())
         .or_default()
         .insert(BackupId::new(3));
     let p = w.plan(&c, MONDAY + 5 * DAY + HOUR);
@@ -410,7 +410,7 @@ mod properties {
         Value = (
             Vec<BackupEntry>,
             Vec<ArtifactRecord>,
-            HashMap<String, HashSet<BackupId>>,
+            HashMap<TierName, HashSet<BackupId>>,
         ),
     > {
         let backup = (
@@ -459,7 +459,7 @@ mod properties {
                 for (tier, gone) in TIERS.iter().zip(gone) {
                     if gone {
                         retired
-                            .entry(tier.to_string())
+                            .entry(TierName::new(*tier).unwrap())
                             .or_insert_with(HashSet::new)
                             .insert(BackupId::new(id));
                     }
@@ -507,7 +507,7 @@ mod properties {
                 .iter()
                 .filter(|a| {
                     names.iter().any(|t| a.copy_on(t).is_none_or(|c| c.state != CopyState::Present))
-                        || bases.contains(&a.service.as_str())
+                        || bases.contains(&&a.service)
                 })
                 .map(|a| a.backup_id)
                 .collect();

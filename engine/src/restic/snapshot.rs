@@ -62,7 +62,7 @@ impl ResticTier {
             .ok_or_else(|| Error::Invalid("a backup with no artifacts".into()))?;
         let service = first.record.service.clone();
         let taken_at = first.record.taken_at;
-        let backup_id = crate::artifact::metadata::backup_id(&service, taken_at);
+        let backup_id = crate::artifact::metadata::backup_id(service.as_str(), taken_at);
         let dir = first
             .record
             .key

@@ -59,9 +59,9 @@ pub(crate) fn sync_tier(
             Ok(snapshot) => {
                 let mut replaced = Vec::new();
                 for a in artifacts {
-                    replaced.extend(catalog.copy_snapshot(a.id, name)?);
-                    catalog.set_copy_present(a.id, name)?;
-                    catalog.set_copy_snapshot(a.id, name, &snapshot)?;
+                    replaced.extend(catalog.copy_snapshot(a.id, &tier.name)?);
+                    catalog.set_copy_present(a.id, &tier.name)?;
+                    catalog.set_copy_snapshot(a.id, &tier.name, &snapshot)?;
                     tracing::info!(tier = %name, key = %a.key, %snapshot, "stored and verified");
                     report.uploaded.push(format!("{}/{}", a.service, a.file));
                     report.bytes += a.raw_size;
@@ -72,7 +72,7 @@ pub(crate) fn sync_tier(
                 replaced.dedup();
                 let mut stale = Vec::new();
                 for s in replaced {
-                    if !catalog.snapshot_in_use(name, &s)? {
+                    if !catalog.snapshot_in_use(&tier.name, &s)? {
                         stale.push(s);
                     }
                 }

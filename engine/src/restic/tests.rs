@@ -57,7 +57,11 @@ fn a_backup_round_trips_through_a_snapshot() {
     assert!(!restic.setup().unwrap(), "second setup finds it");
     let chunker = restic.open_repo().unwrap().config().clone();
     assert_eq!(
-        (chunker.chunk_size(), chunker.chunk_min_size(), chunker.chunk_max_size()),
+        (
+            chunker.chunk_size(),
+            chunker.chunk_min_size(),
+            chunker.chunk_max_size()
+        ),
         (256 << 10, 128 << 10, 2 << 20),
         "a repository tierback makes chunks at dump-sized grain"
     );

@@ -39,7 +39,7 @@ use toml::de::DeValue;
 use crate::Result;
 use crate::catalog::ArtifactRecord;
 use crate::config::{Mistake, Retention, ServiceConfig, ServiceContext};
-use crate::id::ServiceName;
+use crate::id::{ServiceName, TierName};
 use crate::restore_test::{Outcome, Replay};
 
 /// A driver's keys as written in its service's table (`#[derive(Deserialize)]
@@ -121,7 +121,11 @@ pub trait Source: std::fmt::Debug + Send + Sync + std::any::Any {
     }
     /// A restore test of what `tier` holds as a whole, beyond the newest backup (a WAL archive
     /// is only as good as its unbroken chain); `None`: nothing to check.
-    fn restore_test_archive(&self, _artifacts: &[ArtifactRecord], _tier: &str) -> Option<Outcome> {
+    fn restore_test_archive(
+        &self,
+        _artifacts: &[ArtifactRecord],
+        _tier: &TierName,
+    ) -> Option<Outcome> {
         None
     }
     /// This driver's retention when its service sets none.

@@ -21,7 +21,7 @@ use super::{ArtifactPlan, DriverSettings, Dump, Facts, Source, facts_of};
 use crate::catalog::ArtifactRecord;
 use crate::config::{Mistake, Retention, ServiceConfig, ServiceContext};
 use crate::error::IoContext;
-use crate::id::ServiceName;
+use crate::id::{ServiceName, TierName};
 use crate::restore_test::Outcome;
 use crate::store::local::sync_dir;
 use crate::{Error, Result};
@@ -197,7 +197,11 @@ impl Source for WalSpool {
     /// A WAL archive is only as good as its unbroken chain: the archive on `tier` checked for
     /// gaps (each segment's blocks are read by the default test; WAL is replayed by a recovery,
     /// through `wal-fetch`).
-    fn restore_test_archive(&self, artifacts: &[ArtifactRecord], tier: &str) -> Option<Outcome> {
+    fn restore_test_archive(
+        &self,
+        artifacts: &[ArtifactRecord],
+        tier: &TierName,
+    ) -> Option<Outcome> {
         Some(wal_chain(artifacts, tier))
     }
 
@@ -253,7 +257,7 @@ impl Dump for SpoolFile {
 /// Whether the WAL segments archived on `tier` follow each other without a gap on each
 /// timeline, from the oldest kept to the newest (retention removes only the oldest, so a gap
 /// means a segment never arrived: the receiver's slot was lost, or a spool file was deleted).
-fn wal_chain(artifacts: &[ArtifactRecord], tier: &str) -> Outcome {
+fn wal_chain(artifacts: &[ArtifactRecord], tier: &TierName) -> Outcome {
     use std::collections::{BTreeMap, BTreeSet};
     let mut sizes = BTreeSet::new();
     let mut names = BTreeSet::new();
@@ -388,12 +392,16 @@ mod tests {
         assert!(dir.path().join("000000010000000000000003").exists());
     }
 
+    fn tier(name: &str) -> TierName {
+        TierName::new(name).unwrap()
+    }
+
     fn segment(id: i64, name: &str, size: u64) -> ArtifactRecord {
         ArtifactRecord {
             raw_size: size,
             facts: serde_json::json!({ "wal_file": name }),
             copies: vec![crate::catalog::CopyRecord {
-                tier: "local".into(),
+                tier: tier("local"),
                 state: crate::catalog::CopyState::Present,
                 stored_at: 0,
                 verified_at: None,
@@ -414,13 +422,13 @@ mod tests {
             segment(5, "000000020000000100000000", mb16), // promoted: timeline 2
             segment(6, "000000020000000100000001", mb16),
         ];
-        let outcome = wal_chain(&list, "local");
+        let outcome = wal_chain(&list, &tier("local"));
         assert!(
             matches!(&outcome, Outcome::Passed(d) if d.starts_with("5 WAL segments")),
             "{outcome:?}"
         );
         // Not on this tier: nothing to check.
-        assert!(matches!(wal_chain(&list, "offsite"), Outcome::Skipped(_)));
+        assert!(matches!(wal_chain(&list, &tier("offsite")), Outcome::Skipped(_)));
     }
 
     #[test]
@@ -431,7 +439,7 @@ mod tests {
             segment(3, "000000010000000100000001", mb16),
             segment(4, "000000010000000100000002", mb16),
         ];
-        match wal_chain(&list, "local") {
+        match wal_chain(&list, &tier("local")) {
             Outcome::Failed(d) => assert!(
                 d.contains("0000000100000000000000FF to 000000010000000100000000 (2 segments)"),
                 "{d}"
@@ -442,6 +450,6 @@ mod tests {
             segment(1, "000000010000000000000001", mb16),
             segment(2, "000000010000000000000002", 1 << 20),
         ];
-        assert!(matches!(wal_chain(&mixed, "local"), Outcome::Failed(_)));
+        assert!(matches!(wal_chain(&mixed, &tier("local")), Outcome::Failed(_)));
     }
 }

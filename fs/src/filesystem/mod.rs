@@ -29,7 +29,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 
 use tierback_engine::artifact::BlockIndex;
-use tierback_engine::id::ArtifactId;
+use tierback_engine::id::{ArtifactId, TierName};
 use tierback_engine::store::Store;
 use tracing::info;
 
@@ -122,8 +122,8 @@ struct Snapshot {
 
 pub struct Filesystem {
     settings: Settings,
-    tiers: Vec<String>,
-    stores: HashMap<String, Arc<dyn Store>>,
+    tiers: Vec<TierName>,
+    stores: HashMap<TierName, Arc<dyn Store>>,
     shared: Arc<Shared>,
     snapshot: RwLock<Snapshot>,
     inodes: Mutex<Inodes>,
@@ -143,8 +143,8 @@ impl Filesystem {
     /// order (copies on other tiers are not shown).
     pub fn new(
         catalog: Arc<dyn CatalogSource>,
-        tiers: Vec<String>,
-        stores: HashMap<String, Arc<dyn Store>>,
+        tiers: Vec<TierName>,
+        stores: HashMap<TierName, Arc<dyn Store>>,
         settings: Settings,
     ) -> FsResult<Filesystem> {
         let cache_blocks = settings.cache_bytes / (1 << 20);

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicI64;
 use std::sync::atomic::Ordering;
 use tierback_engine::artifact::writer::{WriteOptions, write_artifact};
 use tierback_engine::catalog::ArtifactRecord;
-use tierback_engine::id::ArtifactId;
+use tierback_engine::id::{ArtifactId, TierName};
 use tierback_engine::store::memory::MemoryStore;
 
 /// An in-memory catalog double.
@@ -27,8 +27,16 @@ impl CatalogSource for FakeCatalog {
     fn block_index(&self, id: ArtifactId) -> tierback_engine::Result<BlockIndex> {
         Ok(self.indexes.lock().unwrap()[&id.get()].clone())
     }
-    fn mark_corrupt(&self, id: ArtifactId, tier: &str, _: &str) -> tierback_engine::Result<()> {
-        self.marks.lock().unwrap().push((id.get(), tier.into()));
+    fn mark_corrupt(
+        &self,
+        id: ArtifactId,
+        tier: &TierName,
+        _: &str,
+    ) -> tierback_engine::Result<()> {
+        self.marks
+            .lock()
+            .unwrap()
+            .push((id.get(), tier.to_string()));
         Ok(())
     }
 }
@@ -83,11 +91,12 @@ fn fixture_modes(cache_bytes: usize, file_mode: u16, dir_mode: u16) -> Fixture {
     let catalog = Arc::new(FakeCatalog::default());
     let store = Arc::new(MemoryStore::new("local"));
     catalog.add(&store, 1, T, &data);
-    let mut stores: HashMap<String, Arc<dyn Store>> = HashMap::new();
-    stores.insert("local".into(), store.clone());
+    let local = TierName::new("local").unwrap();
+    let mut stores: HashMap<TierName, Arc<dyn Store>> = HashMap::new();
+    stores.insert(local.clone(), store.clone());
     let fs = Filesystem::new(
         catalog.clone(),
-        vec!["local".into()],
+        vec![local],
         stores,
         Settings {
             uid: 10,

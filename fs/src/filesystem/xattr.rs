@@ -46,7 +46,7 @@ impl Filesystem {
             (Content::Copy(f), "user.tierback.verified_at") => {
                 f.verified_at.map(rfc3339).unwrap_or_else(|| "never".into())
             }
-            (Content::Copy(f), "user.tierback.tier") => f.tier.clone(),
+            (Content::Copy(f), "user.tierback.tier") => f.tier.to_string(),
             (Content::Copy(f), "user.tierback.pinned") => {
                 (if f.pinned { "yes" } else { "no" }).into()
             }
