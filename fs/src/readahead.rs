@@ -71,6 +71,13 @@ impl Sequence {
     }
 }
 
+impl Sequence {
+    /// True when the last read was not sequential (a seek, or a first read past the start).
+    pub fn seeking(&self) -> bool {
+        self.window == 0
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of threads running read-ahead jobs in the order queued.

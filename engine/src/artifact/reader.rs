@@ -13,7 +13,7 @@ use std::ops::Deref;
 
 use sha2::{Digest, Sha256};
 
-use super::format::{Checks, decode_member};
+use super::format::{self, Checks, decode_member};
 use super::{BlockEntry, BlockIndex};
 use crate::parallel::ordered_map;
 use crate::store::Store;
@@ -70,20 +70,7 @@ pub fn verify_member(
     depth: Depth,
 ) -> Result<VerifiedBlock> {
     let fail = |reason: String| Error::integrity(file, Some(block as u64), reason);
-    if member.len() != expected.stored_len as usize {
-        return Err(fail(format!(
-            "member is {} bytes, the index says {}",
-            member.len(),
-            expected.stored_len
-        )));
-    }
-    if let Some(stored) = &expected.stored_sha256
-        && <[u8; 32]>::from(Sha256::digest(member)) != *stored
-    {
-        return Err(fail(
-            "SHA-256 of the stored member differs from the catalog's index".into(),
-        ));
-    }
+    check_stored(expected, member).map_err(fail)?;
     let checks = match depth {
         Depth::Full => Checks::ALL,
         Depth::Read => Checks {
@@ -98,6 +85,24 @@ pub fn verify_member(
         ));
     }
     Ok(VerifiedBlock { block, data })
+}
+
+/// The checks of a member as stored: its length, and its SHA-256 where the index has one
+/// (format version 2).
+fn check_stored(expected: &BlockEntry, member: &[u8]) -> std::result::Result<(), String> {
+    if member.len() != expected.stored_len as usize {
+        return Err(format!(
+            "member is {} bytes, the index says {}",
+            member.len(),
+            expected.stored_len
+        ));
+    }
+    if let Some(stored) = &expected.stored_sha256
+        && <[u8; 32]>::from(Sha256::digest(member)) != *stored
+    {
+        return Err("SHA-256 of the stored member differs from the catalog's index".into());
+    }
+    Ok(())
 }
 
 /// Checks a block read decompressed (from a restic tier) against the index: its length and
@@ -137,19 +142,23 @@ impl ArtifactReader<'_> {
         format!("{}:{}", self.store.name(), self.key)
     }
 
+    fn entry(&self, i: usize) -> Result<&BlockEntry> {
+        self.index.entries.get(i).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no block {i} (it has {})",
+                self.label(),
+                self.index.entries.len()
+            ))
+        })
+    }
+
     /// Fetches, inflates and verifies block `i`.
     pub fn read_block(
         &self,
         i: usize,
         decompressor: &mut libdeflater::Decompressor,
     ) -> Result<VerifiedBlock> {
-        let entry = self.index.entries.get(i).ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: no block {i} (it has {})",
-                self.label(),
-                self.index.entries.len()
-            ))
-        })?;
+        let entry = self.entry(i)?;
         if self.store.holds_decompressed() {
             let raw =
                 self.store
@@ -160,6 +169,27 @@ impl ArtifactReader<'_> {
             .store
             .get_range(self.key, entry.offset, entry.stored_len as u64)?;
         verify_member(&self.label(), i, entry, &member, decompressor, Depth::Read)
+    }
+
+    /// Bytes `range` of block `i`, inflating no further than `range.end`: for a read that needs
+    /// only part of a block and will not read the rest (a random read through the mount). The
+    /// stored member's SHA-256 is checked before inflating, as for a whole block; the checks that
+    /// cover the whole block (CRC32, raw SHA-256) are not made. `None` when the copy has no
+    /// check for less than a whole block (format version 1, a tier holding the stream
+    /// decompressed): read the block.
+    pub fn read_range(&self, i: usize, range: std::ops::Range<usize>) -> Result<Option<Vec<u8>>> {
+        let entry = self.entry(i)?;
+        if entry.stored_sha256.is_none() || self.store.holds_decompressed() {
+            return Ok(None);
+        }
+        let member = self
+            .store
+            .get_range(self.key, entry.offset, entry.stored_len as u64)?;
+        let fail = |reason: String| Error::integrity(self.label(), Some(i as u64), reason);
+        check_stored(entry, &member).map_err(fail)?;
+        format::inflate_range(&member, range)
+            .map(Some)
+            .map_err(fail)
     }
 
     /// Streams every block, verified and in order, to `out`, decoding ahead on `threads`
@@ -284,20 +314,51 @@ mod tests {
                 };
                 for i in 0..index.entries.len() {
                     let read = r.read_block(i, &mut d);
+                    // A read of part of the block (inflating only that far) checks as much.
+                    let part = r.read_range(i, 10..200);
                     if i == bad {
-                        let err = read.unwrap_err();
-                        assert!(
-                            matches!(err, Error::Integrity { block: Some(b), .. } if b == bad as u64),
-                            "block {bad} at {at}: {err}"
-                        );
+                        for err in [read.unwrap_err(), part.unwrap_err()] {
+                            assert!(
+                                matches!(err, Error::Integrity { block: Some(b), .. } if b == bad as u64),
+                                "block {bad} at {at}: {err}"
+                            );
+                        }
                     } else {
                         let got = read.unwrap();
                         let start = index.raw_offset(i) as usize;
                         assert_eq!(&*got, &data[start..start + got.len()]);
+                        assert_eq!(part.unwrap().unwrap(), &data[start + 10..start + 200]);
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_range_is_read_only_where_the_stored_member_can_be_checked() {
+        let data = sample();
+        let (store, index) = stored(&data);
+        let r = ArtifactReader {
+            store: &store,
+            key: "s/d/f.gz",
+            index: &index,
+        };
+        let start = index.raw_offset(3) as usize;
+        assert_eq!(
+            r.read_range(3, 0..4096).unwrap().unwrap(),
+            &data[start..start + 4096]
+        );
+        // Format version 1 has no stored SHA-256: the caller reads the whole block instead.
+        let mut v1 = index.clone();
+        for e in &mut v1.entries {
+            e.stored_sha256 = None;
+        }
+        let r = ArtifactReader {
+            store: &store,
+            key: "s/d/f.gz",
+            index: &v1,
+        };
+        assert!(r.read_range(3, 0..4096).unwrap().is_none());
     }
 
     fn stored_bytes(data: &[u8]) -> Vec<u8> {

@@ -92,6 +92,39 @@ impl Shared {
         })
     }
 
+    /// Bytes `range` of block `i` of an open copy, inflated no further than needed and not
+    /// cached; `None` if the copy can only be checked block by block (see
+    /// [`ArtifactReader::read_range`]).
+    fn range(
+        &self,
+        copy: &OpenCopy,
+        i: usize,
+        range: std::ops::Range<usize>,
+    ) -> FsResult<Option<Vec<u8>>> {
+        self.cache.misses.fetch_add(1, Ordering::Relaxed);
+        let reader = ArtifactReader {
+            store: copy.store.as_ref(),
+            key: &copy.file.key,
+            index: &copy.index,
+        };
+        let read = || reader.read_range(i, range.clone());
+        match read() {
+            // As for a block: bytes a wrapper kept may predate a repair of this copy.
+            Err(tierback_engine::Error::Integrity { .. }) => {
+                copy.store.forget(&copy.file.key);
+                read()
+            }
+            other => other,
+        }
+        .map_err(|e| {
+            let key = BlockKey {
+                copy: copy.ino,
+                block: i,
+            };
+            self.failed(copy, key, e)
+        })
+    }
+
     /// Logs a failed block once per block, counts it, and marks a corrupt copy in the catalog.
     fn failed(&self, copy: &OpenCopy, key: BlockKey, e: tierback_engine::Error) -> FsError {
         let integrity = matches!(e, tierback_engine::Error::Integrity { .. });
@@ -258,13 +291,17 @@ impl Filesystem {
         let end = (offset + size as u64).min(total);
         let index = &copy.index;
         let block_size = index.block_size as u64;
-        let ahead = copy.seq.lock().expect("sequence poisoned").on_read(
-            offset,
-            end - offset,
-            block_size,
-            index.entries.len(),
-            self.max_window,
-        );
+        let (ahead, seeking) = {
+            let mut seq = copy.seq.lock().expect("sequence poisoned");
+            let ahead = seq.on_read(
+                offset,
+                end - offset,
+                block_size,
+                index.entries.len(),
+                self.max_window,
+            );
+            (ahead, seq.seeking())
+        };
         if !ahead.is_empty() {
             self.read_ahead(&copy, ahead);
         }
@@ -275,16 +312,25 @@ impl Filesystem {
             block,
         };
         if first == last {
-            let block = self.shared.block(&copy, first)?;
             let base = index.raw_offset(first);
+            // A random read of part of a block nobody has loaded: inflate only as far as it
+            // needs (on average half the block), and keep nothing (the kernel's page cache
+            // keeps what it got; a reader that goes on reading is sequential by then).
+            let range = (offset - base) as usize..(end - base) as usize;
+            if seeking
+                && range.end < index.entries[first].raw_len as usize
+                && !self.shared.cache.is_present_or_loading(key(first))
+                && let Some(bytes) = self.shared.range(&copy, first, range.clone())?
+            {
+                copy.note_read(offset, end);
+                return Ok(ReadData::Owned(bytes));
+            }
+            let block = self.shared.block(&copy, first)?;
             self.shared
                 .cache
                 .delivered(key(first), (end - offset) as usize);
             copy.note_read(offset, end);
-            return Ok(ReadData::Slice(
-                block,
-                (offset - base) as usize..(end - base) as usize,
-            ));
+            return Ok(ReadData::Slice(block, range));
         }
         let mut out = Vec::with_capacity((end - offset) as usize);
         for b in first..=last {

@@ -226,6 +226,31 @@ fn reads_at_any_offset_equal_the_source() {
 }
 
 #[test]
+fn random_reads_of_part_of_a_block_keep_nothing_and_sequential_reads_cache() {
+    let f = fixture(1 << 20);
+    let a = resolve(&f.fs, "pg/local/2026-01-16/db1_120000.sql").unwrap();
+    let fh = f.fs.open(ME, a.ino, false).unwrap();
+    // Seeks to the middle of blocks: only the bytes asked for come back, inflated no further
+    // than needed, and the cache stays empty.
+    for block in [7u64, 2, 11, 5] {
+        let off = block * BS as u64 + 1000;
+        let got = read_all(&f.fs, fh, off, 500).unwrap();
+        assert_eq!(got, &f.data[off as usize..off as usize + 500]);
+    }
+    assert_eq!(f.fs.shared.cache.bytes(), 0, "part reads are not cached");
+    // Reading on from there is sequential: whole blocks, through the cache.
+    let off = 5 * BS as u64 + 1500;
+    assert_eq!(
+        read_all(&f.fs, fh, off, 100).unwrap(),
+        &f.data[off as usize..off as usize + 100]
+    );
+    assert!(
+        f.fs.shared.cache.bytes() > 0,
+        "a sequential reader's block is cached"
+    );
+}
+
+#[test]
 fn corrupt_block_fails_only_reads_touching_it() {
     let f = fixture(1 << 20);
     let key = f.catalog.artifacts.lock().unwrap()[0].key.clone();

@@ -192,6 +192,37 @@ pub fn decode_member(
     decompressor: &mut libdeflater::Decompressor,
     checks: Checks,
 ) -> Result<(MemberHeader, Vec<u8>), String> {
+    let (h, crc) = check_framing(member)?;
+    // A reused buffer: the length check below guarantees the inflater overwrote all of it.
+    let mut raw = super::buffers::take(h.raw_len as usize);
+    let checked = (|| {
+        let n = decompressor
+            .deflate_decompress(deflate_data(member), &mut raw)
+            .map_err(|e| format!("inflate failed: {e:?}"))?;
+        if n != raw.len() {
+            return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
+        }
+        if checks.crc32 && libdeflater::crc32(&raw) != crc {
+            return Err("CRC32 mismatch".into());
+        }
+        if checks.raw_sha256 && <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
+            return Err("SHA-256 mismatch".into());
+        }
+        Ok(())
+    })();
+    match checked {
+        Ok(()) => Ok((h, raw)),
+        Err(e) => {
+            super::buffers::give(raw);
+            Err(e)
+        }
+    }
+}
+
+/// Checks a whole member's framing (its length against its header, ISIZE against the header,
+/// the header's length against what the deflate data can hold) and returns the header and the
+/// trailer's CRC32.
+fn check_framing(member: &[u8]) -> Result<(MemberHeader, u32), String> {
     let h = parse_header(member)?;
     if member.len() != h.member_len as usize {
         return Err(format!(
@@ -216,30 +247,47 @@ pub fn decode_member(
             h.raw_len
         ));
     }
-    // A reused buffer: the length check below guarantees the inflater overwrote all of it.
-    let mut raw = super::buffers::take(h.raw_len as usize);
-    let checked = (|| {
-        let n = decompressor
-            .deflate_decompress(&member[HEADER_LEN..member.len() - TRAILER_LEN], &mut raw)
-            .map_err(|e| format!("inflate failed: {e:?}"))?;
-        if n != raw.len() {
-            return Err(format!("inflated to {n} bytes, expected {}", raw.len()));
-        }
-        if checks.crc32 && libdeflater::crc32(&raw) != crc {
-            return Err("CRC32 mismatch".into());
-        }
-        if checks.raw_sha256 && <[u8; 32]>::from(Sha256::digest(&raw)) != h.sha256 {
-            return Err("SHA-256 mismatch".into());
-        }
-        Ok(())
-    })();
-    match checked {
-        Ok(()) => Ok((h, raw)),
-        Err(e) => {
-            super::buffers::give(raw);
-            Err(e)
-        }
+    Ok((h, crc))
+}
+
+/// The deflate data of a member whose framing was checked.
+fn deflate_data(member: &[u8]) -> &[u8] {
+    &member[HEADER_LEN..member.len() - TRAILER_LEN]
+}
+
+/// Bytes `range` of the block a member holds, inflating only as far as `range.end` (a random
+/// read of a few KiB needs on average half the block: half the inflating). A prefix has no
+/// checksum of its own: the caller checks the stored member's SHA-256 first; the CRC32 and the
+/// raw SHA-256 cover the whole block and are left to whole-block reads. zlib-rs rather than
+/// libdeflate, which only ever inflates a whole member.
+pub fn inflate_range(member: &[u8], range: std::ops::Range<usize>) -> Result<Vec<u8>, String> {
+    let (h, _) = check_framing(member)?;
+    if range.start > range.end || range.end > h.raw_len as usize {
+        return Err(format!(
+            "bytes {range:?} are not within the block's {} bytes",
+            h.raw_len
+        ));
     }
+    // A reused buffer: the length check below guarantees the inflater overwrote all of it.
+    let mut prefix = super::buffers::take(range.end);
+    let (got, code) = zlib_rs::inflate::uncompress_slice(
+        &mut prefix,
+        deflate_data(member),
+        zlib_rs::inflate::InflateConfig { window_bits: -15 },
+    );
+    let n = got.len();
+    // Output full stops the inflater (`BufError`), or the block ends right there.
+    use zlib_rs::ReturnCode::{BufError, Ok as Filled, StreamEnd};
+    let result = if n == range.end && matches!(code, BufError | Filled | StreamEnd) {
+        Ok(prefix[range].to_vec())
+    } else {
+        Err(format!(
+            "inflate failed: {code:?} after {n} of the first {} bytes",
+            range.end
+        ))
+    };
+    super::buffers::give(prefix);
+    result
 }
 
 /// Inflates a member just made from `raw` and compares the result with `raw` itself, so a

@@ -220,6 +220,22 @@ mod properties {
         }
 
         #[test]
+        fn a_range_inflates_to_the_same_bytes_as_the_whole_member(
+            raw in block(),
+            level in 1i32..=12,
+            ends in (any::<prop::sample::Index>(), any::<prop::sample::Index>()),
+        ) {
+            let mut c = libdeflater::Compressor::new(
+                libdeflater::CompressionLvl::new(level).unwrap(),
+            );
+            let (member, _) = encode_member(&raw, &mut c);
+            let (a, b) = (ends.0.index(raw.len() + 1), ends.1.index(raw.len() + 1));
+            let range = a.min(b)..a.max(b);
+            prop_assert_eq!(inflate_range(&member, range.clone()).unwrap(), &raw[range]);
+            prop_assert!(inflate_range(&member, 0..raw.len() + 1).is_err());
+        }
+
+        #[test]
         fn any_bytes_parse_to_a_header_or_an_error(
             bytes in proptest::collection::vec(any::<u8>(), 0..200),
         ) {
