@@ -8,6 +8,23 @@ now() { date +%s.%N; }
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+# randread FILE SIZE → p50 in ms of 300 random 4 KiB preads of FILE (SIZE bytes), the same
+# offsets every run, with read-ahead off (POSIX_FADV_RANDOM)
+randread() {
+    python3 - "$1" "$2" <<'PY'
+import os, random, sys, time
+path, size = sys.argv[1], int(sys.argv[2])
+rng = random.Random(42)
+offs = [rng.randrange(0, size - 4096) for _ in range(300)]
+fd = os.open(path, os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+lat = []
+for o in offs:
+    t = time.perf_counter(); os.pread(fd, 4096, o); lat.append(time.perf_counter() - t)
+lat.sort()
+print("%.3f" % (lat[len(lat) // 2] * 1000))
+PY
+}
 
 # start_garage DIR [EXTRA_TOML]: a single-node Garage under DIR with the bucket "bench", ready
 # for requests. Sets GARAGE, gpid, S3P, EP, AK, SK; the caller kills $gpid when done.

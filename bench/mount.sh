@@ -93,25 +93,11 @@ cat "$mnt/$rel" > /dev/null
 warm_s=$(median_of time_cat "$mnt/$rel")
 cmp "$mnt/$rel" "$W/dump.sql"
 
-# Random 4 KiB reads: cold = fresh mount process (empty block cache) and dropped page cache.
-randread() {
-    python3 - "$1" "$bytes" <<'PY'
-import os, random, sys, time
-path, size = sys.argv[1], int(sys.argv[2])
-rng = random.Random(42)
-offs = [rng.randrange(0, size - 4096) for _ in range(300)]
-fd = os.open(path, os.O_RDONLY)
-os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-lat = []
-for o in offs:
-    t = time.perf_counter(); os.pread(fd, 4096, o); lat.append(time.perf_counter() - t)
-lat.sort()
-print("%.3f" % (lat[len(lat) // 2] * 1000))
-PY
-}
+# Random 4 KiB reads (randread in lib.sh): cold = fresh mount process (empty block cache) and
+# dropped page cache.
 stop_mount; start_mount; drop
-rand_cold=$(randread "$mnt/$rel")
-rand_warm=$(randread "$mnt/$rel")
+rand_cold=$(randread "$mnt/$rel" "$bytes")
+rand_warm=$(randread "$mnt/$rel" "$bytes")
 rss_kb=$(grep VmHWM "/proc/$mpid/status" | awk '{print $2}')
 stop_mount
 
@@ -123,7 +109,7 @@ restic mount "$rmnt" > /dev/null 2>&1 & rpid=$!; pids+=("$rpid")
 wait_for "$rmnt/snapshots/latest"
 rfile=$(find "$rmnt/snapshots/latest/" -name dump.sql | head -1)
 restic_s=$(median_of cold_cat "$rfile")
-restic_rand=$(randread "$rfile")
+restic_rand=$(randread "$rfile" "$bytes")
 kill "$rpid"; wait "$rpid" 2>/dev/null || true
 
 borg_s=""
@@ -135,7 +121,7 @@ if command -v borg > /dev/null; then
     borg mount ::a "$bmnt" > /dev/null 2>&1
     wait_for "$bmnt/dump.sql"
     borg_s=$(median_of cold_cat "$bmnt/dump.sql")
-    borg_rand=$(randread "$bmnt/dump.sql")
+    borg_rand=$(randread "$bmnt/dump.sql" "$bytes")
     borg umount "$bmnt" || umount -l "$bmnt"
 fi
 

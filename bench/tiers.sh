@@ -2,7 +2,7 @@
 # The object tier against the local one, side by side in one run, on a single-node Garage on
 # loopback: `tierback sync` of a backup to Garage against `rclone copyto` and `s3cmd put` of the
 # same stored file, then cold sequential reads through the mount of the local copy and of the
-# object-tier copy (goal: the S3 read at >= 85 % of the local read).
+# object-tier copy (goal: the S3 read at >= 85 % of the local read), and random 4 KiB reads of both.
 #   bash bench/tiers.sh [SIZE]     (default 1GiB; root for drop_caches and FUSE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,6 +93,14 @@ t_local=$(median "${locals[@]}"); t_minio=$(median "${minios[@]}")
 tick=$(getconf CLK_TCK)
 echo "during the S3 reads: tierback mount used $(python3 -c "print(round($m_ticks / $tick / $t_all * 100))") % CPU, garage $(python3 -c "print(round($g_ticks / $tick / $t_all * 100))") % (of 200 % on 2 cores)"
 cmp "$W/mnt/$minio_path" "$W/dump.sql"
+# Random 4 KiB reads of each copy, and the bytes loopback carried for the S3 ones.
+raw_size=$(stat -c %s "$W/dump.sql")
+lo_bytes() { awk '$1 == "lo:" {print $2}' /proc/net/dev; }
+drop; rand_local=$(randread "$W/mnt/$local_path" "$raw_size")
+drop; lo_a=$(lo_bytes)
+rand_minio=$(randread "$W/mnt/$minio_path" "$raw_size")
+lo_b=$(lo_bytes)
+echo "random 4 KiB p50 through the mount: local $rand_local ms   minio (S3) $rand_minio ms ($(( (lo_b - lo_a) / 300 / 1024 )) KiB per read over loopback, Garage's own traffic included)"
 umount "$W/mnt"
 
 python3 - "$(stat -c %s "$W/dump.sql")" "$stored" "$t_sync" "$t_rclone" "$t_s3cmd" "$t_local" "$t_minio" <<'PY'

@@ -3,8 +3,10 @@
 //! object store such as Garage reads and hashes a whole data block (1 MiB) to serve each small
 //! range. This wrapper fetches aligned windows of `WINDOW` bytes instead, once (concurrent
 //! readers of a window wait for the one fetch), and keeps the last few in memory, so a
-//! sequential reader costs one GET per window. Bytes are still verified per block by the
-//! block reader above; a failed fetch is not remembered, so the next read tries again.
+//! sequential reader costs one GET per window. A read far from where the object was last read
+//! (a seek: a random reader) is fetched as asked, with nothing kept or fetched ahead: a window
+//! and two ahead would be 12 MiB for a random 4 KiB read. Bytes are still verified per block by
+//! the block reader above; a failed fetch is not remembered, so the next read tries again.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -19,6 +21,10 @@ const WINDOW: u64 = 4 << 20;
 const KEPT: usize = 8;
 /// Windows fetched ahead of a sequential reader: two GETs in flight hide the latency tail.
 const AHEAD: u64 = 2;
+/// A read this far from the end of the object's previous read is a seek. Generous: the mount's
+/// read-ahead runs up to 16 blocks (16 MiB of incompressible data) ahead of its reader, and both
+/// read through here.
+const SEEK_DISTANCE: u64 = 8 * WINDOW;
 
 type Slot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 /// A window of an object: (key, window number).
@@ -34,6 +40,8 @@ struct Shared {
     inner: Arc<dyn Store>,
     sizes: Mutex<HashMap<String, u64>>,
     slots: Mutex<Windows>,
+    /// Where the previous read of each object ended.
+    read_upto: Mutex<HashMap<String, u64>>,
 }
 
 impl CoalescingStore {
@@ -43,6 +51,7 @@ impl CoalescingStore {
                 inner,
                 sizes: Mutex::default(),
                 slots: Mutex::default(),
+                read_upto: Mutex::default(),
             }),
         }
     }
@@ -66,6 +75,17 @@ impl Shared {
             .expect("sizes poisoned")
             .insert(key.to_owned(), size);
         Ok(size)
+    }
+
+    /// Records a read of `offset..end` and says whether it continues the previous read of the
+    /// object (or starts at its beginning) rather than seeking.
+    fn sequential(&self, key: &str, offset: u64, end: u64) -> bool {
+        let previous = self
+            .read_upto
+            .lock()
+            .expect("read positions poisoned")
+            .insert(key.to_owned(), end);
+        offset.abs_diff(previous.unwrap_or(0)) <= SEEK_DISTANCE
     }
 
     /// Window `idx` of `key`, fetched once however many readers want it.
@@ -153,6 +173,9 @@ impl Store for CoalescingStore {
                     std::io::ErrorKind::UnexpectedEof.into(),
                 )
             })?;
+        if !shared.sequential(key, offset, end) {
+            return shared.inner.get_range(key, offset, len);
+        }
         let mut out = Vec::with_capacity(len as usize);
         let last = (end - 1) / WINDOW;
         for idx in offset / WINDOW..=last {
@@ -173,6 +196,11 @@ impl Store for CoalescingStore {
     fn forget(&self, key: &str) {
         let shared = &self.shared;
         shared.sizes.lock().expect("sizes poisoned").remove(key);
+        shared
+            .read_upto
+            .lock()
+            .expect("read positions poisoned")
+            .remove(key);
         let mut guard = shared.slots.lock().expect("slots poisoned");
         let (map, order) = &mut *guard;
         map.retain(|(k, _), _| k != key);
@@ -231,6 +259,74 @@ mod tests {
             s.get_range("no/such", 0, 1),
             Err(Error::NotFound { .. })
         ));
+    }
+
+    /// A store that records the ranges asked of it.
+    struct Counting {
+        inner: MemoryStore,
+        gets: Mutex<Vec<(u64, u64)>>,
+    }
+
+    impl Store for Counting {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn put_file(&self, key: &str, src: &Path) -> Result<()> {
+            self.inner.put_file(key, src)
+        }
+        fn put_bytes(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.put_bytes(key, bytes)
+        }
+        fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+            self.gets.lock().unwrap().push((offset, len));
+            self.inner.get_range(key, offset, len)
+        }
+        fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+            self.inner.head(key)
+        }
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key)
+        }
+    }
+
+    #[test]
+    fn a_seek_fetches_what_it_asks_and_nothing_ahead() {
+        let counting = Arc::new(Counting {
+            inner: MemoryStore::new("m"),
+            gets: Mutex::default(),
+        });
+        let obj = data(20 * WINDOW as usize);
+        counting.put_bytes("a/b", &obj).unwrap();
+        let s = CoalescingStore::new(counting.clone());
+        let fetched = || counting.gets.lock().unwrap().drain(..).collect::<Vec<_>>();
+        // From the start: a whole window, and the two after it in the background.
+        assert_eq!(s.get_range("a/b", 10, 100).unwrap(), &obj[10..110]);
+        for _ in 0..500 {
+            if counting.gets.lock().unwrap().len() >= 1 + AHEAD as usize {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let mut first = fetched();
+        first.sort();
+        assert_eq!(first, [(0, WINDOW), (WINDOW, WINDOW), (2 * WINDOW, WINDOW)]);
+        // Far away, twice: exactly the bytes asked, nothing ahead.
+        for off in [18 * WINDOW + 7, 5 * WINDOW + 3] {
+            let got = s.get_range("a/b", off, 4096).unwrap();
+            assert_eq!(got, &obj[off as usize..off as usize + 4096]);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert_eq!(fetched(), vec![(off, 4096)]);
+        }
+        // Reading on from there is sequential again: its window.
+        let off = 5 * WINDOW + 5000;
+        assert_eq!(
+            s.get_range("a/b", off, 100).unwrap(),
+            &obj[off as usize..off as usize + 100]
+        );
+        assert_eq!(fetched()[0], (5 * WINDOW, WINDOW));
     }
 
     #[test]
