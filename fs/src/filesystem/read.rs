@@ -73,22 +73,9 @@ impl Shared {
             block: i,
         };
         self.cache.get_or_load(key, || {
-            let reader = ArtifactReader {
-                store: copy.store.as_ref(),
-                key: &copy.file.key,
-                index: &copy.index,
-            };
-            let read = || DECOMPRESSOR.with(|d| reader.read_block(i, &mut d.borrow_mut()));
-            match read() {
-                // Bytes a wrapper kept (a coalesced window) may predate a repair of this copy:
-                // fetch them once more before calling the block corrupt.
-                Err(tierback_engine::Error::Integrity { .. }) => {
-                    copy.store.forget(&copy.file.key);
-                    read()
-                }
-                other => other,
-            }
-            .map_err(|e| self.failed(copy, key, e))
+            self.read(copy, i, |reader| {
+                DECOMPRESSOR.with(|d| reader.read_block(i, &mut d.borrow_mut()))
+            })
         })
     }
 
@@ -102,17 +89,29 @@ impl Shared {
         range: std::ops::Range<usize>,
     ) -> FsResult<Option<Vec<u8>>> {
         self.cache.misses.fetch_add(1, Ordering::Relaxed);
+        self.read(copy, i, |reader| reader.read_range(i, range.clone()))
+    }
+
+    /// Runs `read` of block `i` on the copy's reader; a failure is reported once ([`failed`]).
+    ///
+    /// [`failed`]: Self::failed
+    fn read<T>(
+        &self,
+        copy: &OpenCopy,
+        i: usize,
+        read: impl Fn(&ArtifactReader) -> tierback_engine::Result<T>,
+    ) -> FsResult<T> {
         let reader = ArtifactReader {
             store: copy.store.as_ref(),
             key: &copy.file.key,
             index: &copy.index,
         };
-        let read = || reader.read_range(i, range.clone());
-        match read() {
-            // As for a block: bytes a wrapper kept may predate a repair of this copy.
+        match read(&reader) {
+            // Bytes a wrapper kept (a coalesced window) may predate a repair of this copy:
+            // fetch them once more before calling the block corrupt.
             Err(tierback_engine::Error::Integrity { .. }) => {
                 copy.store.forget(&copy.file.key);
-                read()
+                read(&reader)
             }
             other => other,
         }
