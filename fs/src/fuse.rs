@@ -69,11 +69,10 @@ fn to_file_attr(a: &Attr) -> FileAttr {
         rdev: 0,
         flags: 0,
         // The I/O size cat, cp and stdio take for their buffer. A 1 MiB first read makes the
-        // kernel's first read-ahead window a whole 1 MiB, so each later FUSE request is one (default
-        // size) block
-        // (a 256 KiB read opened with 512 KiB, and every request then spanned two blocks and was
-        // copied). Interleaved A/B, 1 GiB, six rounds: warm re-read 90 ms against 106 with 256
-        // KiB (plain page cache 85), cold user CPU -8 %.
+        // kernel's first read-ahead window a whole 1 MiB, so with the default 1 MiB blocks each
+        // later FUSE request is one block (a 256 KiB read opened with 512 KiB, and every request
+        // then spanned two blocks and was copied). Interleaved A/B, 1 GiB, six rounds: warm
+        // re-read 90 ms against 106 with 256 KiB (plain page cache 85), cold user CPU -8 %.
         blksize: 1 << 20,
     }
 }
