@@ -51,6 +51,7 @@ export TIERBACK_CONFIG="$W/tb.toml"
 "$tb" -q backup shop
 gz=$(find "$W/local/shop" -name '*.sql.gz')
 stored=$(stat -c %s "$gz")
+raw_size=$(stat -c %s "$W/dump.sql")
 cat "$gz" > /dev/null
 
 secs() { local t0 t1; t0=$(now); "$@" > /dev/null 2> "$W/err" || { cat "$W/err" >&2; exit 1; }; t1=$(now); python3 -c "print($t1 - $t0)"; }
@@ -94,7 +95,6 @@ tick=$(getconf CLK_TCK)
 echo "during the S3 reads: tierback mount used $(python3 -c "print(round($m_ticks / $tick / $t_all * 100))") % CPU, garage $(python3 -c "print(round($g_ticks / $tick / $t_all * 100))") % (of 200 % on 2 cores)"
 cmp "$W/mnt/$minio_path" "$W/dump.sql"
 # Random 4 KiB reads of each copy, and the bytes loopback carried for the S3 ones.
-raw_size=$(stat -c %s "$W/dump.sql")
 lo_bytes() { awk '$1 == "lo:" {print $2}' /proc/net/dev; }
 drop; rand_local=$(randread "$W/mnt/$local_path" "$raw_size")
 drop; lo_a=$(lo_bytes)
@@ -103,7 +103,7 @@ lo_b=$(lo_bytes)
 echo "random 4 KiB p50 through the mount: local $rand_local ms   minio (S3) $rand_minio ms ($(( (lo_b - lo_a) / 300 / 1024 )) KiB per read over loopback, Garage's own traffic included)"
 umount "$W/mnt"
 
-python3 - "$(stat -c %s "$W/dump.sql")" "$stored" "$t_sync" "$t_rclone" "$t_s3cmd" "$t_local" "$t_minio" <<'PY'
+python3 - "$raw_size" "$stored" "$t_sync" "$t_rclone" "$t_s3cmd" "$t_local" "$t_minio" <<'PY'
 import sys
 raw, stored = map(int, sys.argv[1:3])
 t_sync, t_rclone, t_s3cmd, t_local, t_minio = map(float, sys.argv[3:8])
